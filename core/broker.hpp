@@ -1,0 +1,34 @@
+// broker.hpp — one broker serves one VM: it owns the configuration, the
+// plugins, the host bus connection, the VM's private bus with its document
+// portal, the listener for guest links and the current link.
+#pragma once
+
+#include <gio/gio.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sidebus {
+
+struct BrokerOptions {
+  std::vector<std::string> listen;      // --listen
+  std::string runtime_dir;              // --runtime-dir
+  std::string state_dir;                // --state-dir
+  std::string vm_name;                  // --vm-name
+  std::string guest_documents_path;     // --guest-documents-path
+  std::string host_bus;                 // --host-bus (empty: the session bus)
+  std::vector<std::string> config_dirs;  // --config-dir (empty: the defaults)
+  std::vector<std::string> plugin_dirs;  // --plugin-dir (empty: the default)
+  std::string debug_access_dir;         // --debug-access
+};
+
+class Broker {
+ public:
+  // Everything up to "ready to accept a guest link"; the error names what
+  // failed (file, option, child) and what to do.
+  static std::unique_ptr<Broker> start(const BrokerOptions& options, GError** error);
+  virtual ~Broker() = default;  // stops the link, plugins, listener and private bus
+};
+
+}  // namespace sidebus

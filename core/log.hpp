@@ -1,0 +1,14 @@
+// log.hpp — structured logging for the broker and the agent: every line goes
+// through GLib's structured log writer with SIDEBUS_VM set; debug lines only
+// with --verbose.
+#pragma once
+
+#include <string>
+
+namespace sidebus::log {
+
+// program: "sidebus-broker" or "sidebus-agent"; vm_name may be empty.
+void setup(const char* program, const std::string& vm_name, bool verbose);
+bool verbose();
+
+}  // namespace sidebus::log

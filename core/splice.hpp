@@ -1,0 +1,50 @@
+// splice.hpp — a bidirectional byte pump between two fds (the link and a D-Bus
+// stream), one thread per direction, so the D-Bus traffic of a VM never waits
+// for the main loop and the main loop never waits for a slow guest.
+//
+// * EOF on one side half-closes the other (shutdown(SHUT_WR)) and that
+//   direction is done; when a side is not a socket (virtio-serial port) there
+//   is no half-close, so the whole splice stops.
+// * Any error stops both directions and closes both fds.
+// * With pass_fds, SCM_RIGHTS fds received with a chunk are sent with that very
+//   chunk, and no chunk spans two D-Bus messages (the fixed header gives the
+//   length), so fds stay with the message they belong to; this requires both
+//   streams to start at a message boundary (they do: after SASL's BEGIN and the
+//   handshake's READY).
+//   Without it, an fd that arrives is closed at once and the splice stops with
+//   an error: nothing is ever forwarded or leaked (MSG_CMSG_CLOEXEC).
+// * on_done runs once, on the main context the splice was started from, when
+//   both directions are finished; never after the Splice is destroyed.
+// * The destructor stops both threads (they wait in poll() on an eventfd as
+//   well as on their fds, which also works for character devices) and joins.
+#pragma once
+
+#include <glib.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "unique-fd.hpp"
+
+namespace sidebus {
+
+class Splice {
+ public:
+  enum class Side { A, B };
+  // ended_first: the side whose EOF or error ended the splice (or started its
+  // end); error is NULL for a clean EOF on both sides.
+  using DoneFunc = std::function<void(Side ended_first, const GError* error)>;
+
+  // a_name/b_name appear in error messages ("link vsock:1234", "guest bus").
+  static std::unique_ptr<Splice> start(UniqueFd a, std::string a_name, UniqueFd b, std::string b_name, bool pass_fds,
+                                       DoneFunc on_done, GError** error);
+  virtual ~Splice() = default;
+};
+
+// Runs fn on `context` from any thread, always through an idle source (never
+// synchronously, unlike g_main_context_invoke(), which may run it in the
+// calling thread when nobody owns the context).
+void post_to_context(GMainContext* context, std::function<void()> fn);
+
+}  // namespace sidebus

@@ -1,0 +1,50 @@
+// filechooser.hpp — the pieces of the FileChooser plugin and how they meet.
+//
+// filechooser.cpp          the portal object on the guest bus: one handler per
+//                          method, each validating, then handing the call to
+//                          the core's Request helper toward the host portal
+// filechooser-options.cpp  the option tables: what each method accepts from
+//                          the guest, type-checked, validated and capped
+// filechooser-paths.cpp    guest paths in options (current_folder, …) → the
+//                          host files they stand for, or dropped
+// filechooser-results.cpp  the host's Response → the guest's: chosen host
+//                          files exported through the document portal
+#pragma once
+
+#include <sidebus-plugin.h>
+
+namespace filechooser {
+
+inline constexpr char kInterface[] = "org.freedesktop.portal.FileChooser";
+// Version 4 adds current_folder to OpenFile. The guest is told the lower of
+// this and the host portal's version.
+inline constexpr guint kImplementedVersion = 4;
+
+enum class Method : guint { OpenFile, SaveFile, SaveFiles };
+const char* method_name(Method method);
+
+// What the result mapping needs to know about the call. Packed into the
+// SidebusResultsFunc user_data pointer: the core offers no destroy notify for
+// it, and a request closed before its Response must not leak anything.
+struct CallInfo {
+  Method method;
+  bool directory;  // OpenFile with directory=true: folders were chosen
+};
+gpointer call_info_to_pointer(CallInfo info);
+CallInfo call_info_from_pointer(gpointer pointer);
+
+// The options to send to the host portal for @method: only the keys the
+// method documents, each type-checked and validated (InvalidArgument
+// otherwise), guest paths translated or dropped. A new non-floating a{sv}.
+GVariant* host_options_for(SidebusContext* context, Method method, GVariant* guest_options, GError** error);
+
+// The host file a guest path (inside the guest documents directory) stands
+// for; nullptr when it stands for none — the caller drops the option. Logs
+// why once. @key names the option in that log line.
+char* host_path_for_guest_path(SidebusContext* context, const char* key, const char* guest_path);
+
+// SidebusResultsFunc: the host's Response becomes the guest's, with every
+// chosen host file exported to the guest. user_data: call_info_to_pointer().
+void on_host_results(SidebusRequest* request, guint32 response, GVariant* host_results, gpointer user_data);
+
+}  // namespace filechooser

@@ -1,0 +1,669 @@
+// openuri.cpp — org.freedesktop.portal.OpenURI for the guest: a link
+// clicked in the VM opens in the host's browser, a document the VM was given
+// opens in the host's application for it.
+//
+// Every method is forwarded to the host's xdg-desktop-portal, which picks
+// the application (asking the user through its AppChooser when it must);
+// what this file adds is the VM boundary:
+//  - OpenURI: the URI passes uri-policy.cpp (scheme allow-list
+//    portals.openuri.schemes, file:// only for the VM's documents). A
+//    file:// document becomes a host OpenFile with an fd of the host file,
+//    because the host portal refuses file:// in OpenURI and because only the
+//    host file means anything there.
+//  - OpenFile / OpenDirectory: the guest's fd is resolved (guest-file.cpp);
+//    a document is opened as its host file, anything else is refused unless
+//    portals.openuri.copy_outside_documents allows opening a host copy.
+//  - SchemeSupported: schemes outside the allow-list are "unsupported"
+//    without asking the host; the others are the host's answer.
+//  - version: min(host portal's version, kImplementedVersion).
+// Options go through a table (sidebus_filter_options); the guest's
+// parent_window means nothing on the host and is dropped; requests map onto
+// host requests through the core's Request helper, so Response, Close and a
+// vanished caller behave as in every sidebus portal.
+#include <fcntl.h>
+#include <libpeas/peas.h>
+#include <sidebus-plugin.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "guest-file.hpp"
+#include "openuri-dbus.h"
+#include "uri-policy.hpp"
+
+namespace sidebus::openuri {
+namespace {
+
+constexpr const char* kInterface = "org.freedesktop.portal.OpenURI";
+// Version 5 added SchemeSupported.
+constexpr guint32 kImplementedVersion = 5;
+// What xdg-desktop-portal 1.x up to 1.18 announces; assumed if the host does
+// not tell (the host portal will answer the calls themselves, or fail them).
+constexpr guint32 kFallbackHostVersion = 3;
+// start() reads the host's version synchronously (see read_host_version).
+constexpr int kVersionTimeoutMs = 5000;
+constexpr gsize kMaxActivationTokenLength = 1024;
+
+struct GObjectUnref {
+  void operator()(gpointer object) const { g_object_unref(object); }
+};
+template <typename T>
+using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
+
+// ---- Options -----------------------------------------------------------------
+
+// Activation tokens (XDG activation, X11 startup ids) end up in the launched
+// host application's environment: short, printable ASCII.
+gboolean validate_activation_token(SidebusContext*, const char*, GVariant* value, GError** error) {
+  gsize length;
+  const char* token = g_variant_get_string(value, &length);
+  if (length > kMaxActivationTokenLength) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "longer than %zu bytes",
+                kMaxActivationTokenLength);
+    return FALSE;
+  }
+  for (const char* c = token; *c != '\0'; c++) {
+    if (*c < 0x20 || *c > 0x7e) {
+      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "not printable ASCII");
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+const SidebusOption kOpenOptions[] = {
+    {"writable", "b", nullptr},
+    {"ask", "b", nullptr},
+    {"activation_token", "s", validate_activation_token},
+};
+const SidebusOption kOpenDirectoryOptions[] = {
+    {"activation_token", "s", validate_activation_token},
+};
+
+// @options without @key (a new reference).
+GVariant* without_option(GVariant* options, const char* key) {
+  g_auto(GVariantBuilder) builder = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
+  GVariantIter iter;
+  const char* name;
+  GVariant* value;
+  g_variant_iter_init(&iter, options);
+  while (g_variant_iter_loop(&iter, "{&sv}", &name, &value))
+    if (strcmp(name, key) != 0) g_variant_builder_add(&builder, "{sv}", name, value);
+  return g_variant_ref_sink(g_variant_builder_end(&builder));
+}
+
+// Drops @old, returns @replacement: for reassigning a g_autoptr(GVariant).
+GVariant* replace_variant(GVariant* old, GVariant* replacement) {
+  g_variant_unref(old);
+  return replacement;
+}
+
+// SIDEBUS_ERROR_NOT_SUPPORTED and _LIMITS_EXCEEDED carry D-Bus names that
+// GIO registered first for G_DBUS_ERROR, so GDBus cannot encode them (the
+// guest would see org.gtk.GDBus.UnmappedGError.…). Until core/errors.cpp
+// handles that, those two leave as the G_DBUS_ERROR codes of the same name.
+GError* with_dbus_error_name(GError* error) {
+  if (error->domain == SIDEBUS_ERROR &&
+      (error->code == SIDEBUS_ERROR_NOT_SUPPORTED || error->code == SIDEBUS_ERROR_LIMITS_EXCEEDED)) {
+    error->domain = G_DBUS_ERROR;
+    error->code =
+        error->code == SIDEBUS_ERROR_NOT_SUPPORTED ? G_DBUS_ERROR_NOT_SUPPORTED : G_DBUS_ERROR_LIMITS_EXCEEDED;
+  }
+  return error;
+}
+
+bool option_is_true(GVariant* options, const char* key) {
+  gboolean value = FALSE;
+  return g_variant_lookup(options, key, "b", &value) && value;
+}
+
+// ---- Configuration -----------------------------------------------------------
+
+struct Settings {
+  std::vector<std::string> schemes = kDefaultSchemes;
+  bool copy_outside_documents = false;
+
+  // A wrong value fails start() with the key named: the administrator's
+  // policy must never be silently replaced by a default.
+  static std::optional<Settings> from_config(JsonObject* config, GError** error) {
+    Settings settings;
+    if (JsonNode* node = json_object_get_member(config, "schemes")) {
+      if (!JSON_NODE_HOLDS_ARRAY(node)) {
+        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                    "portals.openuri.schemes: expected an array of lower-case URI schemes");
+        return std::nullopt;
+      }
+      settings.schemes.clear();
+      JsonArray* array = json_node_get_array(node);
+      for (guint i = 0; i < json_array_get_length(array); i++) {
+        JsonNode* element = json_array_get_element(array, i);
+        const char* scheme = JSON_NODE_HOLDS_VALUE(element) && json_node_get_value_type(element) == G_TYPE_STRING
+                                 ? json_node_get_string(element)
+                                 : nullptr;
+        g_autofree char* lower = scheme != nullptr ? g_ascii_strdown(scheme, -1) : nullptr;
+        if (scheme == nullptr || !is_uri_scheme(scheme) || strcmp(lower, scheme) != 0) {
+          g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                      "portals.openuri.schemes[%u]: expected a lower-case URI scheme such as \"https\"", i);
+          return std::nullopt;
+        }
+        settings.schemes.emplace_back(scheme);
+      }
+    }
+    if (JsonNode* node = json_object_get_member(config, "copy_outside_documents")) {
+      if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN) {
+        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                    "portals.openuri.copy_outside_documents: expected true or false");
+        return std::nullopt;
+      }
+      settings.copy_outside_documents = json_node_get_boolean(node);
+    }
+    return settings;
+  }
+};
+
+// The version guests see must never promise more than the host portal
+// does, and they may read it as soon as the portal name appears on their
+// bus. start() runs before the broker claims that name, so one bounded
+// synchronous read here means every guest sees the final value. The host
+// portal normally runs already (it is activated otherwise).
+// A host portal without OpenURI (xdg-desktop-portal offers it only with an
+// AppChooser backend) fails start(): the guest then lacks it too, as
+// applications expect. A host portal that does not answer at all is assumed
+// to be coming, with kFallbackHostVersion.
+std::optional<guint32> read_host_version(SidebusContext* context, GError** error) {
+  g_autoptr(GError) call_error = nullptr;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+      sidebus_context_get_host_connection(context), SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH,
+      "org.freedesktop.DBus.Properties", "Get", g_variant_new("(ss)", kInterface, "version"), G_VARIANT_TYPE("(v)"),
+      G_DBUS_CALL_FLAGS_NONE, kVersionTimeoutMs, nullptr, &call_error);
+  if (g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_INVALID_ARGS) ||
+      g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_INTERFACE) ||
+      g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY)) {
+    g_dbus_error_strip_remote_error(call_error);
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_SUPPORTED,
+                "the host portal has no OpenURI (%s); xdg-desktop-portal offers it only with an AppChooser backend",
+                call_error->message);
+    return std::nullopt;
+  }
+  g_autoptr(GVariant) value = nullptr;
+  if (reply != nullptr) g_variant_get(reply, "(v)", &value);
+  if (value == nullptr || !g_variant_is_of_type(value, G_VARIANT_TYPE_UINT32)) {
+    sidebus_context_log(context, G_LOG_LEVEL_WARNING,
+                        "cannot read the host portal's OpenURI version (%s); assuming version %u",
+                        call_error != nullptr ? call_error->message : "not a uint32", kFallbackHostVersion);
+    return kFallbackHostVersion;
+  }
+  return g_variant_get_uint32(value);
+}
+
+// ---- The portal --------------------------------------------------------------
+
+class OpenUri {
+ public:
+  static std::unique_ptr<OpenUri> start(SidebusContext* context, GError** error);
+  ~OpenUri();
+  OpenUri(const OpenUri&) = delete;
+  OpenUri& operator=(const OpenUri&) = delete;
+
+ private:
+  OpenUri(SidebusContext* context, Settings settings, guint32 host_version);
+
+  static gboolean on_open_uri(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, const char* parent_window,
+                              const char* uri, GVariant* options, gpointer user_data);
+  static gboolean on_open_file(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, GUnixFDList* fd_list,
+                               const char* parent_window, GVariant* fd, GVariant* options, gpointer user_data);
+  static gboolean on_open_directory(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, GUnixFDList* fd_list,
+                                    const char* parent_window, GVariant* fd, GVariant* options, gpointer user_data);
+  static gboolean on_scheme_supported(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, const char* scheme,
+                                      GVariant* options, gpointer user_data);
+  static void on_host_scheme_supported(GObject* source, GAsyncResult* result, gpointer user_data);
+  static void on_copy_results(SidebusRequest* request, guint32 response, GVariant* results, gpointer user_data);
+
+  void open_fd(GDBusMethodInvocation* invocation, const char* method, GUnixFDList* fd_list, GVariant* fd,
+               GVariant* options, const SidebusOption* table, gsize n_options);
+  void open_copy(GDBusMethodInvocation* invocation, GuestFd guest, GVariant* options, GVariant* host_options);
+  // Makes the guest's request and the host @method call with @fd; NULL if
+  // the request could not be made (the guest has its error then).
+  SidebusRequest* forward_fd(GDBusMethodInvocation* invocation, GVariant* guest_options, const char* method, Fd fd,
+                             GVariant* host_options, SidebusResultsFunc on_results);
+  std::optional<std::string> as_document_path(const std::string& fd_path) const;
+  void reject(GDBusMethodInvocation* invocation, GError* error) {
+    sidebus_context_reject(context_, invocation, with_dbus_error_name(error));
+  }
+  void drop_parent_window(const char* parent_window);
+
+  SidebusContext* context_;
+  Settings settings_;
+  guint32 host_version_;
+  GObjectPtr<OpenUriGenOpenURI> skeleton_;
+  GObjectPtr<GCancellable> cancellable_;                // host calls outside requests (SchemeSupported)
+  std::unique_ptr<CopyStore> copies_;                   // copy_outside_documents only
+  std::map<std::string, std::string> copy_by_request_;  // guest request path → host copy
+};
+
+std::unique_ptr<OpenUri> OpenUri::start(SidebusContext* context, GError** error) {
+  auto settings = Settings::from_config(sidebus_context_get_config(context), error);
+  if (!settings) return nullptr;
+  std::optional<guint32> host_version = read_host_version(context, error);
+  if (!host_version) return nullptr;
+  std::unique_ptr<OpenUri> self(new OpenUri(context, std::move(*settings), *host_version));
+  if (!sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self->skeleton_.get()), error)) return nullptr;
+  sidebus_context_log(
+      context, G_LOG_LEVEL_DEBUG, "OpenURI version %u (host %u); schemes: %s; documents: %s; copies outside them: %s",
+      open_uri_gen_open_uri_get_version(OPEN_URI_GEN_OPEN_URI(self->skeleton_.get())), *host_version,
+      self->settings_.schemes.empty() ? "none" : join_schemes(self->settings_.schemes).c_str(),
+      *sidebus_context_get_guest_documents_path(context) != '\0' ? sidebus_context_get_guest_documents_path(context)
+                                                                 : "(none)",
+      self->settings_.copy_outside_documents ? "yes" : "no");
+  return self;
+}
+
+OpenUri::OpenUri(SidebusContext* context, Settings settings, guint32 host_version)
+    : context_(context),
+      settings_(std::move(settings)),
+      host_version_(host_version),
+      skeleton_(open_uri_gen_open_uri_skeleton_new()),
+      cancellable_(g_cancellable_new()) {
+  if (settings_.copy_outside_documents) copies_ = std::make_unique<CopyStore>(sidebus_context_get_vm_name(context));
+  open_uri_gen_open_uri_set_version(skeleton_.get(), MIN(host_version_, kImplementedVersion));
+  g_signal_connect(skeleton_.get(), "handle-open-uri", G_CALLBACK(on_open_uri), this);
+  g_signal_connect(skeleton_.get(), "handle-open-file", G_CALLBACK(on_open_file), this);
+  g_signal_connect(skeleton_.get(), "handle-open-directory", G_CALLBACK(on_open_directory), this);
+  g_signal_connect(skeleton_.get(), "handle-scheme-supported", G_CALLBACK(on_scheme_supported), this);
+}
+
+OpenUri::~OpenUri() {
+  g_cancellable_cancel(cancellable_.get());
+  g_signal_handlers_disconnect_by_data(skeleton_.get(), this);
+  if (copies_ && !copies_->dir().empty())
+    sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "deleting the copies in %s", copies_->dir().c_str());
+  copies_.reset();
+}
+
+void OpenUri::drop_parent_window(const char* parent_window) {
+  if (*parent_window != '\0')
+    sidebus_context_log(context_, G_LOG_LEVEL_DEBUG,
+                        "dropping the guest's parent_window “%s”: it means nothing "
+                        "on the host",
+                        quote_for_message(parent_window).c_str());
+}
+
+SidebusRequest* OpenUri::forward_fd(GDBusMethodInvocation* invocation, GVariant* guest_options, const char* method,
+                                    Fd fd, GVariant* host_options, SidebusResultsFunc on_results) {
+  int raw_fd = fd.release();
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&raw_fd, 1);  // owns it now
+  g_autoptr(GError) error = nullptr;
+  SidebusRequest* request = sidebus_request_new(context_, invocation, guest_options, &error);
+  if (request == nullptr) {
+    reject(invocation, g_steal_pointer(&error));
+    return nullptr;
+  }
+  sidebus_request_call_host_with_fds(request, kInterface, method, g_variant_new("(sh@a{sv})", "", 0, host_options), fds,
+                                     on_results, this);
+  return request;
+}
+
+gboolean OpenUri::on_open_uri(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, const char* parent_window,
+                              const char* uri, GVariant* options, gpointer user_data) {
+  auto* self = static_cast<OpenUri*>(user_data);
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GVariant) host_options =
+      sidebus_filter_options(self->context_, options, kOpenOptions, G_N_ELEMENTS(kOpenOptions), &error);
+  if (host_options == nullptr) {
+    self->reject(invocation, g_steal_pointer(&error));
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  auto checked =
+      check_guest_uri(uri, self->settings_.schemes, sidebus_context_get_guest_documents_path(self->context_), &error);
+  if (!checked) {
+    g_prefix_error(&error, "cannot open “%s”: ", quote_for_message(uri).c_str());
+    self->reject(invocation, g_steal_pointer(&error));
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  self->drop_parent_window(parent_window);
+
+  if (checked->is_document()) {
+    auto file = open_document(self->context_, checked->guest_path, &error);
+    if (!file) {
+      g_prefix_error(&error, "cannot open “%s”: ", quote_for_message(uri).c_str());
+      self->reject(invocation, g_steal_pointer(&error));
+      return G_DBUS_METHOD_INVOCATION_HANDLED;
+    }
+    // A path proves nothing about the VM's write access to the document (an
+    // fd would, see open_fd), so the host handler gets read access only.
+    if (option_is_true(host_options, "writable")) {
+      sidebus_context_log(self->context_, G_LOG_LEVEL_DEBUG,
+                          "OpenURI on a file:// document: not forwarding writable (use OpenFile with a writable fd)");
+      host_options = replace_variant(host_options, without_option(host_options, "writable"));
+    }
+    sidebus_context_log(self->context_, G_LOG_LEVEL_DEBUG, "opening document %s as host file %s",
+                        checked->guest_path.c_str(), file->path.c_str());
+    self->forward_fd(invocation, options, "OpenFile", std::move(file->fd), host_options, nullptr);
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+
+  SidebusRequest* request = sidebus_request_new(self->context_, invocation, options, &error);
+  if (request == nullptr) {
+    self->reject(invocation, g_steal_pointer(&error));
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  sidebus_request_call_host(request, kInterface, "OpenURI", g_variant_new("(ss@a{sv})", "", uri, host_options), nullptr,
+                            nullptr);
+  return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+gboolean OpenUri::on_open_file(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, GUnixFDList* fd_list,
+                               const char* parent_window, GVariant* fd, GVariant* options, gpointer user_data) {
+  auto* self = static_cast<OpenUri*>(user_data);
+  self->drop_parent_window(parent_window);
+  self->open_fd(invocation, "OpenFile", fd_list, fd, options, kOpenOptions, G_N_ELEMENTS(kOpenOptions));
+  return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+gboolean OpenUri::on_open_directory(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, GUnixFDList* fd_list,
+                                    const char* parent_window, GVariant* fd, GVariant* options, gpointer user_data) {
+  auto* self = static_cast<OpenUri*>(user_data);
+  self->drop_parent_window(parent_window);
+  self->open_fd(invocation, "OpenDirectory", fd_list, fd, options, kOpenDirectoryOptions,
+                G_N_ELEMENTS(kOpenDirectoryOptions));
+  return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+// The guest path of the document an fd stands for, from the path the kernel
+// gives the broker for it. That path is the one the file was opened through
+// only up to symlinks: a documents directory that is a symlink (a VMM's
+// share, test-filechooser's layout) shows up resolved, so it is matched
+// against the resolved documents directory too, resolved afresh each time
+// (it may appear after the link came up).
+std::optional<std::string> OpenUri::as_document_path(const std::string& fd_path) const {
+  const char* documents = sidebus_context_get_guest_documents_path(context_);
+  if (*documents == '\0' || fd_path.empty()) return std::nullopt;
+  if (path_is_inside(fd_path, documents)) return fd_path;
+  char* resolved = realpath(documents, nullptr);
+  if (resolved == nullptr) return std::nullopt;  // not on this machine: a VM's own path
+  std::string real = resolved;
+  free(resolved);
+  if (real == documents || !path_is_inside(fd_path, real)) return std::nullopt;
+  std::string base = documents;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  return base + fd_path.substr(real.size());
+}
+
+// OpenFile / OpenDirectory. OpenDirectory shows the folder *containing* the
+// file (or folder) the fd stands for, so both accept either.
+void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUnixFDList* fd_list, GVariant* fd,
+                      GVariant* options, const SidebusOption* table, gsize n_options) {
+  g_autoptr(GError) error = nullptr;
+  if (!sidebus_context_require_fds(context_, &error)) {
+    g_prefix_error(&error, "%s needs the file descriptor of the file to open: ", method);
+    reject(invocation, g_steal_pointer(&error));
+    return;
+  }
+  g_autoptr(GVariant) host_options = sidebus_filter_options(context_, options, table, n_options, &error);
+  if (host_options == nullptr) {
+    reject(invocation, g_steal_pointer(&error));
+    return;
+  }
+  auto guest = take_guest_fd(fd_list, g_variant_get_handle(fd), &error);
+  if (!guest) {
+    g_prefix_error(&error, "cannot open the file: ");
+    reject(invocation, g_steal_pointer(&error));
+    return;
+  }
+  const char* documents = sidebus_context_get_guest_documents_path(context_);
+  std::string shown =
+      guest->path.empty() ? std::string("(a file without a path)") : quote_for_message(guest->path.c_str());
+
+  if (auto document = as_document_path(guest->path)) {
+    if (option_is_true(host_options, "writable") && !guest->is_writable()) {
+      reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                                     "cannot open “%s” writable: the file descriptor is read-only (open it O_RDWR)",
+                                     shown.c_str()));
+      return;
+    }
+    auto file = open_document(context_, *document, &error);
+    if (!file) {
+      g_prefix_error(&error, "cannot open “%s”: ", shown.c_str());
+      reject(invocation, g_steal_pointer(&error));
+      return;
+    }
+    sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "%s: document %s is host file %s", method, document->c_str(),
+                        file->path.c_str());
+    forward_fd(invocation, options, method, std::move(file->fd), host_options, nullptr);
+    return;
+  }
+
+  if (!settings_.copy_outside_documents) {
+    reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                                   "cannot open “%s”: it is not in the VM's documents directory %s; only documents "
+                                   "shared with the VM can be opened on the host (an administrator can allow opening "
+                                   "a host copy of other files with portals.openuri.copy_outside_documents)",
+                                   shown.c_str(), *documents != '\0' ? documents : "(none)"));
+    return;
+  }
+  if (strcmp(method, "OpenDirectory") == 0) {
+    reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                                   "cannot show the folder of “%s”: it is not in the VM's documents directory %s, "
+                                   "and the VM's own folders do not exist on the host",
+                                   shown.c_str(), *documents != '\0' ? documents : "(none)"));
+    return;
+  }
+  if (guest->is_directory()) {
+    reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                                   "cannot open “%s”: it is a folder outside the VM's documents directory, and only "
+                                   "files are copied to the host",
+                                   shown.c_str()));
+    return;
+  }
+  if (guest->is_opath()) {
+    reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                                   "cannot open a copy of “%s”: the file descriptor is O_PATH; pass one opened for "
+                                   "reading so the broker reads only what the caller may read",
+                                   shown.c_str()));
+    return;
+  }
+  // The copy is the host application's own; the guest's file is unaffected.
+  if (option_is_true(host_options, "writable"))
+    host_options = replace_variant(host_options, without_option(host_options, "writable"));
+  open_copy(invocation, std::move(*guest), options, host_options);
+}
+
+void OpenUri::open_copy(GDBusMethodInvocation* invocation, GuestFd guest, GVariant* options, GVariant* host_options) {
+  // Held across the copy; CopyStore never calls back after ~OpenUri.
+  struct Held {
+    Held(GDBusMethodInvocation* invocation, GVariant* options, GVariant* host_options, std::string guest_path)
+        : invocation(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))),
+          options(g_variant_ref(options)),
+          host_options(g_variant_ref(host_options)),
+          guest_path(std::move(guest_path)) {}
+    ~Held() {
+      g_object_unref(invocation);
+      g_variant_unref(options);
+      g_variant_unref(host_options);
+    }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    GDBusMethodInvocation* invocation;
+    GVariant* options;
+    GVariant* host_options;
+    std::string guest_path;
+  };
+  auto held = std::make_shared<Held>(invocation, options, host_options, guest.path);
+  copies_->copy(std::move(guest), [this, held](std::optional<std::string> host_path, GError* error) {
+    if (!host_path) {
+      GError* copy_error = g_error_copy(error);
+      g_prefix_error(&copy_error, "cannot open a copy of “%s”: ", quote_for_message(held->guest_path.c_str()).c_str());
+      reject(held->invocation, copy_error);
+      return;
+    }
+    Fd fd(open(host_path->c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd) {
+      copies_->remove(*host_path);
+      reject(held->invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "cannot open the host copy of “%s”: %s",
+                                           quote_for_message(held->guest_path.c_str()).c_str(), g_strerror(errno)));
+      return;
+    }
+    sidebus_context_log(context_, G_LOG_LEVEL_MESSAGE,
+                        "opening a host copy of the guest's %s (not a shared document) at %s; it is deleted when the "
+                        "request fails or the VM's link goes away",
+                        held->guest_path.empty() ? "file" : held->guest_path.c_str(), host_path->c_str());
+    SidebusRequest* request =
+        forward_fd(held->invocation, held->options, "OpenFile", std::move(fd), held->host_options, on_copy_results);
+    if (request == nullptr)
+      copies_->remove(*host_path);
+    else
+      copy_by_request_[sidebus_request_get_guest_path(request)] = *host_path;
+  });
+}
+
+// A copy the host application will not open is deleted at once; an opened
+// one stays until the link goes away: the application reads it after the
+// portal answered, maybe much later (and editors reopen by path).
+void OpenUri::on_copy_results(SidebusRequest* request, guint32 response, GVariant* results, gpointer user_data) {
+  auto* self = static_cast<OpenUri*>(user_data);
+  auto found = self->copy_by_request_.find(sidebus_request_get_guest_path(request));
+  if (found != self->copy_by_request_.end()) {
+    if (response != SIDEBUS_RESPONSE_SUCCESS) self->copies_->remove(found->second);
+    self->copy_by_request_.erase(found);
+  }
+  sidebus_request_respond(request, response, results);
+}
+
+// ---- SchemeSupported ---------------------------------------------------------
+
+struct SchemeSupportedCall {
+  OpenUri* self;  // only while cancellable is not cancelled
+  GObjectPtr<GCancellable> cancellable;
+  GObjectPtr<GDBusMethodInvocation> invocation;
+  SidebusContext* context;
+};
+
+gboolean OpenUri::on_scheme_supported(OpenUriGenOpenURI* skeleton, GDBusMethodInvocation* invocation,
+                                      const char* scheme, GVariant* options, gpointer user_data) {
+  auto* self = static_cast<OpenUri*>(user_data);
+  g_autoptr(GError) error = nullptr;
+  if (!is_uri_scheme(scheme)) {
+    self->reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                                         "“%s” is not a URI scheme (a letter, then letters, digits, +, - or .; at "
+                                         "most %zu)",
+                                         quote_for_message(scheme).c_str(), kMaxSchemeLength));
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  // No options are defined for SchemeSupported: this drops them all.
+  g_autoptr(GVariant) host_options = sidebus_filter_options(self->context_, options, nullptr, 0, &error);
+  if (host_options == nullptr) {
+    self->reject(invocation, g_steal_pointer(&error));
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  g_autofree char* lower = g_ascii_strdown(scheme, -1);
+  const auto& schemes = self->settings_.schemes;
+  bool allowed = strcmp(lower, "file") == 0 ? *sidebus_context_get_guest_documents_path(self->context_) != '\0'
+                                            : std::find(schemes.begin(), schemes.end(), lower) != schemes.end();
+  if (!allowed) {
+    sidebus_context_log(self->context_, G_LOG_LEVEL_DEBUG,
+                        "SchemeSupported(%s): not in portals.openuri.schemes, answering false", lower);
+    open_uri_gen_open_uri_complete_scheme_supported(skeleton, invocation, FALSE);
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  if (self->host_version_ < 5) {
+    // The host portal predates SchemeSupported (xdg-desktop-portal < 1.19.1).
+    // Its implementation is this very GIO lookup, and the broker runs in the
+    // same host session, so we answer as it would.
+    g_autoptr(GAppInfo) handler = g_app_info_get_default_for_uri_scheme(lower);
+    sidebus_context_log(self->context_, G_LOG_LEVEL_DEBUG, "SchemeSupported(%s): host portal version %u, GIO says %s",
+                        lower, self->host_version_, handler != nullptr ? g_app_info_get_id(handler) : "no handler");
+    open_uri_gen_open_uri_complete_scheme_supported(skeleton, invocation, handler != nullptr);
+    return G_DBUS_METHOD_INVOCATION_HANDLED;
+  }
+  auto* call = new SchemeSupportedCall{
+      self, GObjectPtr<GCancellable>(G_CANCELLABLE(g_object_ref(self->cancellable_.get()))),
+      GObjectPtr<GDBusMethodInvocation>(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))), self->context_};
+  g_dbus_connection_call(sidebus_context_get_host_connection(self->context_), SIDEBUS_PORTAL_BUS_NAME,
+                         SIDEBUS_PORTAL_OBJECT_PATH, kInterface, "SchemeSupported",
+                         g_variant_new("(s@a{sv})", lower, host_options), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE,
+                         -1, self->cancellable_.get(), on_host_scheme_supported, call);
+  return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+void OpenUri::on_host_scheme_supported(GObject* source, GAsyncResult* result, gpointer user_data) {
+  std::unique_ptr<SchemeSupportedCall> call(static_cast<SchemeSupportedCall*>(user_data));
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+  GDBusMethodInvocation* invocation = G_DBUS_METHOD_INVOCATION(g_object_ref(call->invocation.get()));
+  if (g_cancellable_is_cancelled(call->cancellable.get())) {  // the link went away; so did the caller
+    g_dbus_method_invocation_return_error(invocation, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the portal stopped");
+    return;
+  }
+  if (reply == nullptr) {
+    // Pass the host's error name through: the guest asked the same portal.
+    g_autofree char* remote_name = g_dbus_error_get_remote_error(error);
+    if (remote_name != nullptr) g_dbus_error_strip_remote_error(error);
+    sidebus_context_log(call->context, G_LOG_LEVEL_WARNING, "host SchemeSupported failed: %s", error->message);
+    if (remote_name != nullptr)
+      g_dbus_method_invocation_return_dbus_error(invocation, remote_name, error->message);
+    else
+      g_dbus_method_invocation_return_error(invocation, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                                            "the host portal failed: %s", error->message);
+    return;
+  }
+  g_dbus_method_invocation_return_value(invocation, g_variant_ref(reply));
+}
+
+}  // namespace
+}  // namespace sidebus::openuri
+
+// ---- The libpeas extension -------------------------------------------------
+
+#define OPENURI_TYPE_PORTAL (openuri_portal_get_type())
+G_DECLARE_FINAL_TYPE(OpenUriPortal, openuri_portal, OPENURI, PORTAL, GObject)
+
+struct _OpenUriPortal {
+  GObject parent_instance;
+  sidebus::openuri::OpenUri* portal;  // between start() and stop()
+};
+
+static void openuri_portal_iface_init(SidebusPortalInterface* iface);
+
+G_DEFINE_DYNAMIC_TYPE_EXTENDED(OpenUriPortal, openuri_portal, G_TYPE_OBJECT, 0,
+                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, openuri_portal_iface_init))
+
+static gboolean openuri_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
+  OpenUriPortal* self = OPENURI_PORTAL(portal);
+  auto started = sidebus::openuri::OpenUri::start(context, error);
+  if (!started) return FALSE;
+  delete self->portal;
+  self->portal = started.release();
+  return TRUE;
+}
+
+static void openuri_portal_stop(SidebusPortal* portal) {
+  OpenUriPortal* self = OPENURI_PORTAL(portal);
+  delete self->portal;
+  self->portal = nullptr;
+}
+
+static void openuri_portal_finalize(GObject* object) {
+  delete OPENURI_PORTAL(object)->portal;
+  G_OBJECT_CLASS(openuri_portal_parent_class)->finalize(object);
+}
+
+static void openuri_portal_iface_init(SidebusPortalInterface* iface) {
+  iface->start = openuri_portal_start;
+  iface->stop = openuri_portal_stop;
+}
+
+static void openuri_portal_init(OpenUriPortal* self) { self->portal = nullptr; }
+static void openuri_portal_class_init(OpenUriPortalClass* klass) {
+  G_OBJECT_CLASS(klass)->finalize = openuri_portal_finalize;
+}
+static void openuri_portal_class_finalize(OpenUriPortalClass*) {}
+
+extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
+  openuri_portal_register_type(G_TYPE_MODULE(module));
+  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, OPENURI_TYPE_PORTAL);
+}

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Builds sidebus twice — plain, and with AddressSanitizer + UBSan — and runs
+# the whole test suite in both. Ends with one line: "N passed, N failed".
+# Needs root (FUSE mounts of the document portal, a guest running as another
+# uid) and installs missing Debian packages first.
+set -eu
+cd "$(dirname "$0")"
+.ci/install-deps
+
+status=0
+for variant in plain sanitize; do
+  dir="build-test-$variant"
+  case "$variant" in
+    plain) opts="" ;;
+    sanitize) opts="-Db_sanitize=address,undefined -Db_lundef=false" ;;
+  esac
+  [ -f "$dir/build.ninja" ] || meson setup "$dir" $opts >/dev/null
+  meson compile -C "$dir"
+  meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
+done
+python3 .ci/summarize-tests build-test-plain/meson-logs/testlog.json build-test-sanitize/meson-logs/testlog.json
+exit $status

@@ -1,0 +1,144 @@
+/* echo.c — a portal plugin written the way a third party would: plain C,
+ * built only against the installed sidebus-plugin.h (see
+ * tests/test-out-of-tree-plugin.cpp, which compiles this file against an
+ * installed prefix). The tests also load it from the build tree.
+ *
+ * It exports dev.sidebus.test.Echo on the portal object:
+ *   Echo(s) → s          the string, unchanged
+ *   ReadFd(h) → s        the first bytes read from the fd the guest sent
+ *   GetConfig() → s      this plugin's configuration section as JSON
+ */
+#include <sidebus-plugin.h>
+#include <libpeas/peas.h>
+#include <unistd.h>
+
+#define ECHO_INTERFACE "dev.sidebus.test.Echo"
+
+static const char echo_xml[] =
+    "<node>"
+    "  <interface name='" ECHO_INTERFACE "'>"
+    "    <method name='Echo'><arg type='s' direction='in'/><arg type='s' direction='out'/></method>"
+    "    <method name='ReadFd'><arg type='h' direction='in'/><arg type='s' direction='out'/></method>"
+    "    <method name='GetConfig'><arg type='s' direction='out'/></method>"
+    "  </interface>"
+    "</node>";
+
+#define ECHO_TYPE_PORTAL (echo_portal_get_type ())
+G_DECLARE_FINAL_TYPE (EchoPortal, echo_portal, ECHO, PORTAL, GObject)
+
+struct _EchoPortal {
+  GObject parent_instance;
+  SidebusContext *context;
+  guint registration_id;
+};
+
+static void echo_portal_iface_init (SidebusPortalInterface *iface);
+
+G_DEFINE_DYNAMIC_TYPE_EXTENDED (EchoPortal, echo_portal, G_TYPE_OBJECT, 0,
+                                G_IMPLEMENT_INTERFACE_DYNAMIC (SIDEBUS_TYPE_PORTAL, echo_portal_iface_init))
+
+static void
+read_fd (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  gint32 handle;
+  GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (invocation));
+  char buffer[256];
+  ssize_t n;
+  int fd;
+
+  if (!sidebus_context_require_fds (self->context, &error))
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  g_variant_get (parameters, "(h)", &handle);
+  if (fds == NULL || handle < 0 || handle >= g_unix_fd_list_get_length (fds))
+    {
+      sidebus_context_reject (self->context, invocation,
+                              g_error_new (SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "bad fd handle %d", handle));
+      return;
+    }
+  fd = g_unix_fd_list_get (fds, handle, &error);
+  if (fd < 0)
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  n = read (fd, buffer, sizeof buffer - 1);
+  close (fd);
+  buffer[n > 0 ? n : 0] = '\0';
+  g_dbus_method_invocation_return_value (invocation, g_variant_new ("(s)", buffer));
+}
+
+static void
+handle_method (GDBusConnection *connection, const char *sender, const char *path, const char *interface,
+               const char *method, GVariant *parameters, GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  EchoPortal *self = user_data;
+
+  if (g_str_equal (method, "Echo"))
+    {
+      g_dbus_method_invocation_return_value (invocation, g_variant_ref (parameters));
+    }
+  else if (g_str_equal (method, "ReadFd"))
+    {
+      read_fd (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "GetConfig"))
+    {
+      g_autoptr(JsonNode) node = json_node_new (JSON_NODE_OBJECT);
+      g_autofree char *json = NULL;
+      json_node_set_object (node, sidebus_context_get_config (self->context));
+      json = json_to_string (node, FALSE);
+      g_dbus_method_invocation_return_value (invocation, g_variant_new ("(s)", json));
+    }
+}
+
+static const GDBusInterfaceVTable echo_vtable = { handle_method, NULL, NULL, { 0 } };
+
+static gboolean
+echo_portal_start (SidebusPortal *portal, SidebusContext *context, GError **error)
+{
+  EchoPortal *self = ECHO_PORTAL (portal);
+  g_autoptr(GDBusNodeInfo) info = g_dbus_node_info_new_for_xml (echo_xml, error);
+
+  if (info == NULL)
+    return FALSE;
+  self->context = context;
+  self->registration_id = g_dbus_connection_register_object (sidebus_context_get_guest_connection (context),
+                                                             SIDEBUS_PORTAL_OBJECT_PATH, info->interfaces[0],
+                                                             &echo_vtable, self, NULL, error);
+  sidebus_context_log (context, G_LOG_LEVEL_DEBUG, "echo portal started for VM %s",
+                       sidebus_context_get_vm_name (context));
+  return self->registration_id != 0;
+}
+
+static void
+echo_portal_stop (SidebusPortal *portal)
+{
+  EchoPortal *self = ECHO_PORTAL (portal);
+
+  if (self->registration_id != 0)
+    g_dbus_connection_unregister_object (sidebus_context_get_guest_connection (self->context), self->registration_id);
+  self->registration_id = 0;
+  self->context = NULL;
+}
+
+static void
+echo_portal_iface_init (SidebusPortalInterface *iface)
+{
+  iface->start = echo_portal_start;
+  iface->stop = echo_portal_stop;
+}
+
+static void echo_portal_init (EchoPortal *self) {}
+static void echo_portal_class_init (EchoPortalClass *klass) {}
+static void echo_portal_class_finalize (EchoPortalClass *klass) {}
+
+G_MODULE_EXPORT void
+peas_register_types (PeasObjectModule *module)
+{
+  echo_portal_register_type (G_TYPE_MODULE (module));
+  peas_object_module_register_extension_type (module, SIDEBUS_TYPE_PORTAL, ECHO_TYPE_PORTAL);
+}
