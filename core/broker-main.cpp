@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "broker.hpp"
+#include "config.hpp"
+#include "document-export.hpp"
 #include "log.hpp"
 #include "sidebus-config.h"
 
@@ -95,6 +97,11 @@ int main(int argc, char** argv) {
     g_printerr("sidebus-broker: --vm-name is required (it names the VM and the app id its documents belong to)\n");
     return 2;
   }
+  if (!sidebus::Config::is_valid_vm_name(options.vm_name)) {
+    g_printerr("sidebus-broker: --vm-name %s: use 1 to %zu of A-Z a-z 0-9 . _ -, not starting with '.'\n",
+               options.vm_name.c_str(), sidebus::Config::kMaxVmNameLength);
+    return 2;
+  }
   if (listen == nullptr && debug_access == nullptr) {
     g_printerr("sidebus-broker: nothing to serve: give --listen ADDR (where the guest agent connects) or "
                "--debug-access DIR\n");
@@ -113,7 +120,8 @@ int main(int argc, char** argv) {
   if (guest_documents_path != nullptr)
     options.guest_documents_path = guest_documents_path;
   else if (debug_access != nullptr)
-    options.guest_documents_path = options.runtime_dir + "/doc/by-app/" + options.vm_name;
+    options.guest_documents_path =
+        options.runtime_dir + "/doc/by-app/" + sidebus::DocumentExporter::app_id_for_vm(options.vm_name);
   else
     options.guest_documents_path = "/run/sidebus/documents";
   if (!g_path_is_absolute(options.guest_documents_path.c_str())) {

@@ -26,8 +26,6 @@ namespace sidebus {
 
 namespace {
 
-std::string app_id_for_vm(const std::string& vm_name) { return vm_name; }
-
 // Everything that exists only while one guest link is up, torn down in
 // reverse order of construction.
 struct ActiveLink {
@@ -97,8 +95,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
 
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
   if (!private_bus_) return false;
-  exporter_ = std::make_unique<DocumentExporter>(private_bus_->connection(), app_id_for_vm(options.vm_name),
-                                                 private_bus_->documents_mount(), options.guest_documents_path);
+  exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
 
   auto alive = alive_;
   auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
@@ -112,13 +109,13 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
     listener_ = Listener::create(options.listen, accept, error);
     if (!listener_) return false;
   }
-  g_message("ready: VM %s, portals [%s], documents at %s (guest path %s)", options.vm_name.c_str(),
+  g_message("ready: VM %s, portals [%s]; share %s into the guest at %s", options.vm_name.c_str(),
             [&] {
               std::string names;
               for (const std::string& name : plugins_->loaded()) names += (names.empty() ? "" : ", ") + name;
               return names;
             }().c_str(),
-            private_bus_->documents_mount().c_str(), options.guest_documents_path.c_str());
+            exporter_->guest_view_path().c_str(), options.guest_documents_path.c_str());
   return true;
 }
 

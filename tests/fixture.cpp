@@ -863,11 +863,17 @@ GuestBus::Output GuestBus::run_as_guest(const std::vector<std::string>& argv, Ti
 namespace {
 
 std::optional<std::string> unix_socket_path(const std::string& address) {
-  if (address.starts_with("unix:")) return address.substr(5);
-  return std::nullopt;
+  if (!address.starts_with("unix:")) return std::nullopt;
+  std::string path = address.substr(5);
+  return path.substr(0, path.find(','));  // drop ",nofds", ",mode=…"
 }
 
 }  // namespace
+
+std::string Broker::link_address() const {
+  std::optional<std::string> path = unix_socket_path(listen_address());
+  return path ? "unix:" + *path : listen_address();
+}
 
 Broker::Broker(BrokerOptions options) : options_(std::move(options)), dir_("sidebus-test-broker") {
   if (options_.host_bus_address.empty()) throw FixtureError("BrokerOptions.host_bus_address is required");

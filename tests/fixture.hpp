@@ -332,7 +332,10 @@ class Broker {
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
-  const std::string& link_address() const { return options_.listen.front(); }
+  // The first --listen address as given ("unix:PATH,nofds"), and as an agent
+  // connects to it (listen options dropped: "unix:PATH").
+  const std::string& listen_address() const { return options_.listen.front(); }
+  std::string link_address() const;
   const std::string& runtime_dir() const { return runtime_dir_; }
   const std::string& state_dir() const { return options_.state_dir; }
   const std::string& config_dir() const { return config_dir_; }

@@ -1,0 +1,133 @@
+// test-out-of-tree-plugin.cpp — what a distribution and a third-party plugin
+// author get from `meson install`: the broker, the agent, the public header,
+// the sidebus-plugin pkg-config file and the data files; and a plugin built
+// with nothing but those (tests/echo-plugin/echo.c compiled by `cc` with
+// `pkg-config --cflags sidebus-plugin`) loads into the broker and serves the
+// guest.
+#include <glib/gstdio.h>
+
+#include <cstring>
+#include <string>
+
+#include "fixture.hpp"
+
+using namespace sidebus::test;
+
+namespace {
+
+// Runs @argv to completion; returns its stdout, fails the test on error.
+std::string run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}) {
+  std::vector<const char*> args;
+  for (const std::string& arg : argv) args.push_back(arg.c_str());
+  args.push_back(nullptr);
+  g_auto(GStrv) envp = g_get_environ();
+  for (const std::string& assignment : env) {
+    auto equals = assignment.find('=');
+    envp = g_environ_setenv(envp, assignment.substr(0, equals).c_str(), assignment.substr(equals + 1).c_str(), TRUE);
+  }
+  g_autofree char* out = nullptr;
+  g_autofree char* err = nullptr;
+  int wait_status = 0;
+  g_autoptr(GError) error = nullptr;
+  g_spawn_sync(nullptr, const_cast<char**>(args.data()), envp, G_SPAWN_SEARCH_PATH, nullptr, nullptr, &out, &err,
+               &wait_status, &error);
+  g_assert_no_error(error);
+  if (!g_spawn_check_wait_status(wait_status, nullptr)) {
+    g_test_message("%s failed:\n%s\n%s", argv[0].c_str(), out, err);
+    g_assert_not_reached();
+  }
+  return g_strstrip(out);
+}
+
+// The single file called @name below @dir, or "" if there is none.
+std::string find_file(const std::string& dir, const std::string& name) {
+  std::string out = run({"find", dir, "-name", name});
+  return out.substr(0, out.find('\n'));
+}
+
+void test_install_and_build_plugin() {
+  TempDir dir("sidebus-test-install");
+  std::string root = dir.make_dir("root");
+  run({"meson", "install", "-C", env_path("SIDEBUS_BUILD_ROOT"), "--destdir", root, "--no-rebuild", "--quiet"});
+
+  // What a distribution packages.
+  for (const char* name : {"sidebus-broker", "sidebus-agent", "sidebus-plugin.h", "sidebus-plugin.pc",
+                           "10-defaults.json", "org.freedesktop.portal.Desktop.service", "sidebus-broker@.service",
+                           "sidebus-broker@.socket", "sidebus-agent.service", "filechooser.plugin",
+                           "libfilechooser.so", "openuri.plugin", "libopenuri.so"})
+    if (find_file(root, name).empty()) g_error("meson install did not install %s", name);
+
+  // A third party's build: only the installed header and pkg-config file.
+  std::string pc = find_file(root, "sidebus-plugin.pc");
+  // The prefix moved under the DESTDIR, as a relocated package would have it
+  // (only ours: --define-variable would move GLib's prefix too).
+  g_autofree char* pc_text = nullptr;
+  g_assert_true(g_file_get_contents(pc.c_str(), &pc_text, nullptr, nullptr));
+  std::string relocated = pc_text;
+  g_assert_true(relocated.starts_with("prefix="));
+  relocated.insert(strlen("prefix="), root);
+  dir.write_file("pkgconfig/sidebus-plugin.pc", relocated);
+  std::vector<std::string> pkg_env = {"PKG_CONFIG_PATH=" + (dir / "pkgconfig")};
+  std::string cflags = run({"pkg-config", "--cflags", "sidebus-plugin"}, pkg_env);
+  g_assert_true(cflags.find(root) != std::string::npos);  // the installed header, not the source tree
+  std::string libs = run({"pkg-config", "--libs", "sidebus-plugin"}, pkg_env);
+  std::string plugin_dir = dir.make_dir("plugins");
+  std::string source = env_path("SIDEBUS_SOURCE_ROOT") + "/tests/echo-plugin/echo.c";
+  std::vector<std::string> cc = {"cc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", plugin_dir + "/libecho.so",
+                                 source};
+  for (const std::string& flags : {cflags, libs}) {
+    g_auto(GStrv) words = g_strsplit(flags.c_str(), " ", -1);
+    for (char** word = words; *word != nullptr; word++)
+      if (**word != '\0') cc.push_back(*word);
+  }
+  run(cc);
+  g_autofree char* keyfile = nullptr;
+  g_assert_true(g_file_get_contents((env_path("SIDEBUS_SOURCE_ROOT") + "/tests/echo-plugin/echo.plugin").c_str(),
+                                    &keyfile, nullptr, nullptr));
+  dir.write_file("plugins/echo.plugin", keyfile);
+
+  TopologyOptions options;
+  options.broker.plugin_dir = plugin_dir;
+  options.broker.config = {{"50-echo.json", R"({"portals":{"echo":{"enabled":true}}})"}};
+  Topology topology(options);
+  auto output = topology.guest().run_as_guest({"gdbus", "call", "--session", "--dest",
+                                               "org.freedesktop.portal.Desktop", "--object-path",
+                                               "/org/freedesktop/portal/desktop", "--method",
+                                               "dev.sidebus.test.Echo.Echo", "built out of tree"});
+  g_assert_true(output.status.success());
+  g_assert_true(output.out.find("built out of tree") != std::string::npos);
+}
+
+void test_plugin_for_other_api_version_refused() {
+  TempDir dir("sidebus-test-api");
+  std::string plugin_dir = dir.make_dir("plugins");
+  g_autofree char* keyfile = nullptr;
+  g_assert_true(g_file_get_contents((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/echo.plugin").c_str(), &keyfile,
+                                    nullptr, nullptr));
+  std::string text = keyfile;
+  text.replace(text.find("X-Sidebus-API=1"), strlen("X-Sidebus-API=1"), "X-Sidebus-API=99");
+  dir.write_file("plugins/echo.plugin", text);
+  g_assert_true(g_file_test((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/libecho.so").c_str(), G_FILE_TEST_EXISTS));
+  run({"cp", env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/libecho.so", plugin_dir});
+
+  HostPortal host;
+  BrokerOptions options;
+  options.host_bus_address = host.bus_address();
+  options.plugin_dir = plugin_dir;
+  options.config = {{"50-echo.json", R"({"portals":{"echo":{"enabled":true}}})"}};
+  options.wait_for_listen = false;
+  Broker broker(options);
+  auto status = broker.wait_for_exit(20s);
+  g_assert_true(status.has_value());
+  g_assert_false(status->success());
+  g_assert_true(broker.process().log().find("X-Sidebus-API=99") != std::string::npos);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  g_test_init(&argc, &argv, nullptr);
+  add_test("/plugin/out-of-tree/install-and-build", test_install_and_build_plugin);
+  add_test("/plugin/out-of-tree/other-api-version-refused", test_plugin_for_other_api_version_refused);
+  return g_test_run();
+}
