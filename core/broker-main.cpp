@@ -9,7 +9,7 @@
 
 #include "broker.hpp"
 #include "config.hpp"
-#include "document-export.hpp"
+#include "app-id.hpp"
 #include "log.hpp"
 #include "sidebus-config.h"
 
@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
     options.guest_documents_path = guest_documents_path;
   else if (debug_access != nullptr)
     options.guest_documents_path =
-        options.runtime_dir + "/doc/by-app/" + sidebus::DocumentExporter::app_id_for_vm(options.vm_name);
+        options.runtime_dir + "/doc/by-app/" + sidebus::app_id_for_vm(options.vm_name);
   else
     options.guest_documents_path = "/run/sidebus/documents";
   if (!g_path_is_absolute(options.guest_documents_path.c_str())) {

@@ -16,6 +16,8 @@
 // who may access it, rather than trusting anything under the mount.
 #include "document-export.hpp"
 
+#include "app-id.hpp"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gunixfdlist.h>
@@ -39,22 +41,6 @@ constexpr guint32 kAddReuseExisting = 1 << 0;
 constexpr guint32 kAddPersistent = 1 << 1;
 constexpr guint32 kAddDirectory = 1 << 3;
 constexpr int kCallTimeoutMs = 30 * 1000;
-
-// xdg-document-portal's xdp_is_valid_app_id(): what it serves under by-app/.
-bool is_valid_app_id(const std::string& id) {
-  if (id.empty() || id.size() > 255 || id.front() == '.' || id.back() == '.') return false;
-  size_t last_dot = id.rfind('.');
-  if (last_dot == std::string::npos) return false;  // at least two elements
-  for (size_t i = 0; i < id.size(); i++) {
-    char c = id[i];
-    if (c == '.') {
-      if (id[i + 1] == '.') return false;
-      continue;
-    }
-    if (!g_ascii_isalnum(c) && c != '_' && !(c == '-' && i > last_dot)) return false;
-  }
-  return true;
-}
 
 // Document ids are short hexadecimal strings ("%x" of a random 32-bit number).
 bool is_document_id(const std::string& id) {
@@ -178,14 +164,6 @@ DocumentExporter::DocumentExporter(PrivateBus& private_bus, std::string app_id, 
 }
 
 DocumentExporter::~DocumentExporter() { g_clear_object(&fixed_connection_); }
-
-std::string DocumentExporter::app_id_for_vm(const std::string& vm_name) {
-  if (is_valid_app_id(vm_name)) return vm_name;
-  std::string app_id = "org.sidebus.vm.";
-  for (char c : vm_name) app_id += (g_ascii_isalnum(c) || c == '_' || c == '-') ? c : '_';
-  if (vm_name.empty()) app_id += "unnamed";
-  return app_id.substr(0, 255);
-}
 
 std::string DocumentExporter::guest_view_path() const { return documents_mount_ + "/by-app/" + app_id_; }
 

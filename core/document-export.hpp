@@ -28,7 +28,7 @@ class DocumentExporter {
   // working if the dbus-daemon has to be restarted — prefer the constructor
   // below). documents_mount: the host FUSE mount (<runtime-dir>/doc).
   // guest_documents_path: where guest_view_path() appears in the guest
-  // (absolute). app_id: the VM name; see app_id_for_vm().
+  // (absolute). app_id: the VM name, mapped by app_id_for_vm() (app-id.hpp).
   DocumentExporter(GDBusConnection* private_bus, std::string app_id, std::string documents_mount,
                    std::string guest_documents_path);
   // Follows private_bus across restarts (uses private_bus.connection() on
@@ -38,12 +38,6 @@ class DocumentExporter {
   DocumentExporter(const DocumentExporter&) = delete;
   DocumentExporter& operator=(const DocumentExporter&) = delete;
 
-  // The document portal (1.16) only serves by-app/<id> for ids that look
-  // like "org.example.App" (two or more dot-separated elements of
-  // [A-Za-z0-9_], '-' only in the last). A VM name that is such an id is used
-  // as it is; any other becomes "org.sidebus.vm.<name with other characters
-  // replaced by '_'>". The constructors apply this to app_id.
-  static std::string app_id_for_vm(const std::string& vm_name);
 
   // file:// host URIs in, file://<guest-documents-path>/<doc-id>/<name> out.
   // All URIs are checked before anything is exported. Only file:// URIs on

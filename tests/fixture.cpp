@@ -3,6 +3,8 @@
 // process groups, the host portal stack, the guest bus, broker and agent.
 #include "fixture.hpp"
 
+#include "app-id.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -25,6 +27,7 @@
 #include <set>
 
 #include "sidebus-config.h"
+#include "unique-fd.hpp"
 
 namespace sidebus::test {
 namespace {
@@ -168,21 +171,17 @@ class Janitor {
   Janitor() {
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;
+    UniqueFd ours(fds[0]), theirs(fds[1]);
     pid_t pid = fork();
-    if (pid == 0) run(fds[1]);
-    close(fds[1]);
-    if (pid < 0) {
-      close(fds[0]);
-      return;
-    }
-    fd_ = fds[0];
+    if (pid == 0) run(theirs.get());
+    if (pid > 0) fd_ = std::move(ours);
   }
 
   void send(const std::string& line) {
     const char* data = line.data();
     size_t left = line.size();
-    while (fd_ >= 0 && left > 0) {
-      ssize_t n = ::send(fd_, data, left, MSG_NOSIGNAL);
+    while (fd_ && left > 0) {
+      ssize_t n = ::send(fd_.get(), data, left, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return;
       data += n;
@@ -238,12 +237,12 @@ class Janitor {
     _exit(0);
   }
 
-  int fd_ = -1;
+  UniqueFd fd_;  // without a janitor, destructors and PR_SET_PDEATHSIG remain
 };
 
 // ---- Small GLib helpers -----------------------------------------------------
 
-bool test_failing() { return g_test_failed() || std::uncaught_exceptions() > 0; }
+bool test_failing() { return (g_test_initialized() && g_test_failed()) || std::uncaught_exceptions() > 0; }
 
 // Prints @text as test messages, one per line (a TAP comment is one line).
 void print_log(const std::string& title, const std::string& text) {
@@ -301,40 +300,33 @@ std::unique_ptr<ChildProcess> start_dbus_daemon(const TempDir& dir, const std::s
                                                 std::optional<Identity> identity,
                                                 std::map<std::string, std::string> env, std::string* address) {
   const std::string config_path = dir.write_file(name + ".conf", config);
-  int address_pipe[2];
-  if (pipe2(address_pipe, O_CLOEXEC) != 0) throw FixtureError("pipe: " + std::string(g_strerror(errno)));
-  std::unique_ptr<ChildProcess> daemon;
-  try {
-    daemon = std::make_unique<ChildProcess>(SpawnOptions{
-        .name = name,
-        .argv = {DBUS_DAEMON, "--config-file=" + config_path, "--nofork", "--nopidfile", "--print-address=3"},
-        .env = std::move(env),
-        .unset_env = {"G_DEBUG"},
-        .cwd = dir.path(),
-        .stdout_path = dir / (name + ".log"),
-        .identity = identity,
-        .fds = {{address_pipe[1], 3}},
-    });
-  } catch (...) {
-    close(address_pipe[0]);
-    close(address_pipe[1]);
-    throw;
-  }
-  close(address_pipe[1]);
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw FixtureError("pipe: " + std::string(g_strerror(errno)));
+  UniqueFd address_in(pipe_fds[0]), address_out(pipe_fds[1]);
+  auto daemon = std::make_unique<ChildProcess>(SpawnOptions{
+      .name = name,
+      .argv = {DBUS_DAEMON, "--config-file=" + config_path, "--nofork", "--nopidfile", "--print-address=3"},
+      .env = std::move(env),
+      .unset_env = {"G_DEBUG"},
+      .cwd = dir.path(),
+      .stdout_path = dir / (name + ".log"),
+      .identity = identity,
+      .fds = {{address_out.get(), 3}},
+  });
+  address_out.reset();  // so a daemon that dies is an EOF here
 
   std::string line;
   const gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
   while (line.find('\n') == std::string::npos) {
-    struct pollfd poll_fd = {address_pipe[0], POLLIN, 0};
+    struct pollfd poll_fd = {address_in.get(), POLLIN, 0};
     int timeout_ms = static_cast<int>((deadline - g_get_monotonic_time()) / 1000);
     if (timeout_ms <= 0 || poll(&poll_fd, 1, timeout_ms) <= 0) break;
     char chunk[256];
-    ssize_t n = read(address_pipe[0], chunk, sizeof chunk);
+    ssize_t n = read(address_in.get(), chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     line.append(chunk, n);
   }
-  close(address_pipe[0]);
   size_t end = line.find('\n');
   if (end == std::string::npos || end == 0)
     throw FixtureError(name + " did not start (its log is printed below)");
@@ -513,9 +505,9 @@ ExitStatus exit_status_from(int status) {
   return result;
 }
 
-int open_output(const std::string& path) {
-  int fd = open(path.empty() ? "/dev/null" : path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) throw FixtureError("cannot open " + path + ": " + g_strerror(errno));
+UniqueFd open_output(const std::string& path) {
+  UniqueFd fd(open(path.empty() ? "/dev/null" : path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fd) throw FixtureError("cannot open " + path + ": " + g_strerror(errno));
   return fd;
 }
 
@@ -542,17 +534,17 @@ ChildProcess::ChildProcess(SpawnOptions options) : options_(std::move(options)) 
     target_fds.push_back(target);
   }
 
-  int stdout_fd = open_output(options_.stdout_path);
-  int stderr_fd = options_.stderr_path == options_.stdout_path ? stdout_fd : open_output(options_.stderr_path);
+  UniqueFd stdout_fd = open_output(options_.stdout_path);
+  UniqueFd separate_stderr_fd;
+  if (options_.stderr_path != options_.stdout_path) separate_stderr_fd = open_output(options_.stderr_path);
+  const int stderr_fd = separate_stderr_fd ? separate_stderr_fd.get() : stdout_fd.get();
   ChildSetup setup{options_.identity, getpid()};
   g_autoptr(GError) error = nullptr;
   gboolean spawned = g_spawn_async_with_pipes_and_fds(
       options_.cwd.empty() ? nullptr : options_.cwd.c_str(), argv.data(), envp,
       static_cast<GSpawnFlags>(G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL),
-      setup_child, &setup, -1, stdout_fd, stderr_fd, source_fds.data(), target_fds.data(), source_fds.size(),
-      &pid_, nullptr, nullptr, nullptr, &error);
-  if (stderr_fd != stdout_fd) close(stderr_fd);
-  close(stdout_fd);
+      setup_child, &setup, -1, stdout_fd.get(), stderr_fd, source_fds.data(), target_fds.data(),
+      source_fds.size(), &pid_, nullptr, nullptr, nullptr, &error);
   if (!spawned) throw FixtureError("cannot start " + options_.name + ": " + error->message);
   setpgid(pid_, pid_);  // also here, so a kill of the group cannot race the child's own setpgid
 }
@@ -882,7 +874,10 @@ Broker::Broker(BrokerOptions options) : options_(std::move(options)), dir_("side
   config_dir_ = dir_.make_dir("config");
   for (const auto& [name, json] : options_.config) dir_.write_file("config/" + name, json);
   if (options_.listen.empty()) options_.listen.push_back("unix:" + (dir_ / "link.sock"));
-  if (options_.guest_documents_path.empty()) options_.guest_documents_path = runtime_dir_ + "/doc";
+  // The guest is on this machine: it sees this VM's view of the document
+  // mount where the host has it, as a VMM would share it.
+  if (options_.guest_documents_path.empty())
+    options_.guest_documents_path = runtime_dir_ + "/doc/by-app/" + sidebus::app_id_for_vm(options_.vm_name);
   if (options_.plugin_dir.empty()) options_.plugin_dir = env_path("SIDEBUS_PLUGIN_DIR");
 
   std::vector<std::string> argv = {env_path("SIDEBUS_BROKER")};

@@ -312,8 +312,9 @@ struct BrokerOptions {
   std::string host_bus_address;           // required
   std::vector<std::string> listen;        // default: unix:<dir>/link.sock
   std::string vm_name = "testvm";
-  // Default: <runtime-dir>/doc, the host mount itself, so clients of a guest
-  // bus on this machine can open the files they are given.
+  // Default: <runtime-dir>/doc/by-app/<app id>, this VM's view of the
+  // document mount (what a VMM shares), so clients of a guest bus on this
+  // machine can open the files they are given.
   std::string guest_documents_path;
   std::string state_dir;                  // default: <dir>/state (pass one to survive a restart)
   // JSON drop-ins written to the --config-dir before start, file name →

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "app-id.hpp"
 #include "document-export.hpp"
 #include "private-bus.hpp"
 #include "sidebus-config.h"
@@ -296,18 +297,18 @@ struct Vm {
 // ---- Tests -----------------------------------------------------------------
 
 void check_app_id(const char* vm_name, const char* expected) {
-  std::string app_id = DocumentExporter::app_id_for_vm(vm_name);
+  std::string app_id = sidebus::app_id_for_vm(vm_name);
   assert_cmpstring(app_id, ==, expected);
 }
 
 void test_app_id_for_vm() {
   check_app_id("org.example.App", "org.example.App");
   check_app_id("a.b-c", "a.b-c");
-  check_app_id("testvm", "org.sidebus.vm.testvm");
-  check_app_id("my vm/1", "org.sidebus.vm.my_vm_1");
-  check_app_id("a-b.c", "org.sidebus.vm.a-b_c");
-  check_app_id("a..b", "org.sidebus.vm.a__b");
-  check_app_id("", "org.sidebus.vm.unnamed");
+  check_app_id("testvm", "dev.sidebus.vm.testvm");
+  check_app_id("my vm/1", "dev.sidebus.vm.my_vm_1");
+  check_app_id("a-b.c", "dev.sidebus.vm.a-b_c");
+  check_app_id("a..b", "dev.sidebus.vm.a__b");
+  check_app_id("", "dev.sidebus.vm.unnamed");
 }
 
 void test_start() {
@@ -671,7 +672,7 @@ void test_two_vms_are_isolated() {
   Vm a, b;
   a.start("org.example.VmA");
   b.start("vm-b");  // not an app id: mapped
-  assert_cmpstring(b.exporter->app_id(), ==, "org.sidebus.vm.vm-b");
+  assert_cmpstring(b.exporter->app_id(), ==, "dev.sidebus.vm.vm-b");
   TempDir host("host-XXXXXX");
   write_file(host / "a.txt", "for A");
   write_file(host / "b.txt", "for B");
