@@ -19,6 +19,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
 #include <json-glib/json-glib.h>
 
 G_BEGIN_DECLS
@@ -127,6 +128,12 @@ const char *sidebus_request_get_sender (SidebusRequest *request);
 SidebusContext *sidebus_request_get_context (SidebusRequest *request);
 void sidebus_request_call_host (SidebusRequest *request, const char *interface_name, const char *method_name,
                                 GVariant *parameters, SidebusResultsFunc on_results, gpointer user_data);
+/* The same for host methods with 'h' arguments (OpenURI.OpenFile): @fd_list
+ * (may be NULL) travels with the host call and the handles in @parameters
+ * index it. The fds go to the host bus only. */
+void sidebus_request_call_host_with_fds (SidebusRequest *request, const char *interface_name, const char *method_name,
+                                         GVariant *parameters, GUnixFDList *fd_list, SidebusResultsFunc on_results,
+                                         gpointer user_data);
 /* Emits Response on the guest request object and retires the request.
  * @results: a{sv}, may be NULL (empty). */
 void sidebus_request_respond (SidebusRequest *request, guint32 response, GVariant *results);
@@ -186,17 +193,4 @@ struct _SidebusPortalInterface {
   gpointer padding[8];
 };
 
-G_END_DECLS
-
-/* ---- Addition for the openuri plugin (under review by the core owner) ------
- * sidebus_request_call_host_with_fds: sidebus_request_call_host() for host
- * methods with 'h' arguments (OpenURI.OpenFile, OpenDirectory): @fd_list
- * (may be NULL; the call takes a reference) travels with the host call and the
- * handles in @parameters index it. The fds go to the host bus only. Everything
- * else (handle_token, Response, Close, on_results) is as for
- * sidebus_request_call_host(). */
-G_BEGIN_DECLS
-void sidebus_request_call_host_with_fds (SidebusRequest *request, const char *interface_name, const char *method_name,
-                                         GVariant *parameters, GUnixFDList *fd_list, SidebusResultsFunc on_results,
-                                         gpointer user_data);
 G_END_DECLS

@@ -103,20 +103,6 @@ GVariant* replace_variant(GVariant* old, GVariant* replacement) {
   return replacement;
 }
 
-// SIDEBUS_ERROR_NOT_SUPPORTED and _LIMITS_EXCEEDED carry D-Bus names that
-// GIO registered first for G_DBUS_ERROR, so GDBus cannot encode them (the
-// guest would see org.gtk.GDBus.UnmappedGError.…). Until core/errors.cpp
-// handles that, those two leave as the G_DBUS_ERROR codes of the same name.
-GError* with_dbus_error_name(GError* error) {
-  if (error->domain == SIDEBUS_ERROR &&
-      (error->code == SIDEBUS_ERROR_NOT_SUPPORTED || error->code == SIDEBUS_ERROR_LIMITS_EXCEEDED)) {
-    error->domain = G_DBUS_ERROR;
-    error->code =
-        error->code == SIDEBUS_ERROR_NOT_SUPPORTED ? G_DBUS_ERROR_NOT_SUPPORTED : G_DBUS_ERROR_LIMITS_EXCEEDED;
-  }
-  return error;
-}
-
 bool option_is_true(GVariant* options, const char* key) {
   gboolean value = FALSE;
   return g_variant_lookup(options, key, "b", &value) && value;
@@ -233,7 +219,7 @@ class OpenUri {
                              GVariant* host_options, SidebusResultsFunc on_results);
   std::optional<std::string> as_document_path(const std::string& fd_path) const;
   void reject(GDBusMethodInvocation* invocation, GError* error) {
-    sidebus_context_reject(context_, invocation, with_dbus_error_name(error));
+    sidebus_context_reject(context_, invocation, error);
   }
   void drop_parent_window(const char* parent_window);
 
