@@ -15,8 +15,7 @@
 //
 // Speed is measured here and never asserted by a test. Usage:
 //   bench-filechooser [--rounds N] [--export-repeats N]   (default run: under a minute)
-// with the test environment (SIDEBUS_BROKER, …), as `meson compile -C build
-// bench` provides.
+// (`meson compile -C build run-bench-filechooser`, or by hand after a build).
 #include <glib.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench-env.h"
 #include "fixture.hpp"
 
 using namespace sidebus::test;
@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  bench_env_defaults();
   try {
     Topology topology(TopologyOptions{
         .broker = {.config = {{"50-filechooser.json", R"({"portals": {"filechooser": {"enabled": true}}})"}},

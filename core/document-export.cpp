@@ -180,16 +180,27 @@ std::optional<std::vector<std::string>> DocumentExporter::export_uris(const std:
     host_paths.push_back(std::move(*path));
   }
   std::vector<std::string> guest_uris;
+  std::string last_doc_id;
   for (const std::string& path : host_paths) {
-    auto guest_uri = export_path(path, flags, error);
+    auto guest_uri = export_path(path, flags, &last_doc_id, error);
     if (!guest_uri) return std::nullopt;
     guest_uris.push_back(std::move(*guest_uri));
+  }
+  // One barrier for the whole batch: the store answers once everything the
+  // portal sent before it is on disk.
+  const bool writable = (flags & (SIDEBUS_EXPORT_FLAGS_WRITABLE | SIDEBUS_EXPORT_FLAGS_FOR_SAVE)) != 0;
+  const char* permissions[] = {"read", writable ? "write" : nullptr, nullptr};
+  g_autoptr(GError) persist_error = nullptr;
+  if (!last_doc_id.empty() && !wait_until_persisted(connection(), last_doc_id, app_id_, permissions, &persist_error)) {
+    g_dbus_error_strip_remote_error(persist_error);
+    g_warning("exported %zu files, but could not make sure they are saved in the state directory: %s",
+              guest_uris.size(), persist_error->message);
   }
   return guest_uris;
 }
 
 std::optional<std::string> DocumentExporter::export_path(const std::string& host_path, SidebusExportFlags flags,
-                                                         GError** error) {
+                                                         std::string* doc_id_out, GError** error) {
   GDBusConnection* bus = connection();
   if (bus == nullptr || g_dbus_connection_is_closed(bus)) {
     g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
@@ -287,12 +298,7 @@ std::optional<std::string> DocumentExporter::export_path(const std::string& host
     return std::nullopt;
   }
 
-  if (!wait_until_persisted(bus, doc_id, app_id_, permissions, &call_error)) {
-    g_dbus_error_strip_remote_error(call_error);
-    g_warning("exported %s as document %s, but could not make sure it is saved in the state directory: %s",
-              host_path.c_str(), doc_id.c_str(), call_error->message);
-    g_clear_error(&call_error);
-  }
+  *doc_id_out = doc_id;
 
   // The portal names the document after the path it resolved (symbolic links
   // followed), which may differ from ours: take the name from it.

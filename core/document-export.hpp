@@ -66,7 +66,9 @@ class DocumentExporter {
 
  private:
   GDBusConnection* connection() const;
-  std::optional<std::string> export_path(const std::string& host_path, SidebusExportFlags flags, GError** error);
+  // One file, without the persistence barrier (export_uris does that once).
+  std::optional<std::string> export_path(const std::string& host_path, SidebusExportFlags flags,
+                                         std::string* doc_id_out, GError** error);
 
   GDBusConnection* fixed_connection_ = nullptr;  // first constructor: a reference held
   PrivateBus* private_bus_ = nullptr;            // second constructor: followed across restarts

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "app-id.hpp"
 #include "fixture.hpp"
 
 using namespace sidebus::test;
@@ -33,9 +34,7 @@ constexpr char kFileChooser[] = "org.freedesktop.portal.FileChooser";
 constexpr char kInvalidArgument[] = "org.freedesktop.portal.Error.InvalidArgument";
 // What the broker logs when it refuses a guest call (sidebus_context_reject).
 constexpr char kRejected[] = "rejected org.freedesktop.portal.FileChooser.";
-// A VM name that is a valid app id, so the document portal's by-app view of
-// it is <mount>/by-app/<name>.
-constexpr char kVmName[] = "dev.sidebus.FileChooserTest";
+constexpr char kVmName[] = "filechooser-vm";
 constexpr char kEnableFileChooser[] = R"({"portals": {"filechooser": {"enabled": true}}})";
 
 // ---- small helpers ---------------------------------------------------------
@@ -139,7 +138,8 @@ std::string remote_error_name(const GError* error) {
 // The host portal stack, a guest bus, the broker for one VM and its agent,
 // composed from the fixture's pieces so that the broker can be restarted on
 // the same state directory. The guest documents path stands for the VM's
-// share of the document portal (see the top of this file).
+// share of the document portal (see the top of this file) and, as in a VM,
+// stays the same path when the broker restarts with a new runtime directory.
 class Vm {
  public:
   explicit Vm(std::string name = kVmName)
@@ -172,7 +172,7 @@ class Vm {
     });
     // What the VMM shares into the guest: this VM's view of the mount.
     g_unlink(documents_.c_str());
-    const std::string view = broker_->runtime_dir() + "/doc/by-app/" + name_;
+    const std::string view = broker_->runtime_dir() + "/doc/by-app/" + sidebus::app_id_for_vm(name_);
     if (symlink(view.c_str(), documents_.c_str()) != 0) throw FixtureError("cannot link " + documents_);
     agent_ = std::make_unique<Agent>(
         AgentOptions{.connect = broker_->link_address(), .guest_bus_address = guest_->address()});
@@ -781,7 +781,7 @@ void test_version() {
 void test_second_vm_cannot_see_documents() {
   HostFiles files;
   const std::string host_file = files.add("private.txt", "only for VM one");
-  Vm first("dev.sidebus.VmOne");
+  Vm first("vm-one");
   set_reply(first, "OpenFile", kResponseSuccess, uris_result({host_file}));
   auto request = first.call("OpenFile", "{}");
   g_assert_true(request->wait_for_response());
@@ -790,7 +790,7 @@ void test_second_vm_cannot_see_documents() {
   const std::string doc_id = first.document_id(uris[0], "private.txt");
   g_assert_true(read_file(path_of(uris[0])) == "only for VM one");
 
-  Vm second("dev.sidebus.VmTwo");
+  Vm second("vm-two");
   // Not in the second VM's documents, by any path…
   g_assert_false(g_file_test((second.documents() + "/" + doc_id).c_str(), G_FILE_TEST_EXISTS));
   g_assert_false(read_file(second.documents() + "/" + doc_id + "/private.txt").has_value());

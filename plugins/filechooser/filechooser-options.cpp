@@ -77,7 +77,7 @@ bool check_filter(GVariant* filter, GError** error) {
   const char* pattern;
   g_variant_iter_init(&iter, patterns);
   while (g_variant_iter_next(&iter, "(u&s)", &type, &pattern)) {
-    if (type > 100) return invalid(error, "filter '%s': pattern type %u is neither 0 (glob) nor 1 (MIME type)", name, type);
+    if (type > 1) return invalid(error, "filter '%s': pattern type %u is neither 0 (glob) nor 1 (MIME type)", name, type);
     if (!check_text(pattern, false, type == 0 ? "glob pattern" : "MIME type", error)) return false;
   }
   return true;
