@@ -378,6 +378,24 @@ bool wait_until(const std::function<bool()>& predicate, Timeout timeout) {
   return done;
 }
 
+VariantPtr parse(const char* type, const std::string& text) {
+  g_autoptr(GError) error = nullptr;
+  GVariant* value = g_variant_parse(G_VARIANT_TYPE(type), text.c_str(), nullptr, nullptr, &error);
+  if (value == nullptr) throw FixtureError("bad GVariant text in the test: " + text + ": " + error->message);
+  return VariantPtr(g_variant_ref_sink(value));
+}
+
+std::string uri_for(const std::string& path) {
+  g_autofree char* uri = g_filename_to_uri(path.c_str(), nullptr, nullptr);
+  return uri;
+}
+
+std::string path_of(const std::string& uri) {
+  g_autofree char* path = g_filename_from_uri(uri.c_str(), nullptr, nullptr);
+  if (path == nullptr) throw FixtureError("not a file URI: " + uri);
+  return path;
+}
+
 std::vector<std::string> mounts_under(const std::string& dir) {
   std::vector<std::string> mounts;
   const std::string info = read_all("/proc/self/mountinfo");

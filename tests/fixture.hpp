@@ -84,6 +84,12 @@ std::vector<pid_t> processes_referencing(const std::string& dir);
 // the orderly teardown should leave them nothing, so tests may assert 0.
 size_t leftovers_swept();
 
+// GVariant text of @type (FixtureError if it does not parse), sunk.
+VariantPtr parse(const char* type, const std::string& text);
+// file:// URI of an absolute path, and back (FixtureError if not a file URI).
+std::string uri_for(const std::string& path);
+std::string path_of(const std::string& uri);
+
 // A user to run a child as (setresuid/setresgid, no supplementary groups).
 struct Identity {
   uid_t uid;

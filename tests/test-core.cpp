@@ -37,19 +37,24 @@ BrokerOptions broker_with_echo(std::vector<std::pair<std::string, std::string>> 
   return options;
 }
 
-// Calls Echo on the guest bus; returns the echoed string or the error name.
-std::string guest_echo(GDBusConnection* guest, const char* text) {
+// Calls @method of the echo portal on the guest bus (with @fds, if any);
+// returns the string it answers or "error:<D-Bus error name>".
+std::string call_echo(GDBusConnection* guest, const char* method, GVariant* parameters, GUnixFDList* fds = nullptr) {
   g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply =
-      g_dbus_connection_call_sync(guest, kPortalName, kPortalPath, kEcho, "Echo", g_variant_new("(s)", text),
-                                  G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
+  g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
+      guest, kPortalName, kPortalPath, kEcho, method, parameters, G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE,
+      10000, fds, nullptr, nullptr, &error);
   if (reply == nullptr) {
     g_autofree char* name = g_dbus_error_get_remote_error(error);
     return std::string("error:") + (name != nullptr ? name : error->message);
   }
-  const char* echoed;
-  g_variant_get(reply, "(&s)", &echoed);
-  return echoed;
+  const char* answer;
+  g_variant_get(reply, "(&s)", &answer);
+  return answer;
+}
+
+std::string guest_echo(GDBusConnection* guest, const char* text) {
+  return call_echo(guest, "Echo", g_variant_new("(s)", text));
 }
 
 // The interface names at the portal object, except the standard ones.
@@ -116,13 +121,7 @@ void test_config_disables_plugin() {
   }
   options.broker.config.emplace_back("vm/testvm.json", R"({"portals":{"echo":{"enabled":true,"greeting":"b"}}})");
   Topology topology(options);
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(topology.guest().connection(), kPortalName, kPortalPath,
-                                                          kEcho, "GetConfig", nullptr, G_VARIANT_TYPE("(s)"),
-                                                          G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, nullptr);
-  g_assert_nonnull(reply);
-  const char* json;
-  g_variant_get(reply, "(&s)", &json);
-  g_assert_cmpstr(json, ==, R"({"enabled":true,"greeting":"b"})");
+  assert_equal(call_echo(topology.guest().connection(), "GetConfig", nullptr), R"({"enabled":true,"greeting":"b"})");
 }
 
 void test_malformed_config_stops_start() {
@@ -154,13 +153,7 @@ void test_two_vms_side_by_side() {
   Topology second(second_options);
 
   auto config_of = [](Topology& topology) {
-    g_autoptr(GVariant) reply = g_dbus_connection_call_sync(topology.guest().connection(), kPortalName, kPortalPath,
-                                                            kEcho, "GetConfig", nullptr, G_VARIANT_TYPE("(s)"),
-                                                            G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, nullptr);
-    g_assert_nonnull(reply);
-    const char* json;
-    g_variant_get(reply, "(&s)", &json);
-    return std::string(json);
+    return call_echo(topology.guest().connection(), "GetConfig", nullptr);
   };
   assert_equal(config_of(first), R"({"enabled":true,"vm":"one"})");
   assert_equal(config_of(second), R"({"enabled":true,"vm":"two"})");
@@ -262,17 +255,7 @@ std::string guest_read_fd(GDBusConnection* guest, const char* text) {
   g_assert_cmpint(write(pipe_fds[1], text, strlen(text)), ==, (ssize_t)strlen(text));
   close(pipe_fds[1]);
   g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(pipe_fds, 1);
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
-      guest, kPortalName, kPortalPath, kEcho, "ReadFd", g_variant_new("(h)", 0), G_VARIANT_TYPE("(s)"),
-      G_DBUS_CALL_FLAGS_NONE, 10000, fds, nullptr, nullptr, &error);
-  if (reply == nullptr) {
-    g_autofree char* name = g_dbus_error_get_remote_error(error);
-    return std::string("error:") + (name != nullptr ? name : error->message);
-  }
-  const char* read_back;
-  g_variant_get(reply, "(&s)", &read_back);
-  return read_back;
+  return call_echo(guest, "ReadFd", g_variant_new("(h)", 0), fds);
 }
 
 void test_fd_on_fd_capable_link() {

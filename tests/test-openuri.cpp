@@ -45,24 +45,6 @@ constexpr Timeout kNothingHappens = 1500ms;
 
 // ---- small helpers ---------------------------------------------------------
 
-VariantPtr parse(const char* type, const std::string& text) {
-  g_autoptr(GError) error = nullptr;
-  GVariant* value = g_variant_parse(G_VARIANT_TYPE(type), text.c_str(), nullptr, nullptr, &error);
-  if (value == nullptr) throw FixtureError("bad GVariant text in the test: " + text + ": " + error->message);
-  return VariantPtr(g_variant_ref_sink(value));
-}
-
-std::string uri_for(const std::string& path) {
-  g_autofree char* uri = g_filename_to_uri(path.c_str(), nullptr, nullptr);
-  return uri;
-}
-
-std::string path_of(const std::string& uri) {
-  g_autofree char* path = g_filename_from_uri(uri.c_str(), nullptr, nullptr);
-  if (path == nullptr) throw FixtureError("not a file URI: " + uri);
-  return path;
-}
-
 std::string read_file(const std::string& path) {
   g_autofree char* bytes = nullptr;
   gsize length = 0;

@@ -39,6 +39,12 @@ dmesg -n 1 || true
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
+# alive PID: running, not a zombie the shell has yet to reap.
+alive() {
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c 1)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 finish() {
     sync
     poweroff -f
@@ -182,11 +188,21 @@ CONF
         || fail "guest dbus-daemon did not start"
 
     in_host "$timeout_s" "$agent" --connect "$connect" >/host/tmp/sidebus-logs/agent.log 2>&1 &
+    agent_pid=$!
 
-    if ! in_host $((wait_s + 5)) gdbus wait --session --timeout "$wait_s" org.freedesktop.portal.Desktop \
-            >>/host/tmp/sidebus-logs/wait.log 2>&1; then
-        fail "org.freedesktop.portal.Desktop did not appear on the guest bus within ${wait_s}s"
-    fi
+    # Wait for the name, but give up at once if the agent dies first.
+    in_host $((wait_s + 5)) gdbus wait --session --timeout "$wait_s" org.freedesktop.portal.Desktop \
+        >>/host/tmp/sidebus-logs/wait.log 2>&1 &
+    waiter_pid=$!
+    while alive "$waiter_pid"; do
+        if ! alive "$agent_pid"; then
+            agent_status=0
+            wait "$agent_pid" || agent_status=$?
+            fail "the agent exited (status $agent_status) before org.freedesktop.portal.Desktop appeared"
+        fi
+        sleep 0.2
+    done
+    wait "$waiter_pid" || fail "org.freedesktop.portal.Desktop did not appear on the guest bus within ${wait_s}s"
     echo "SIDEBUS-READY $(uptime_s)"
 fi
 
