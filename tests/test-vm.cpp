@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "app-id.hpp"
 #include "fixture.hpp"
 
 using namespace sidebus::test;
@@ -51,14 +52,13 @@ constexpr char kPortName[] = "dev.sidebus.link";
 constexpr char kPortPath[] = "/dev/virtio-ports/dev.sidebus.link";
 constexpr char kPortalName[] = "org.freedesktop.portal.Desktop";
 constexpr char kPortalPath[] = "/org/freedesktop/portal/desktop";
-// A VM name that is already a valid app id, so the document portal's per-app
-// view the guest must see is simply <runtime-dir>/doc/by-app/<name>.
-constexpr char kVmName[] = "dev.sidebus.VmTest";
+constexpr char kVmName[] = "vmtest";
 constexpr char kGuestDocumentsPath[] = "/run/sidebus/documents";
 // The guest's own watchdog powers off after kGuestTimeout seconds; QEMU is
 // stopped after kQemuTimeout regardless. Both far above a normal run (~10-30 s
 // on 2 cores under TCG).
 constexpr int kGuestTimeout = 120;
+constexpr int kGuestMemoryMb = 512;
 constexpr Timeout kQemuTimeout = 150s;
 
 std::string env_or_empty(const char* name) {
@@ -209,28 +209,41 @@ class Vm {
     if (!spec.agent.empty()) append += " sidebus.agent=" + spec.agent;
     if (!spec.documents_socket.empty()) append += std::string(" sidebus.docs=") + kGuestDocumentsPath;
     if (!env_or_empty("SIDEBUS_VM_DEBUG").empty()) append += " sidebus.debug=1";
+    // A sanitizer build runs sanitized binaries in the guest too: same options.
+    std::string guest_env;
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+      std::string value = env_or_empty(name);
+      if (!value.empty() && value.find(' ') == std::string::npos) guest_env += std::string(name) + "=" + value + " ";
+    }
+    if (!guest_env.empty()) {
+      g_autofree char* encoded = g_base64_encode(reinterpret_cast<const guchar*>(guest_env.data()), guest_env.size());
+      append += std::string(" sidebus.env=") + encoded;
+    }
 
     console_path_ = dir_ / "console.log";
     std::vector<std::string> argv = {
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", std::to_string(kGuestMemoryMb), "-smp", "1",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", kernel_.image, "-initrd", initramfs, "-append", append,
         "-serial", "file:" + console_path_,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-serial",
-        // reconnect: QEMU starts even before the socket listens, and comes
-        // back if the host end closes it.
+        // reconnect: QEMU connects when it starts, long before the agent
+        // opens the port; the broker drops a link that stays silent past its
+        // handshake timeout (10 s), and QEMU must then connect again.
         "-chardev", "socket,id=link,reconnect=1,path=" + spec.link_socket,
         "-device", std::string("virtserialport,chardev=link,name=") + kPortName,
     };
     if (!spec.documents_socket.empty()) {
       // vhost-user needs the guest's memory shared with virtiofsd.
-      argv.insert(argv.end(), {"-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-numa",
-                               "node,memdev=mem", "-chardev", "socket,id=documents,path=" + spec.documents_socket,
+      std::string memory = "memory-backend-memfd,id=mem,share=on,size=" + std::to_string(kGuestMemoryMb) + "M";
+      argv.insert(argv.end(), {"-object", memory, "-numa", "node,memdev=mem",
+                               "-chardev", "socket,id=documents,path=" + spec.documents_socket,
                                "-device", "vhost-user-fs-pci,chardev=documents,tag=sidebus-docs"});
     }
     started_ = g_get_monotonic_time();
-    qemu_ = std::make_unique<ChildProcess>(SpawnOptions{.name = "qemu", .argv = argv, .stdout_path = dir_ / "qemu.log"});
+    qemu_ = std::make_unique<ChildProcess>(
+        SpawnOptions{.name = "qemu", .argv = argv, .stdout_path = dir_ / "qemu.log"});
   }
 
   // Until the guest powers off, or kQemuTimeout (then QEMU is stopped).
@@ -391,17 +404,12 @@ struct HostSide {
     options.guest_documents_path = kGuestDocumentsPath;
     options.config = {{"50-vm.json", R"({"portals": {"filechooser": {"enabled": true},
                                                     "openuri": {"enabled": true}}})"}};
-    // The fixture's own wait does not strip ",nofds" off the address.
-    options.wait_for_listen = false;
     broker = std::make_unique<Broker>(options);
-    auto listening = [&] {
-      GStatBuf info;
-      return g_stat(link_socket.c_str(), &info) == 0 && S_ISSOCK(info.st_mode);
-    };
-    if (!wait_until([&] { return listening() || !broker->process().running(); }) || !listening())
-      throw FixtureError("the broker is not listening on " + link_socket + " (its log is printed below)");
   }
-  std::string documents_view() const { return broker->runtime_dir() + "/doc/by-app/" + kVmName; }
+  // What the guest may see of the document mount: this VM's per-app view.
+  std::string documents_view() const {
+    return broker->runtime_dir() + "/doc/by-app/" + sidebus::app_id_for_vm(kVmName);
+  }
 };
 
 // The broker's per-VM document view (<runtime-dir>/doc/by-app/<app id>)

@@ -26,6 +26,9 @@
 #   sidebus.timeout=SECS     watchdog for the whole boot (default 150)
 #   sidebus.docs=PATH        mount the virtiofs share tagged sidebus-docs
 #                            (the broker's per-VM document view) at PATH
+#   sidebus.env=BASE64       NAME=VALUE words (no spaces in values) added to
+#                            the environment of everything in the chroot,
+#                            e.g. the sanitizer options of the test
 #   sidebus.debug=1          G_MESSAGES_DEBUG=all for everything in the chroot
 set -eu
 PATH=/bin
@@ -77,6 +80,7 @@ wait_s=60
 timeout_s=150
 debug=
 docs=
+env_b64=
 read -r cmdline </proc/cmdline
 set -f
 for arg in $cmdline; do
@@ -88,6 +92,7 @@ for arg in $cmdline; do
         sidebus.timeout=*) timeout_s=${arg#*=} ;;
         sidebus.debug=*) debug=${arg#*=} ;;
         sidebus.docs=*) docs=${arg#*=} ;;
+        sidebus.env=*) env_b64=${arg#*=} ;;
     esac
 done
 set +f
@@ -155,14 +160,21 @@ while :; do
     sleep 0.1
 done
 
+extra_env=$(echo "$env_b64" | base64 -d) || fail "sidebus.env is not base64"
+
 # in_host SECS COMMAND...: run COMMAND in the chroot with a clean environment
 # pointing at the guest bus, killed after SECS.
 in_host() {
     secs=$1
     shift
+    set -f
+    # shellcheck disable=SC2086 # extra_env is NAME=VALUE words
     timeout "$secs" chroot /host /usr/bin/env -i HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
         XDG_RUNTIME_DIR=/run/user/0 DBUS_SESSION_BUS_ADDRESS=unix:path=/tmp/guest-bus \
-        ${debug:+G_MESSAGES_DEBUG=all} "$@"
+        ${debug:+G_MESSAGES_DEBUG=all} $extra_env "$@"
+    in_host_status=$?
+    set +f
+    return $in_host_status
 }
 
 if [ -n "$agent" ]; then
