@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   g_autofree char* guest_documents_path = nullptr;
   g_autofree char* host_bus = nullptr;
   g_autofree char* debug_access = nullptr;
+  g_autofree char* virtiofsd = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 
@@ -74,6 +75,8 @@ int main(int argc, char** argv) {
        "Load portal plugins from DIR instead of " SIDEBUS_PLUGIN_DIR " (repeatable)", "DIR"},
       {"debug-access", 0, 0, G_OPTION_ARG_FILENAME, &debug_access,
        "No VM: serve a local bus at DIR/vm.sock that stands for the guest session bus", "DIR"},
+      {"virtiofsd", 0, 0, G_OPTION_ARG_FILENAME, &virtiofsd,
+       "Serve the VM's documents with this virtiofsd at RUNTIME-DIR/virtiofsd.sock (vhost-user-fs)", "PATH"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug detail", nullptr},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {},
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
       runtime_dir != nullptr ? absolute(runtime_dir) : default_dir(g_get_user_runtime_dir(), options.vm_name);
   options.state_dir = state_dir != nullptr ? absolute(state_dir) : default_dir(g_get_user_state_dir(), options.vm_name);
   if (debug_access != nullptr) options.debug_access_dir = absolute(debug_access);
+  if (virtiofsd != nullptr) options.virtiofsd = virtiofsd;
   // With --debug-access the "guest" is this host: documents are read straight
   // from this VM's view of the document mount.
   if (guest_documents_path != nullptr)

@@ -21,6 +21,7 @@ struct BrokerOptions {
   std::vector<std::string> config_dirs;  // --config-dir (empty: the defaults)
   std::vector<std::string> plugin_dirs;  // --plugin-dir (empty: the default)
   std::string debug_access_dir;         // --debug-access
+  std::string virtiofsd;                // --virtiofsd (empty: the VMM shares the documents itself)
 };
 
 class Broker {

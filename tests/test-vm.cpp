@@ -41,7 +41,6 @@
 #include <string>
 #include <vector>
 
-#include "app-id.hpp"
 #include "fixture.hpp"
 
 using namespace sidebus::test;
@@ -177,8 +176,8 @@ struct VmSpec {
   std::string command;      // run in the guest with /bin/sh -c, in the host-root chroot
   std::string link_socket;  // host unix socket the virtio-serial port connects to
   std::string agent;        // agent binary (host path); empty: no guest bus, no agent
-  // virtiofsd's socket for the broker's document view, mounted at
-  // kGuestDocumentsPath (see DocumentShare).
+  // the broker's virtiofsd socket (--virtiofsd) for its document view,
+  // mounted at kGuestDocumentsPath.
   std::string documents_socket;
 };
 
@@ -396,8 +395,10 @@ struct HostSide {
   HostPortal portal;
   std::unique_ptr<Broker> broker;
 
-  explicit HostSide(const std::string& link_socket) {
+  // virtiofsd: non-empty to have the broker serve the documents (--virtiofsd).
+  explicit HostSide(const std::string& link_socket, const std::string& virtiofsd = "") {
     BrokerOptions options;
+    if (!virtiofsd.empty()) options.extra_args = {"--virtiofsd", virtiofsd};
     options.host_bus_address = portal.bus_address();
     options.listen = {"unix:" + link_socket + ",nofds"};
     options.vm_name = kVmName;
@@ -406,50 +407,19 @@ struct HostSide {
                                                     "openuri": {"enabled": true}}})"}};
     broker = std::make_unique<Broker>(options);
   }
-  // What the guest may see of the document mount: this VM's per-app view.
-  std::string documents_view() const {
-    return broker->runtime_dir() + "/doc/by-app/" + sidebus::app_id_for_vm(kVmName);
-  }
 };
 
-// The broker's per-VM document view (<runtime-dir>/doc/by-app/<app id>)
-// served to the guest by virtiofsd. Not 9p: QEMU's 9p statfs()es its export at
-// start-up and opens every file with O_NOFOLLOW, and xdg-document-portal (1.16)
-// refuses both (EPERM, ELOOP); virtiofsd reopens files through /proc/self/fd,
-// which it serves. Only that one view is shared, as DocumentExporter asks.
-class DocumentShare {
- public:
-  // The virtiofsd QEMU 7.2 ships (C, Debian 12), else the standalone one (Rust).
-  static std::string find_virtiofsd() {
-    for (const char* path : {"/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"}) {
-      if (g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) return path;
-    }
-    return "";
+// The broker serves its per-VM document view (<runtime-dir>/doc/by-app/<app id>)
+// over virtiofs itself (--virtiofsd). Not 9p: QEMU's 9p statfs()es its
+// export at start-up and opens every file with O_NOFOLLOW, and
+// xdg-document-portal (1.16) refuses both (EPERM, ELOOP).
+// QEMU 7.2 ships the C virtiofsd (Debian 12); else the standalone Rust one.
+std::string find_virtiofsd() {
+  for (const char* path : {"/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"}) {
+    if (g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) return path;
   }
-
-  DocumentShare(const TempDir& dir, const std::string& virtiofsd, const std::string& view)
-      : socket_(dir / "virtiofsd.sock") {
-    std::vector<std::string> argv = {virtiofsd, "--socket-path=" + socket_};
-    if (g_str_has_prefix(virtiofsd.c_str(), "/usr/lib/qemu/"))
-      argv.insert(argv.end(), {"-o", "source=" + view, "-o", "cache=none", "-o", "sandbox=chroot"});
-    else
-      argv.insert(argv.end(), {"--shared-dir=" + view, "--cache=never", "--sandbox=chroot"});
-    process_ = std::make_unique<ChildProcess>(
-        SpawnOptions{.name = "virtiofsd", .argv = argv, .stdout_path = dir / "virtiofsd.log"});
-    auto listening = [this] {
-      GStatBuf info;
-      return g_stat(socket_.c_str(), &info) == 0 && S_ISSOCK(info.st_mode);
-    };
-    if (!wait_until([&] { return listening() || !process_->running(); }) || !listening())
-      throw FixtureError("virtiofsd did not start (its log is printed below)");
-  }
-
-  const std::string& socket() const { return socket_; }
-
- private:
-  std::string socket_;
-  std::unique_ptr<ChildProcess> process_;
-};
+  return "";
+}
 
 // The agent and the test binary run in the guest from the host's root.
 bool guest_binaries_or_skip(const std::vector<std::string>& paths) {
@@ -492,25 +462,24 @@ void test_file_chooser_document() {
   std::string agent = env_path("SIDEBUS_AGENT");
   g_autofree char* self = g_file_read_link("/proc/self/exe", nullptr);
   if (!guest_binaries_or_skip({agent, self})) return;
-  std::string virtiofsd = DocumentShare::find_virtiofsd();
+  std::string virtiofsd = find_virtiofsd();
   if (virtiofsd.empty()) {
     g_test_skip("no virtiofsd (/usr/lib/qemu/virtiofsd from qemu-system-common, or the virtiofsd package)");
     return;
   }
   TempDir dir("sidebus-test-vm");
-  HostSide host(dir / "link.sock");
+  HostSide host(dir / "link.sock", virtiofsd);
   std::string picked = dir.write_file("picked/hello.txt", "made on the host\n");
   g_autofree char* picked_uri = g_filename_to_uri(picked.c_str(), nullptr, nullptr);
   const char* uris[] = {picked_uri, nullptr};
   host.portal.set_reply("OpenFile", kResponseSuccess, g_variant_new_parsed("{'uris': <%^as>}", uris));
-  DocumentShare share(dir, virtiofsd, host.documents_view());
   Vm vm(*kernel, dir);
   Checker check(vm);
 
   VmSpec spec;
   spec.link_socket = dir / "link.sock";
   spec.agent = agent;
-  spec.documents_socket = share.socket();
+  spec.documents_socket = host.broker->runtime_dir() + "/virtiofsd.sock";
   spec.command = std::string(self) + " --guest-open-file";
   std::optional<GuestReport> report = run_vm(vm, spec, check);
   if (!report) return;
