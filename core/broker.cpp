@@ -21,10 +21,15 @@
 #include "request.hpp"
 #include "sidebus-config.h"
 #include "debug-bus.hpp"
+#include "virtiofsd.hpp"
 
 namespace sidebus {
 
 namespace {
+
+static_assert(GuestLinkLimits{}.max_message_size == Config::kDefaultMaxMessageSize &&
+                  GuestLinkLimits{}.max_messages_per_second == Config::kDefaultMaxMessagesPerSecond,
+              "the link's built-in limits are the configuration's defaults");
 
 // Everything that exists only while one guest link is up, torn down in
 // reverse order of construction.
@@ -57,6 +62,7 @@ class BrokerImpl : public Broker {
   GDBusConnection* host_ = nullptr;
   std::unique_ptr<PrivateBus> private_bus_;
   std::unique_ptr<DocumentExporter> exporter_;
+  std::unique_ptr<DocumentShare> document_share_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<DebugBus> debug_bus_;
   std::unique_ptr<ActiveLink> active_;
@@ -96,6 +102,13 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
   if (!private_bus_) return false;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  std::string share_hint = "share " + exporter_->guest_view_path();
+  if (!options.virtiofsd.empty()) {
+    std::string socket = options.runtime_dir + "/virtiofsd.sock";
+    document_share_ = DocumentShare::start(options.virtiofsd, exporter_->guest_view_path(), socket, error);
+    if (!document_share_) return false;
+    share_hint = "point the VMM's vhost-user-fs device at " + socket + ", mount it";
+  }
 
   auto alive = alive_;
   auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
@@ -109,13 +122,13 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
     listener_ = Listener::create(options.listen, accept, error);
     if (!listener_) return false;
   }
-  g_message("ready: VM %s, portals [%s]; share %s into the guest at %s", options.vm_name.c_str(),
+  g_message("ready: VM %s, portals [%s]; %s into the guest at %s", options.vm_name.c_str(),
             [&] {
               std::string names;
               for (const std::string& name : plugins_->loaded()) names += (names.empty() ? "" : ", ") + name;
               return names;
             }().c_str(),
-            exporter_->guest_view_path().c_str(), options.guest_documents_path.c_str());
+            share_hint.c_str(), options.guest_documents_path.c_str());
   return true;
 }
 
@@ -124,6 +137,7 @@ BrokerImpl::~BrokerImpl() {
   active_.reset();
   debug_bus_.reset();
   listener_.reset();
+  document_share_.reset();
   exporter_.reset();
   private_bus_.reset();
   g_clear_object(&host_);
@@ -140,7 +154,8 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
       },
       [alive, serial]() {
         if (*alive) (*alive)->on_link_closed(serial);
-      });
+      },
+      GuestLinkLimits{config_->max_message_size(), config_->max_messages_per_second()});
 }
 
 void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error) {

@@ -326,6 +326,8 @@ const Rule kRules[] = {
     {"broker", "max_pending_requests", check_integer_range, Config::kMinPendingRequests,
      Config::kMaxPendingRequests},
     {"broker", "max_message_size", check_integer_range, Config::kMinMessageSize, Config::kMaxMessageSize},
+    {"broker", "max_messages_per_second", check_integer_range, Config::kMinMessagesPerSecond,
+     Config::kMaxMessagesPerSecond},
 };
 
 bool rule_applies(const Rule& rule, const std::string& section) {
@@ -509,6 +511,8 @@ class LoadedConfig final : public Config {
         json_object_get_int_member_with_default(broker, "max_pending_requests", kDefaultMaxPendingRequests));
     max_message_size_ = static_cast<std::size_t>(
         json_object_get_int_member_with_default(broker, "max_message_size", kDefaultMaxMessageSize));
+    max_messages_per_second_ = static_cast<unsigned>(
+        json_object_get_int_member_with_default(broker, "max_messages_per_second", kDefaultMaxMessagesPerSecond));
   }
 
   bool portal_enabled(const std::string& name) const override {
@@ -546,6 +550,7 @@ class LoadedConfig final : public Config {
   const std::vector<std::string>& files() const override { return files_; }
   unsigned max_pending_requests() const override { return max_pending_requests_; }
   std::size_t max_message_size() const override { return max_message_size_; }
+  unsigned max_messages_per_second() const override { return max_messages_per_second_; }
 
  private:
   JsonObjectPtr root_;
@@ -553,6 +558,7 @@ class LoadedConfig final : public Config {
   std::vector<std::string> files_;
   unsigned max_pending_requests_ = kDefaultMaxPendingRequests;
   std::size_t max_message_size_ = kDefaultMaxMessageSize;
+  unsigned max_messages_per_second_ = kDefaultMaxMessagesPerSecond;
 };
 
 }  // namespace

@@ -53,6 +53,13 @@ class Config {
   static constexpr std::size_t kMinMessageSize = 4096;
   static constexpr std::size_t kMaxMessageSize = 128 * 1024 * 1024;
   virtual std::size_t max_message_size() const = 0;
+  // "broker": { "max_messages_per_second": N }: D-Bus messages per second
+  // read from the guest, burst as many (10..1000000); above it the broker
+  // reads the link more slowly.
+  static constexpr unsigned kDefaultMaxMessagesPerSecond = 1000;
+  static constexpr unsigned kMinMessagesPerSecond = 10;
+  static constexpr unsigned kMaxMessagesPerSecond = 1000000;
+  virtual unsigned max_messages_per_second() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

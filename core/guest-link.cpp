@@ -11,7 +11,8 @@
 //      "pump" end) with sasl::run_server();
 //   3. the main loop splices pump ↔ link; GDBus's Hello crosses the link, the
 //      guest bus answers, g_dbus_connection_new() completes and done() gets the
-//      GuestLink.
+//      GuestLink. The splice enforces the GuestLinkLimits on what comes from
+//      the link (message size and rate), from the first byte of D-Bus on.
 // Everything is also bounded by kSetupTimeoutSeconds. All callbacks run on
 // the main context; results from the thread are checked against `finished`,
 // so a late one is dropped (and its fds closed).
@@ -43,6 +44,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   using DoneFunc = std::function<void(std::unique_ptr<GuestLink>, GError*)>;
 
   LinkPeerInfo peer;
+  GuestLinkLimits limits;
   DoneFunc done;
   std::function<void()> on_closed;
 
@@ -76,6 +78,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   // half-open state, so the whole link goes down now, whatever the owner does
   // with the GuestLink: the agent sees EOF and reconnects.
   void link_closed() {
+    if (!closed) say_why_closed();
     if (!finished) {
       fail(g_error_new(G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "closed during setup"));
       return;
@@ -84,6 +87,23 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
     closed = true;
     stop();
     if (on_closed) on_closed();
+  }
+
+  // A guest that broke the limits or sent garbage is worth a warning; a link
+  // that just went away is not. Asks the splice rather than waiting for its
+  // on_done: GDBus may see the stream end first. (The splice's messages name
+  // the transport.)
+  void say_why_closed() {
+    Splice::Side side;
+    g_autoptr(GError) error = nullptr;
+    if (!splice || !splice->failed(&side, &error)) return;
+    bool from_guest = side == Splice::Side::B;
+    if (from_guest && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE))
+      g_warning("%s; closed the link (the limit is broker.max_message_size)", error->message);
+    else if (from_guest && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA))
+      g_warning("%s; closed the link", error->message);
+    else
+      g_debug("guest link %s: %s", peer.transport.c_str(), error->message);
   }
 
   // Stops everything but keeps `connection` (closed) for the owner to look at.
@@ -184,13 +204,10 @@ void on_auth_done(const std::shared_ptr<LinkCore>& core, UniqueFd link, UniqueFd
   WeakCore weak = core;
   core->splice = Splice::start(
       std::move(pump), "the broker's guest connection", std::move(link), "link " + core->peer.transport, fds,
-      [weak](Splice::Side, const GError* error) {
-        auto core = weak.lock();
-        if (!core) return;
-        if (error) g_debug("guest link %s: %s", core->peer.transport.c_str(), error->message);
-        core->link_closed();
+      [weak](Splice::Side, const GError*) {
+        if (auto core = weak.lock()) core->link_closed();  // which logs why
       },
-      &error);
+      &error, SpliceLimits{core->limits.max_message_size, core->limits.max_messages_per_second});
   if (!core->splice) core->fail(error);
 }
 
@@ -243,10 +260,11 @@ void setup_thread(GMainContext* context, WeakCore weak, std::string transport, b
 
 void establish_guest_link(UniqueFd link, bool transport_carries_fds, std::string transport,
                           std::function<void(std::unique_ptr<GuestLink>, GError*)> done,
-                          std::function<void()> on_closed) {
+                          std::function<void()> on_closed, GuestLinkLimits limits) {
   auto core = std::make_shared<LinkCore>();
   core->self = core;
   core->peer.transport = transport;
+  core->limits = limits;
   core->done = std::move(done);
   core->on_closed = std::move(on_closed);
   GMainContext* context = g_main_context_ref_thread_default();  // the thread's reference

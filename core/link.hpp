@@ -17,6 +17,7 @@
 
 #include <gio/gio.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -94,6 +95,19 @@ class GuestLink {
   virtual const LinkPeerInfo& peer() = 0;
 };
 
+// What one guest may push at the broker through its link; only the guest →
+// broker direction is limited. The defaults are Config's (broker.* keys).
+struct GuestLinkLimits {
+  // Largest D-Bus message in bytes (broker.max_message_size). A bigger one,
+  // or a malformed message header, closes the link with a warning before any
+  // of that message reaches the broker.
+  size_t max_message_size = 16 * 1024 * 1024;
+  // Messages per second, burst as many (broker.max_messages_per_second).
+  // Above it the broker reads the link more slowly, so the guest's sends
+  // wait; nothing is dropped.
+  unsigned max_messages_per_second = 1000;
+};
+
 // Runs the handshake on an accepted link (off the main thread, so a slow or
 // hostile guest cannot stall the broker; 10 s for the handshake, 30 s until
 // the guest bus answered Hello) and then authenticates the broker's
@@ -105,10 +119,11 @@ class GuestLink {
 // already torn down (connection closed, agent sees EOF), destroying the
 // GuestLink is all that is left to do. Neither runs after the GuestLink is
 // destroyed. If the main loop stops before done, done never runs. The GError
-// passed to done is borrowed (freed after done returns).
+// passed to done is borrowed (freed after done returns). limits apply from
+// the first byte after the handshake on.
 void establish_guest_link(UniqueFd link, bool transport_carries_fds, std::string transport,
                           std::function<void(std::unique_ptr<GuestLink>, GError*)> done,
-                          std::function<void()> on_closed);
+                          std::function<void()> on_closed, GuestLinkLimits limits = {});
 
 // ---- agent end ----
 

@@ -2,7 +2,9 @@
 // direction: wait (poll on the source fd and the stop eventfd), receive a chunk
 // with its fds, send the chunk with those fds, repeat. The fds are made
 // non-blocking so a stop request is never stuck behind a blocking call. With
-// fd passing, reads stop at D-Bus message boundaries (MessageFramer).
+// fd passing, or with limits on a side, reads stop at D-Bus message boundaries
+// (MessageFramer) and each fixed header is held until it is whole and checked;
+// a rate-limited side waits for a token (TokenBucket) before each message.
 #include "splice.hpp"
 
 #include <fcntl.h>
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <system_error>
@@ -48,12 +51,15 @@ struct State {
   std::string names[2];
   bool is_socket[2] = {false, false};
   bool pass_fds = false;
+  bool framed[2] = {false, false};  // what this side sends is parsed as D-Bus messages
+  SpliceLimits limits[2];           // on what this side sends
   UniqueFd stop;  // eventfd: readable once a stop was requested
 
   std::mutex mutex;  // guards what follows
   int running = 2;
   int first_end = -1;
   GError* error = nullptr;
+  int error_side = -1;  // where error came from
 
   GMainContext* context = nullptr;
   Splice::DoneFunc on_done;
@@ -70,14 +76,17 @@ struct State {
   }
 };
 
-enum class Wait { Ready, Stopped };
+enum class Wait { Ready, Stopped, TimedOut };
 
-Wait wait_for(State& state, int fd, short events) {
+// Waits for `events` on fd (or, with fd -1, for nothing but a stop request)
+// for at most timeout_ms (-1: no limit).
+Wait wait_for(State& state, int fd, short events, int timeout_ms = -1) {
   struct pollfd pfds[2] = {{fd, events, 0}, {state.stop.get(), POLLIN, 0}};
   while (true) {
-    int n = poll(pfds, 2, -1);
+    int n = poll(pfds, 2, timeout_ms);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 || (pfds[1].revents & POLLIN)) return Wait::Stopped;
+    if (n == 0) return Wait::TimedOut;
     if (pfds[0].revents) return Wait::Ready;  // including HUP/ERR: the next call reports it
   }
 }
@@ -87,9 +96,10 @@ Wait wait_for(State& state, int fd, short events) {
 void finish(const std::shared_ptr<State>& state, int ended, GError* error, bool stop_all) {
   std::lock_guard lock(state->mutex);
   if (ended >= 0 && state->first_end < 0) state->first_end = ended;
-  if (error && !state->error)
+  if (error && !state->error) {
     state->error = error;
-  else if (error)
+    state->error_side = ended;
+  } else if (error)
     g_error_free(error);
   if (stop_all) {
     state->request_stop();
@@ -196,12 +206,26 @@ bool send_chunk(State& state, int side, const char* data, size_t length, const s
 // message. GDBus attaches every fd read so far to the message it is reading,
 // so it would give them to the wrong message. Never reading across a message
 // boundary (as GDBus does itself) keeps every fd within its own message.
+// The same framing lets a limited side be checked message by message.
 class MessageFramer {
  public:
-  // How much may be read next without crossing a message boundary.
-  size_t next_read() const { return left_ ? std::min(left_, kChunkSize) : sizeof header_ - have_; }
+  static constexpr size_t kHeaderSize = 16;
+  static constexpr size_t kDBusMaxMessage = size_t(1) << 27;    // the spec: 128 MiB
+  static constexpr uint64_t kDBusMaxArray = uint64_t(1) << 26;  // the spec: 64 MiB
 
-  // Accounts for n bytes just read (into data).
+  explicit MessageFramer(size_t max_size)
+      : max_size_(max_size == 0 || max_size > kDBusMaxMessage ? kDBusMaxMessage : max_size) {}
+
+  // Between two messages: the next byte starts a message.
+  bool at_boundary() const { return left_ == 0 && have_ == 0; }
+  // Part of a fixed header has been read: hold it until it is whole.
+  bool header_pending() const { return have_ > 0; }
+  // How much may be read next without crossing a message boundary (or the
+  // end of the fixed header).
+  size_t next_read() const { return left_ ? std::min(left_, kChunkSize) : kHeaderSize - have_; }
+
+  // Accounts for n bytes just read (into data), at most next_read(). False
+  // with error set when a fixed header is malformed or over the limit.
   bool consume(const char* data, size_t n, const std::string& name, GError** error) {
     if (left_) {
       left_ -= n;
@@ -209,49 +233,104 @@ class MessageFramer {
     }
     memcpy(header_ + have_, data, n);
     have_ += n;
-    if (have_ < sizeof header_) return true;
+    if (have_ < kHeaderSize) return true;
     have_ = 0;
-    // Fixed header: endianness, type, flags, version, body length, serial,
-    // header fields array length; the fields are padded to 8.
-    bool little = header_[0] == 'l';
-    if ((header_[0] != 'l' && header_[0] != 'B') || header_[3] != 1) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s sent something that is not a D-Bus message",
-                  name.c_str());
-      return false;
-    }
-    auto u32 = [&](int offset) {
-      auto* b = reinterpret_cast<const unsigned char*>(header_ + offset);
-      return little ? uint64_t(b[0]) | uint64_t(b[1]) << 8 | uint64_t(b[2]) << 16 | uint64_t(b[3]) << 24
-                    : uint64_t(b[3]) | uint64_t(b[2]) << 8 | uint64_t(b[1]) << 16 | uint64_t(b[0]) << 24;
-    };
-    uint64_t fields = u32(12), body = u32(4);
-    uint64_t total = sizeof header_ + ((fields + 7) & ~uint64_t(7)) + body;
-    if (total > kMaxMessageSize) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                  "%s sent a D-Bus message of %" G_GUINT64_FORMAT " bytes, more than the %zu the spec allows",
-                  name.c_str(), total, kMaxMessageSize);
-      return false;
-    }
-    left_ = static_cast<size_t>(total - sizeof header_);
-    return true;
+    return check_header(name, error);
   }
 
  private:
-  static constexpr size_t kMaxMessageSize = size_t(1) << 27;  // D-Bus: 128 MiB
-  char header_[16] = {};
-  size_t have_ = 0;
-  size_t left_ = 0;
+  // Fixed header: endianness, type, flags, version, body length, serial,
+  // header fields array length; the fields are padded to 8, then the body.
+  bool check_header(const std::string& name, GError** error) {
+    auto* h = reinterpret_cast<const unsigned char*>(header_);
+    bool little = h[0] == 'l';
+    auto u32 = [&](int offset) {
+      const unsigned char* b = h + offset;
+      return little ? uint64_t(b[0]) | uint64_t(b[1]) << 8 | uint64_t(b[2]) << 16 | uint64_t(b[3]) << 24
+                    : uint64_t(b[3]) | uint64_t(b[2]) << 8 | uint64_t(b[1]) << 16 | uint64_t(b[0]) << 24;
+    };
+    auto malformed = [&](const char* what, uint64_t value) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                  "%s sent something that is not a D-Bus message (%s %" G_GUINT64_FORMAT ")", name.c_str(), what,
+                  value);
+      return false;
+    };
+    if (h[0] != 'l' && h[0] != 'B') return malformed("endianness byte", h[0]);
+    if (h[1] == 0) return malformed("message type", h[1]);
+    if (h[3] != 1) return malformed("protocol version", h[3]);
+    uint64_t fields = u32(12), body = u32(4);  // each < 2^32: no overflow below
+    if (fields > kDBusMaxArray) return malformed("header fields length", fields);
+    uint64_t total = kHeaderSize + ((fields + 7) & ~uint64_t(7)) + body;
+    if (total > kDBusMaxMessage) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                  "%s sent a D-Bus message of %" G_GUINT64_FORMAT " bytes, more than the %zu the spec allows",
+                  name.c_str(), total, kDBusMaxMessage);
+      return false;
+    }
+    if (total > max_size_) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE,
+                  "%s sent a D-Bus message of %" G_GUINT64_FORMAT " bytes, more than the limit of %zu bytes",
+                  name.c_str(), total, max_size_);
+      return false;
+    }
+    left_ = static_cast<size_t>(total - kHeaderSize);
+    return true;
+  }
+
+  const size_t max_size_;
+  char header_[kHeaderSize] = {};
+  size_t have_ = 0;  // fixed header bytes read so far
+  size_t left_ = 0;  // bytes of the current message after its fixed header
+};
+
+// Messages per second with a burst of as many. take() waits in poll() on the
+// stop eventfd, so a splice that is being destroyed never waits for a token.
+class TokenBucket {
+ public:
+  explicit TokenBucket(unsigned rate) : rate_(rate), tokens_(rate), last_(g_get_monotonic_time()) {}
+
+  // Takes one token, waiting for it if need be. False when stopped.
+  bool take(State& state, const std::string& name) {
+    if (rate_ == 0) return true;
+    while (true) {
+      gint64 now = g_get_monotonic_time();
+      tokens_ = std::min<double>(rate_, tokens_ + double(now - last_) * rate_ / G_USEC_PER_SEC);
+      last_ = now;
+      if (tokens_ >= 1) {
+        tokens_ -= 1;
+        return true;
+      }
+      if (!logged_) {
+        g_debug("%s sends more than %u D-Bus messages per second; reading from it more slowly", name.c_str(), rate_);
+        logged_ = true;
+      }
+      int wait_ms = std::max(1, static_cast<int>(std::ceil((1 - tokens_) * 1000 / rate_)));
+      if (wait_for(state, -1, 0, wait_ms) == Wait::Stopped) return false;
+    }
+  }
+
+ private:
+  const unsigned rate_;
+  double tokens_;
+  gint64 last_;
+  bool logged_ = false;
 };
 
 void pump(std::shared_ptr<State> state, int from, int to) {
   std::vector<char> buffer(kChunkSize);
-  MessageFramer framer;
+  const bool framed = state->framed[from];
+  MessageFramer framer(state->limits[from].max_message_size);
+  TokenBucket bucket(state->limits[from].messages_per_second);
+  size_t held = 0;                 // bytes of a fixed header at the start of buffer, not sent yet
+  std::vector<UniqueFd> held_fds;  // the fds that came with them
   while (true) {
     if (wait_for(*state, state->fds[from].get(), POLLIN) == Wait::Stopped) return finish(state, -1, nullptr, false);
+    if (framed && framer.at_boundary() && !bucket.take(*state, state->names[from]))
+      return finish(state, -1, nullptr, false);
     std::vector<UniqueFd> fds;  // closed on every exit path unless sent
     bool truncated = false;
-    size_t size = state->pass_fds ? framer.next_read() : kChunkSize;
-    ssize_t n = receive(*state, from, buffer.data(), size, &fds, &truncated);
+    size_t size = framed ? framer.next_read() : kChunkSize;
+    ssize_t n = receive(*state, from, buffer.data() + held, size, &fds, &truncated);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n < 0) {
       int saved = errno;
@@ -270,17 +349,25 @@ void pump(std::shared_ptr<State> state, int from, int to) {
                                 "%s sent a file descriptor, but this link cannot carry them (closed it and stopped)",
                                 state->names[from].c_str()),
                     true);
+    GError* error = nullptr;  // stays NULL when stopped or when the peer went away
     if (n == 0) {
-      // EOF: half-close the other side; without sockets there is no half-close.
+      // EOF: a partial fixed header goes on as it is (the peer sees a
+      // truncated message), then the other side is half-closed; without
+      // sockets there is no half-close.
+      if (held && !send_chunk(*state, to, buffer.data(), held, held_fds, &error))
+        return finish(state, to, error, true);
       if (!state->is_socket[to]) return finish(state, from, nullptr, true);
       shutdown(state->fds[to].get(), SHUT_WR);
       return finish(state, from, nullptr, false);
     }
-    GError* error = nullptr;  // stays NULL when stopped or when the peer went away
-    if (state->pass_fds && !framer.consume(buffer.data(), static_cast<size_t>(n), state->names[from], &error))
+    if (framed && !framer.consume(buffer.data() + held, static_cast<size_t>(n), state->names[from], &error))
       return finish(state, from, error, true);
-    if (!send_chunk(*state, to, buffer.data(), static_cast<size_t>(n), fds, &error))
-      return finish(state, to, error, true);
+    held += static_cast<size_t>(n);
+    for (auto& fd : fds) held_fds.push_back(std::move(fd));
+    if (framed && framer.header_pending()) continue;  // not whole yet, so not checked: hold it
+    if (!send_chunk(*state, to, buffer.data(), held, held_fds, &error)) return finish(state, to, error, true);
+    held = 0;
+    held_fds.clear();
   }
 }
 
@@ -307,6 +394,13 @@ class SpliceImpl : public Splice {
     for (auto& thread : threads_)
       if (thread.joinable()) thread.join();
   }
+  bool failed(Side* side, GError** error) const override {
+    std::lock_guard lock(state_->mutex);
+    if (!state_->error) return false;
+    *side = state_->error_side == 1 ? Side::B : Side::A;
+    *error = g_error_copy(state_->error);
+    return true;
+  }
   std::shared_ptr<State> state_;
   std::thread threads_[2];
 };
@@ -314,7 +408,7 @@ class SpliceImpl : public Splice {
 }  // namespace
 
 std::unique_ptr<Splice> Splice::start(UniqueFd a, std::string a_name, UniqueFd b, std::string b_name, bool pass_fds,
-                                      DoneFunc on_done, GError** error) {
+                                      DoneFunc on_done, GError** error, const SpliceLimits& b_limits) {
   auto state = std::make_shared<State>();
   state->fds[0] = std::move(a);
   state->fds[1] = std::move(b);
@@ -334,6 +428,10 @@ std::unique_ptr<Splice> Splice::start(UniqueFd a, std::string a_name, UniqueFd b
     both_unix = both_unix && is_unix;
   }
   state->pass_fds = pass_fds && both_unix;
+  state->limits[1] = b_limits;
+  for (int side = 0; side < 2; side++)
+    state->framed[side] =
+        state->pass_fds || state->limits[side].max_message_size != 0 || state->limits[side].messages_per_second != 0;
   state->stop = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!state->stop) {
     int saved = errno;
