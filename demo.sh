@@ -6,8 +6,9 @@
 set -eu
 cd "$(dirname "$0")"
 .ci/install-deps
-[ -f build/build.ninja ] || meson setup build >/dev/null
-meson compile -C build >/dev/null
+# A build dir without build.ninja is a failed setup: start it again.
+[ -f build/build.ninja ] || { rm -rf build && meson setup build; }
+meson compile -C build
 export SIDEBUS_SOURCE_ROOT="$PWD"
 export SIDEBUS_BROKER="$PWD/build/core/sidebus-broker"
 export SIDEBUS_AGENT="$PWD/build/core/sidebus-agent"

@@ -14,7 +14,7 @@ for variant in plain sanitize; do
     plain) opts="" ;;
     sanitize) opts="-Db_sanitize=address,undefined -Db_lundef=false" ;;
   esac
-  [ -f "$dir/build.ninja" ] || meson setup "$dir" $opts >/dev/null
+  [ -f "$dir/build.ninja" ] || { rm -rf "$dir" && meson setup "$dir" $opts; }
   meson compile -C "$dir"
   meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
 done
