@@ -23,12 +23,15 @@
 #include <thread>
 #include <vector>
 
+#include "fd-passing.hpp"
 #include "link-handshake.hpp"
 #include "link.hpp"
 #include "sasl.hpp"
 #include "splice.hpp"
 
 using namespace sidebus;
+using sidebus::test::receive_with_fds;
+using sidebus::test::send_with_fd;
 
 namespace {
 
@@ -592,25 +595,6 @@ void test_broker_refuses_garbage() {
 
 // ---- the splice on its own ----
 
-// Sends `byte` with `fd` attached.
-void send_with_fd(int socket, char byte, int fd) {
-  struct iovec iov = {&byte, 1};
-  union {
-    char buffer[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control = {};
-  struct msghdr message = {};
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control.buffer;
-  message.msg_controllen = sizeof control.buffer;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&message);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-  g_assert_cmpint(sendmsg(socket, &message, 0), ==, 1);
-}
 
 struct SpliceRun {
   Pair left, right;  // left.fds[0] ← splice → right.fds[0]; we talk on fds[1]
@@ -644,36 +628,6 @@ std::string message_blob(const char* member) {
   return std::string(reinterpret_cast<char*>(blob), size);
 }
 
-// Receives exactly `length` bytes (one message) and the fds that came with them.
-std::vector<int> receive_message(int socket, size_t length) {
-  std::vector<int> fds;
-  std::string data(length, '\0');
-  size_t have = 0;
-  while (have < length) {
-    struct iovec iov = {data.data() + have, length - have};
-    union {
-      char buffer[CMSG_SPACE(sizeof(int) * 4)];
-      struct cmsghdr align;
-    } control = {};
-    struct msghdr message = {};
-    message.msg_iov = &iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control.buffer;
-    message.msg_controllen = sizeof control.buffer;
-    struct pollfd pfd = {socket, POLLIN, 0};
-    g_assert_cmpint(poll(&pfd, 1, 5000), ==, 1);
-    ssize_t n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
-    g_assert_cmpint(n, >, 0);
-    have += static_cast<size_t>(n);
-    for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&message); cmsg; cmsg = CMSG_NXTHDR(&message, cmsg)) {
-      g_assert_cmpint(cmsg->cmsg_type, ==, SCM_RIGHTS);
-      int fd = -1;
-      memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
-      fds.push_back(fd);
-    }
-  }
-  return fds;
-}
 
 // Two messages written back to back, the second with an fd: the fd comes out
 // with the second message, not with the first (which one recvmsg() of both
@@ -689,8 +643,8 @@ void test_splice_passes_fds() {
   g_assert_cmpint(write(run.left.fds[1], second.data() + 2, second.size() - 2), ==,
                   static_cast<ssize_t>(second.size() - 2));
   close(pipe_fds[1]);
-  g_assert_cmpuint(receive_message(run.right.fds[1], first.size()).size(), ==, 0);
-  std::vector<int> fds = receive_message(run.right.fds[1], second.size());
+  g_assert_cmpuint(receive_with_fds(run.right.fds[1], first.size()).size(), ==, 0);
+  std::vector<int> fds = receive_with_fds(run.right.fds[1], second.size());
   g_assert_cmpuint(fds.size(), ==, 1);
   char buffer[8];
   g_assert_cmpint(write(fds[0], "x", 1), ==, 1);
