@@ -281,6 +281,34 @@ extern "C" SidebusRequest* sidebus_request_new(SidebusContext* context, GDBusMet
   return request;
 }
 
+// The one implementation of both entry points; @fd_list may be NULL. GDBus
+// lets on_host_call_done() finish either kind of call with
+// g_dbus_connection_call_finish(): the fd list only matters on send.
+extern "C" void sidebus_request_call_host_with_fds(SidebusRequest* request, const char* interface_name,
+                                                   const char* method_name, GVariant* parameters,
+                                                   GUnixFDList* fd_list, SidebusResultsFunc on_results,
+                                                   gpointer user_data) {
+  g_autoptr(GVariant) owned_parameters = g_variant_ref_sink(parameters);
+  SidebusContext* context = request->context;
+  g_return_if_fail(context != nullptr && request->invocation != nullptr);
+  request->on_results = on_results;
+  request->user_data = user_data;
+
+  g_autofree char* host_token = g_strdup_printf("sidebus%" G_GUINT64_FORMAT, next_host_token.fetch_add(1));
+  request->host_path = std::string(SIDEBUS_PORTAL_OBJECT_PATH "/request/") +
+                       escape_sender(g_dbus_connection_get_unique_name(context->link->host)) + "/" + host_token;
+  subscribe_host_response(request);
+
+  GVariant* host_parameters = with_handle_token(owned_parameters, host_token);
+  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s.%s for %s → host %s (%d fds)", interface_name, method_name,
+                      request->guest_path.c_str(), request->host_path.c_str(),
+                      fd_list != nullptr ? g_unix_fd_list_get_length(fd_list) : 0);
+  g_dbus_connection_call_with_unix_fd_list(context->link->host, SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH,
+                                           interface_name, method_name, host_parameters, G_VARIANT_TYPE("(o)"),
+                                           G_DBUS_CALL_FLAGS_NONE, -1, fd_list, request->cancellable,
+                                           on_host_call_done, sidebus_request_ref(request));
+}
+
 extern "C" void sidebus_request_call_host(SidebusRequest* request, const char* interface_name,
                                           const char* method_name, GVariant* parameters,
                                           SidebusResultsFunc on_results, gpointer user_data) {
@@ -329,32 +357,3 @@ RequestTable::~RequestTable() {
 }
 
 }  // namespace sidebus
-
-// ---- Addition for the openuri plugin (under review by the core owner) -------
-// The one implementation of both entry points; @fd_list may be NULL. GDBus
-// lets on_host_call_done() finish either kind of call with
-// g_dbus_connection_call_finish(): the fd list only matters on send.
-extern "C" void sidebus_request_call_host_with_fds(SidebusRequest* request, const char* interface_name,
-                                                   const char* method_name, GVariant* parameters,
-                                                   GUnixFDList* fd_list, SidebusResultsFunc on_results,
-                                                   gpointer user_data) {
-  g_autoptr(GVariant) owned_parameters = g_variant_ref_sink(parameters);
-  SidebusContext* context = request->context;
-  g_return_if_fail(context != nullptr && request->invocation != nullptr);
-  request->on_results = on_results;
-  request->user_data = user_data;
-
-  g_autofree char* host_token = g_strdup_printf("sidebus%" G_GUINT64_FORMAT, next_host_token.fetch_add(1));
-  request->host_path = std::string(SIDEBUS_PORTAL_OBJECT_PATH "/request/") +
-                       escape_sender(g_dbus_connection_get_unique_name(context->link->host)) + "/" + host_token;
-  subscribe_host_response(request);
-
-  GVariant* host_parameters = with_handle_token(owned_parameters, host_token);
-  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s.%s for %s → host %s (%d fds)", interface_name, method_name,
-                      request->guest_path.c_str(), request->host_path.c_str(),
-                      fd_list != nullptr ? g_unix_fd_list_get_length(fd_list) : 0);
-  g_dbus_connection_call_with_unix_fd_list(context->link->host, SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH,
-                                           interface_name, method_name, host_parameters, G_VARIANT_TYPE("(o)"),
-                                           G_DBUS_CALL_FLAGS_NONE, -1, fd_list, request->cancellable,
-                                           on_host_call_done, sidebus_request_ref(request));
-}
