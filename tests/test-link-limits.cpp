@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "config.hpp"
-#include "fd-passing.hpp"
+#include "splice-harness.hpp"
 #include "fixture.hpp"
 #include "link.hpp"
 #include "splice.hpp"
@@ -29,55 +29,17 @@
 using namespace sidebus;
 using sidebus::test::receive_with_fds;
 using sidebus::test::send_with_fd;
+using sidebus::test::SpliceRun;
 
 namespace {
 
 constexpr int kPollMs = 5000;
 
-struct Pair {
-  int fds[2];
-  Pair() { g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0); }
-  ~Pair() {
-    for (int fd : fds)
-      if (fd >= 0) close(fd);
-  }
-};
-
-// A splice between two socket pairs with limits on side B.
-struct LimitedSplice {
-  Pair a, b;
-  std::unique_ptr<Splice> splice;
-  bool done = false;
-  Splice::Side ended = Splice::Side::A;
-  GError* error = nullptr;
-
-  LimitedSplice(bool pass_fds, SpliceLimits limits) {
-    g_autoptr(GError) start_error = nullptr;
-    splice = Splice::start(
-        UniqueFd(a.fds[0]), "broker", UniqueFd(b.fds[0]), "guest", pass_fds,
-        [this](Splice::Side side, const GError* e) {
-          done = true;
-          ended = side;
-          if (e) error = g_error_copy(e);
-        },
-        &start_error, limits);
-    g_assert_no_error(start_error);
-    a.fds[0] = b.fds[0] = -1;
-  }
-  ~LimitedSplice() {
-    splice.reset();
-    g_clear_error(&error);
-  }
-  int guest() const { return b.fds[1]; }
-  int broker() const { return a.fds[1]; }
-
-  void wait_done() {
-    gint64 deadline = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
-    while (!done) {
-      g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-      if (!g_main_context_iteration(nullptr, FALSE)) g_usleep(1000);
-    }
-  }
+// A link's splice: the broker on the left, the guest (limited) on the right.
+struct LimitedSplice : SpliceRun {
+  LimitedSplice(bool pass_fds, SpliceLimits limits) : SpliceRun(pass_fds, limits, "broker", "guest") {}
+  int guest() const { return right.fds[1]; }
+  int broker() const { return left.fds[1]; }
 };
 
 void write_all(int fd, const std::string& data) {

@@ -23,28 +23,22 @@
 #include <thread>
 #include <vector>
 
-#include "fd-passing.hpp"
+#include "splice-harness.hpp"
 #include "link-handshake.hpp"
 #include "link.hpp"
 #include "sasl.hpp"
 #include "splice.hpp"
 
 using namespace sidebus;
+using sidebus::test::Pair;
 using sidebus::test::receive_with_fds;
 using sidebus::test::send_with_fd;
+using sidebus::test::SpliceRun;
 
 namespace {
 
 constexpr gint64 kDeadline = 5 * G_USEC_PER_SEC;
 
-struct Pair {
-  int fds[2];
-  Pair() { g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0); }
-  ~Pair() {
-    if (fds[0] >= 0) close(fds[0]);
-    if (fds[1] >= 0) close(fds[1]);
-  }
-};
 
 GIOStream* stream_from_fd(int fd) {
   g_autoptr(GError) error = nullptr;
@@ -596,28 +590,6 @@ void test_broker_refuses_garbage() {
 // ---- the splice on its own ----
 
 
-struct SpliceRun {
-  Pair left, right;  // left.fds[0] ← splice → right.fds[0]; we talk on fds[1]
-  std::unique_ptr<Splice> splice;
-  bool done = false;
-  Splice::Side ended = Splice::Side::A;
-  GError* error = nullptr;
-
-  explicit SpliceRun(bool pass_fds) {
-    g_autoptr(GError) start_error = nullptr;
-    splice = Splice::start(
-        UniqueFd(left.fds[0]), "left", UniqueFd(right.fds[0]), "right", pass_fds,
-        [this](Splice::Side side, const GError* e) {
-          done = true;
-          ended = side;
-          if (e) error = g_error_copy(e);
-        },
-        &start_error);
-    g_assert_no_error(start_error);
-    left.fds[0] = right.fds[0] = -1;
-  }
-  ~SpliceRun() { g_clear_error(&error); }
-};
 
 std::string message_blob(const char* member) {
   g_autoptr(GDBusMessage) message = g_dbus_message_new_signal("/dev/sidebus/Test", "dev.sidebus.Test", member);

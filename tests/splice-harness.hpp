@@ -1,5 +1,6 @@
-// fd-passing.hpp — raw SCM_RIGHTS helpers for the splice tests (test-sasl,
-// test-link-limits): they drive a socket byte by byte, under GDBus's level,
+// splice-harness.hpp — what the splice tests (test-sasl, test-link-limits)
+// share: a Splice between two socket pairs the test talks through, and raw
+// SCM_RIGHTS helpers that drive a socket byte by byte, under GDBus's level,
 // to check that fds stay with the bytes of their own message.
 #pragma once
 
@@ -7,11 +8,63 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "splice.hpp"
+
 namespace sidebus::test {
+
+struct Pair {
+  int fds[2];
+  Pair() { g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0); }
+  ~Pair() {
+    for (int fd : fds)
+      if (fd >= 0) close(fd);
+  }
+};
+
+// left.fds[0] ← splice → right.fds[0]; the test talks on fds[1]. @limits
+// apply to what the right side sends (side B: the guest on a real link).
+struct SpliceRun {
+  Pair left, right;
+  std::unique_ptr<Splice> splice;
+  bool done = false;
+  Splice::Side ended = Splice::Side::A;
+  GError* error = nullptr;
+
+  explicit SpliceRun(bool pass_fds, SpliceLimits limits = {}, const char* left_name = "left",
+                     const char* right_name = "right") {
+    g_autoptr(GError) start_error = nullptr;
+    splice = Splice::start(
+        UniqueFd(left.fds[0]), left_name, UniqueFd(right.fds[0]), right_name, pass_fds,
+        [this](Splice::Side side, const GError* e) {
+          done = true;
+          ended = side;
+          if (e) error = g_error_copy(e);
+        },
+        &start_error, limits);
+    g_assert_no_error(start_error);
+    left.fds[0] = right.fds[0] = -1;
+  }
+  ~SpliceRun() {
+    splice.reset();
+    g_clear_error(&error);
+  }
+
+  // Iterates the main context until the splice reported its end (15 s bound).
+  void wait_done() {
+    gint64 deadline = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+    while (!done) {
+      g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+      if (!g_main_context_iteration(nullptr, FALSE)) g_usleep(1000);
+    }
+  }
+};
 
 // Sends `byte` with `fd` attached.
 inline void send_with_fd(int socket, char byte, int fd) {
