@@ -5,27 +5,11 @@
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 
 #include "sidebus-config.h"
 #include "unique-fd.hpp"
 
 namespace sidebus {
-
-void die_with_parent(gpointer) { prctl(PR_SET_PDEATHSIG, SIGTERM); }
-
-void stop_child(GPid pid, int timeout_ms) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  for (int waited = 0; waited < timeout_ms; waited += 10) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) return;
-    g_usleep(10 * 1000);
-  }
-  g_warning("child %d did not stop within %d ms of SIGTERM; killing it", pid, timeout_ms);
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-}
 
 std::unique_ptr<DBusDaemon> DBusDaemon::spawn(const std::string& config_path, const std::string& socket_path,
                                               GError** error) {
@@ -53,19 +37,13 @@ std::unique_ptr<DBusDaemon> DBusDaemon::spawn(const std::string& config_path, co
   UniqueFd write_end(pipe_fds[1]);
 
   g_autofree char* config_arg = g_strdup_printf("--config-file=%s", config_path.c_str());
-  const char* argv[] = {DBUS_DAEMON, config_arg, "--nofork", "--print-address=3", nullptr};
-  const int source_fds[] = {write_end.get()};
-  const int target_fds[] = {3};
   auto daemon = std::unique_ptr<DBusDaemon>(new DBusDaemon());
   daemon->config_path_ = config_path;
   daemon->socket_path_ = socket_path;
-  if (!g_spawn_async_with_pipes_and_fds(nullptr, argv, nullptr,
-                                        GSpawnFlags(G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL),
-                                        die_with_parent, nullptr, -1, -1, -1, source_fds, target_fds, 1, &daemon->pid_,
-                                        nullptr, nullptr, nullptr, error)) {
-    g_prefix_error(error, "cannot start %s: ", DBUS_DAEMON);
-    return nullptr;
-  }
+  daemon->process_ = ChildProcess::spawn(
+      "dbus-daemon", {.argv = {DBUS_DAEMON, config_arg, "--nofork", "--print-address=3"}, .fds = {{write_end.get(), 3}}},
+      error);
+  if (!daemon->process_) return nullptr;
   write_end.reset();  // so that EOF arrives if the daemon dies
 
   // Read the address line, bounded in time and size.
@@ -93,7 +71,7 @@ std::unique_ptr<DBusDaemon> DBusDaemon::spawn(const std::string& config_path, co
 }
 
 DBusDaemon::~DBusDaemon() {
-  stop_child(pid_);
+  process_.reset();
   g_unlink(socket_path_.c_str());
   g_unlink(config_path_.c_str());
 }

@@ -1,12 +1,14 @@
 // dbus-daemon.hpp — spawning a dbus-daemon of our own with a generated
 // configuration (the per-VM private bus, the --debug-access bus): the child
-// is owned by a DBusDaemon value and stopped when it goes.
+// is a ChildProcess owned by a DBusDaemon value and stopped when it goes.
 #pragma once
 
 #include <gio/gio.h>
 
 #include <memory>
 #include <string>
+
+#include "child-process.hpp"
 
 namespace sidebus {
 
@@ -20,20 +22,13 @@ class DBusDaemon {
   ~DBusDaemon();  // SIGTERM, bounded wait, SIGKILL; removes the socket and config
 
   const std::string& address() const { return address_; }
-  GPid pid() const { return pid_; }
+  pid_t pid() const { return process_->pid(); }
 
  private:
-  GPid pid_ = 0;
+  std::unique_ptr<ChildProcess> process_;
   std::string address_;
   std::string config_path_;
   std::string socket_path_;
 };
-
-// GSpawnChildSetupFunc: the child gets SIGTERM if the broker dies, so a
-// killed broker does not leave its helpers running.
-void die_with_parent(gpointer);
-
-// Stops a child: SIGTERM, waits up to timeout_ms, then SIGKILL. Reaps it.
-void stop_child(GPid pid, int timeout_ms = 3000);
 
 }  // namespace sidebus

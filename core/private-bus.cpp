@@ -37,6 +37,7 @@
 
 #include <deque>
 
+#include "child-process.hpp"
 #include "dbus-daemon.hpp"
 #include "sidebus-config.h"
 #include "unique-fd.hpp"
@@ -48,7 +49,6 @@ constexpr const char* kDocumentsName = "org.freedesktop.portal.Documents";
 constexpr const char* kDocumentsPath = "/org/freedesktop/portal/documents";
 constexpr const char* kPermissionStoreName = "org.freedesktop.impl.portal.PermissionStore";
 constexpr gint64 kStartTimeoutUs = 15 * G_USEC_PER_SEC;
-constexpr gint64 kStopGraceUs = 3 * G_USEC_PER_SEC;
 constexpr gint64 kPollIntervalUs = 10 * 1000;
 constexpr size_t kMaxRestartsPerMinute = 5;
 constexpr guint kFirstRestartDelayMs = 250;  // doubled for each restart within the last minute
@@ -64,116 +64,6 @@ struct Deadline {
   explicit Deadline(gint64 timeout_us) : end_us(g_get_monotonic_time() + timeout_us) {}
   bool passed() const { return g_get_monotonic_time() >= end_us; }
   int remaining_ms() const { return int(MAX(end_us - g_get_monotonic_time(), 0) / 1000) + 1; }
-};
-
-// ---- One helper process ----------------------------------------------------
-
-// A helper we spawned (GSubprocess) and own: stopped — SIGTERM, a bounded
-// wait, SIGKILL — when the value goes away. GLib's worker thread reaps it.
-class Helper {
- public:
-  static std::unique_ptr<Helper> spawn(const char* name, const char* program, const char* const* envp,
-                                       GError** error) {
-    g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
-    g_subprocess_launcher_set_environ(launcher, const_cast<char**>(envp));
-    // Their stdout (xdg-document-portal prints some errors there) goes where
-    // their logs go, not into ours (a TAP stream under test).
-    int stdout_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    if (stdout_fd >= 0) g_subprocess_launcher_take_stdout_fd(launcher, stdout_fd);
-    g_subprocess_launcher_set_child_setup(launcher, die_with_parent, nullptr, nullptr);
-    const char* argv[] = {program, nullptr};
-    GSubprocess* process = g_subprocess_launcher_spawnv(launcher, argv, error);
-    if (process == nullptr) return nullptr;
-    return std::unique_ptr<Helper>(new Helper(name, process));
-  }
-
-  ~Helper() { stop(); }
-
-  const std::string& name() const { return name_; }
-  pid_t pid() const { return pid_; }
-
-  // Without reaping: a zombie, or already reaped by GLib (ECHILD), has exited.
-  bool has_exited() const {
-    siginfo_t info = {};
-    if (waitid(P_PID, id_t(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
-    return info.si_pid == pid_;
-  }
-
-  bool wait_exit(gint64 timeout_us) const {
-    Deadline deadline(timeout_us);
-    while (!has_exited()) {
-      if (deadline.passed()) return false;
-      g_usleep(kPollIntervalUs);
-    }
-    g_subprocess_wait(process_.get(), nullptr, nullptr);  // immediate: collects the status
-    return true;
-  }
-
-  // "exited with status 6", "was killed by signal 9"; only once it has exited.
-  std::string exit_description() const {
-    if (!has_exited()) return "is still running";
-    g_subprocess_wait(process_.get(), nullptr, nullptr);
-    if (g_subprocess_get_if_exited(process_.get()))
-      return "exited with status " + std::to_string(g_subprocess_get_exit_status(process_.get()));
-    int signal_number = g_subprocess_get_term_sig(process_.get());
-    return "was killed by signal " + std::to_string(signal_number) + " (" + g_strsignal(signal_number) + ")";
-  }
-
-  // -1 unless it exited normally.
-  int exit_status() const {
-    if (!has_exited()) return -1;
-    g_subprocess_wait(process_.get(), nullptr, nullptr);
-    return g_subprocess_get_if_exited(process_.get()) ? g_subprocess_get_exit_status(process_.get()) : -1;
-  }
-
-  // Calls on_exit once, on the thread-default main context, when the process
-  // ends; replaces an earlier watch.
-  void watch(std::function<void()> on_exit) {
-    unwatch();
-    on_exit_ = std::move(on_exit);
-    watch_cancellable_.reset(g_cancellable_new());
-    g_subprocess_wait_async(process_.get(), watch_cancellable_.get(), on_wait_done, this);
-  }
-
-  void unwatch() {
-    if (watch_cancellable_) g_cancellable_cancel(watch_cancellable_.get());
-    watch_cancellable_.reset();
-    on_exit_ = nullptr;
-  }
-
-  void stop() {
-    unwatch();
-    if (has_exited()) return;
-    g_subprocess_send_signal(process_.get(), SIGTERM);
-    if (wait_exit(kStopGraceUs)) return;
-    g_warning("%s (pid %d) did not stop within %d s of SIGTERM; killing it", name_.c_str(), pid_,
-              int(kStopGraceUs / G_USEC_PER_SEC));
-    g_subprocess_force_exit(process_.get());
-    if (!wait_exit(kStopGraceUs))
-      g_warning("%s (pid %d) survived SIGKILL for %d s (stuck in the kernel, e.g. on a FUSE mount?)", name_.c_str(),
-                pid_, int(kStopGraceUs / G_USEC_PER_SEC));
-  }
-
- private:
-  Helper(const char* name, GSubprocess* process)
-      : name_(name), pid_(pid_t(g_ascii_strtoll(g_subprocess_get_identifier(process), nullptr, 10))),
-        process_(process) {}
-
-  static void on_wait_done(GObject* source, GAsyncResult* result, gpointer user_data) {
-    // Cancelled (unwatched or destroyed): user_data may be gone.
-    if (!g_subprocess_wait_finish(G_SUBPROCESS(source), result, nullptr)) return;
-    auto* helper = static_cast<Helper*>(user_data);
-    auto on_exit = std::move(helper->on_exit_);
-    helper->on_exit_ = nullptr;
-    helper->watch_cancellable_.reset();
-    if (on_exit) on_exit();
-  }
-
-  std::string name_;
-  pid_t pid_;
-  GObjectPtr<GSubprocess> process_;
-  GObjectPtr<GCancellable> watch_cancellable_;
-  std::function<void()> on_exit_;
 };
 
 // ---- The FUSE mount and the socket ----------------------------------------
@@ -287,14 +177,14 @@ class PrivateBusImpl final : public PrivateBus {
   bool start_bus(GError** error);
   bool start_permission_store(const Deadline& deadline, GError** error);
   bool start_document_portal(const Deadline& deadline, GError** error);
-  std::unique_ptr<Helper> spawn_helper(const char* name, const char* program, GError** error);
-  bool wait_for_name(const Helper& helper, const char* name, const Deadline& deadline,
+  std::unique_ptr<ChildProcess> spawn_helper(const char* name, const char* program, GError** error);
+  bool wait_for_name(const ChildProcess& helper, const char* name, const Deadline& deadline,
                      const std::function<std::string()>& hint, GError** error);
   bool name_has_owner(const char* name);
   void release_documents_mount();
   void stop_all();
 
-  void on_helper_exited(const Helper& helper);
+  void on_helper_exited(const ChildProcess& helper);
   static void on_connection_closed(GDBusConnection*, gboolean, GError*, gpointer self);
   void schedule_restart();
   void restart();
@@ -310,8 +200,8 @@ class PrivateBusImpl final : public PrivateBus {
   std::unique_ptr<DBusDaemon> daemon_;
   GObjectPtr<GDBusConnection> connection_;
   gulong closed_handler_ = 0;
-  std::unique_ptr<Helper> permission_store_;
-  std::unique_ptr<Helper> document_portal_;
+  std::unique_ptr<ChildProcess> permission_store_;
+  std::unique_ptr<ChildProcess> document_portal_;
 
   // What died since the last restart; the restart timer and its history.
   bool restart_bus_ = false;
@@ -413,7 +303,7 @@ bool PrivateBusImpl::start_bus(GError** error) {
   return true;
 }
 
-std::unique_ptr<Helper> PrivateBusImpl::spawn_helper(const char* name, const char* program, GError** error) {
+std::unique_ptr<ChildProcess> PrivateBusImpl::spawn_helper(const char* name, const char* program, GError** error) {
   const char* path = g_getenv("PATH");
   g_auto(GStrv) environment = nullptr;
   environment = g_environ_setenv(environment, "PATH", path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", TRUE);
@@ -423,8 +313,8 @@ std::unique_ptr<Helper> PrivateBusImpl::spawn_helper(const char* name, const cha
   // No gvfs and no dconf: they would look for services on this bus.
   environment = g_environ_setenv(environment, "GIO_USE_VFS", "local", TRUE);
   environment = g_environ_setenv(environment, "GSETTINGS_BACKEND", "memory", TRUE);
-  auto helper = Helper::spawn(name, program, environment, error);
-  if (!helper) g_prefix_error(error, "%scannot start %s (%s): ", prefix_.c_str(), name, program);
+  auto helper = ChildProcess::spawn(name, {.argv = {program}, .envp = environment}, error);
+  if (!helper) g_prefix_error(error, "%s", prefix_.c_str());
   return helper;
 }
 
@@ -439,7 +329,7 @@ bool PrivateBusImpl::name_has_owner(const char* name) {
 
 // Polls until helper owns name on the bus, exits, or the deadline passes;
 // hint() (asked once it failed) says what to check.
-bool PrivateBusImpl::wait_for_name(const Helper& helper, const char* name, const Deadline& deadline,
+bool PrivateBusImpl::wait_for_name(const ChildProcess& helper, const char* name, const Deadline& deadline,
                                    const std::function<std::string()>& hint, GError** error) {
   while (!name_has_owner(name)) {
     if (helper.has_exited()) {
@@ -472,7 +362,7 @@ bool PrivateBusImpl::start_document_portal(const Deadline& deadline, GError** er
   release_documents_mount();  // left behind if the previous one was killed
   document_portal_ = spawn_helper("xdg-document-portal", XDG_DOCUMENT_PORTAL, error);
   if (!document_portal_) return false;
-  const Helper& portal = *document_portal_;
+  const ChildProcess& portal = *document_portal_;
   auto hint = [&] { return document_portal_hint(portal.exit_status(), options_.state_dir, documents_mount_); };
   if (!wait_for_name(portal, kDocumentsName, deadline, hint, error)) return false;
 
@@ -539,7 +429,7 @@ void PrivateBusImpl::watch_all() {
     closed_handler_ = g_signal_connect(connection_.get(), "closed", G_CALLBACK(on_connection_closed), this);
 }
 
-void PrivateBusImpl::on_helper_exited(const Helper& helper) {
+void PrivateBusImpl::on_helper_exited(const ChildProcess& helper) {
   g_warning("%s%s (pid %d) %s; restarting it", prefix_.c_str(), helper.name().c_str(), int(helper.pid()),
             helper.exit_description().c_str());
   if (&helper == permission_store_.get())

@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "dbus-daemon.hpp"
+#include "child-process.hpp"
 
 namespace sidebus {
 
@@ -21,8 +21,7 @@ class DocumentShareImpl : public DocumentShare {
 
   ~DocumentShareImpl() override {
     if (restart_source_ != 0) g_source_remove(restart_source_);
-    if (watch_source_ != 0) g_source_remove(watch_source_);
-    stop_child(pid_);
+    process_.reset();
     g_unlink(socket_path_.c_str());
   }
 
@@ -35,17 +34,13 @@ class DocumentShareImpl : public DocumentShare {
       args.insert(args.end(), {"-o", "source=" + shared_dir_, "-o", "cache=none", "-o", "sandbox=chroot"});
     else
       args.insert(args.end(), {"--shared-dir=" + shared_dir_, "--cache=never", "--sandbox=chroot"});
-    std::vector<const char*> argv;
-    for (const std::string& arg : args) argv.push_back(arg.c_str());
-    argv.push_back(nullptr);
-    if (!g_spawn_async(nullptr, const_cast<char**>(argv.data()), nullptr,
-                       GSpawnFlags(G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL), die_with_parent,
-                       nullptr, &pid_, error)) {
-      g_prefix_error(error, "--virtiofsd %s: cannot start it: ", program_.c_str());
+    process_ = ChildProcess::spawn("virtiofsd", {.argv = args}, error);
+    if (!process_) {
+      g_prefix_error(error, "--virtiofsd: ");
       return false;
     }
-    watch_source_ = g_child_watch_add(pid_, on_exit, this);
-    g_debug("virtiofsd pid %d serves %s at %s", pid_, shared_dir_.c_str(), socket_path_.c_str());
+    process_->watch([this] { on_exit(); });
+    g_debug("virtiofsd pid %d serves %s at %s", process_->pid(), shared_dir_.c_str(), socket_path_.c_str());
     return true;
   }
 
@@ -54,7 +49,7 @@ class DocumentShareImpl : public DocumentShare {
     while (g_get_monotonic_time() < deadline) {
       GStatBuf info;
       if (g_stat(socket_path_.c_str(), &info) == 0 && S_ISSOCK(info.st_mode)) return true;
-      if (pid_ == 0) break;  // exited meanwhile (the child watch ran)
+      if (process_->has_exited()) break;
       g_main_context_iteration(nullptr, FALSE);
       g_usleep(10 * 1000);
     }
@@ -67,34 +62,29 @@ class DocumentShareImpl : public DocumentShare {
  private:
   bool is_qemu_virtiofsd() const { return g_str_has_prefix(program_.c_str(), "/usr/lib/qemu/"); }
 
-  static void on_exit(GPid pid, gint status, gpointer data) {
-    auto* self = static_cast<DocumentShareImpl*>(data);
-    g_spawn_close_pid(pid);
-    self->pid_ = 0;
-    self->watch_source_ = 0;
+  void on_exit() {
     // Normal: the VMM disconnected. Serve the next one, backing off if it
     // keeps failing straight away.
     gint64 now = g_get_monotonic_time();
-    self->restart_delay_ms_ = (now - self->started_at_ < G_USEC_PER_SEC)
-                                  ? std::min<guint>(self->restart_delay_ms_ * 2 + 100, kMaxRestartDelayMs)
-                                  : 0;
-    g_message("virtiofsd exited (%s); serving the documents again in %u ms",
-              g_spawn_check_wait_status(status, nullptr) ? "VMM disconnected" : "failed", self->restart_delay_ms_);
-    self->restart_source_ = g_timeout_add(self->restart_delay_ms_, [](gpointer data) -> gboolean {
+    restart_delay_ms_ =
+        (now - started_at_ < G_USEC_PER_SEC) ? std::min<guint>(restart_delay_ms_ * 2 + 100, kMaxRestartDelayMs) : 0;
+    g_message("virtiofsd %s; serving the documents again in %u ms",
+              process_->exit_status() == 0 ? "exited (VMM disconnected)" : process_->exit_description().c_str(),
+              restart_delay_ms_);
+    restart_source_ = g_timeout_add(restart_delay_ms_, [](gpointer data) -> gboolean {
       auto* self = static_cast<DocumentShareImpl*>(data);
       self->restart_source_ = 0;
       self->started_at_ = g_get_monotonic_time();
       g_autoptr(GError) error = nullptr;
       if (!self->spawn(&error)) g_warning("%s", error->message);
       return G_SOURCE_REMOVE;
-    }, self);
+    }, this);
   }
 
   std::string program_;
   std::string shared_dir_;
   std::string socket_path_;
-  GPid pid_ = 0;
-  guint watch_source_ = 0;
+  std::unique_ptr<ChildProcess> process_;
   guint restart_source_ = 0;
   guint restart_delay_ms_ = 0;
   gint64 started_at_ = g_get_monotonic_time();
