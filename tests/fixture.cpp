@@ -3,7 +3,7 @@
 // process groups, the host portal stack, the guest bus, broker and agent.
 #include "fixture.hpp"
 
-#include "app-id.hpp"
+#include "documents/app-id.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -27,7 +27,7 @@
 #include <set>
 
 #include "sidebus-config.h"
-#include "unique-fd.hpp"
+#include "util/unique-fd.hpp"
 
 namespace sidebus::test {
 namespace {

@@ -40,6 +40,8 @@
 #include <utility>
 #include <vector>
 
+#include "util/gobject-ptr.hpp"
+
 namespace sidebus::test {
 
 using namespace std::chrono_literals;
@@ -47,15 +49,8 @@ using Timeout = std::chrono::milliseconds;
 inline constexpr Timeout kDefaultTimeout = 20s;
 
 // ---- Owning pointers for the GLib types in this API -------------------------
-struct GObjectUnref {
-  void operator()(gpointer object) const { g_object_unref(object); }
-};
-template <typename T>
-using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
-struct GVariantUnref {
-  void operator()(GVariant* variant) const { g_variant_unref(variant); }
-};
-using VariantPtr = std::unique_ptr<GVariant, GVariantUnref>;
+using sidebus::GObjectPtr;
+using sidebus::VariantPtr;
 
 // ---- Running tests ----------------------------------------------------------
 class FixtureError : public std::runtime_error {

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "splice.hpp"
+#include "link/splice.hpp"
 
 namespace sidebus::test {
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "config.hpp"
+#include "broker/config.hpp"
 #include "sidebus-config.h"
 
 using sidebus::Config;

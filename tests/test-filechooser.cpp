@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "app-id.hpp"
+#include "documents/app-id.hpp"
 #include "fixture.hpp"
 
 using namespace sidebus::test;

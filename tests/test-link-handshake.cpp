@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "link-handshake.hpp"
-#include "link.hpp"
+#include "link/handshake.hpp"
+#include "link/address.hpp"
+#include "link/connect.hpp"
+#include "link/listener.hpp"
 
 using namespace sidebus;
 using namespace sidebus::handshake;

@@ -20,11 +20,11 @@
 #include <thread>
 #include <vector>
 
-#include "config.hpp"
+#include "broker/config.hpp"
 #include "splice-harness.hpp"
 #include "fixture.hpp"
-#include "link.hpp"
-#include "splice.hpp"
+#include "broker/accepted-link.hpp"
+#include "link/splice.hpp"
 
 using namespace sidebus;
 using sidebus::test::receive_with_fds;

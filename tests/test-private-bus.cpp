@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "app-id.hpp"
-#include "document-export.hpp"
-#include "private-bus.hpp"
+#include "documents/app-id.hpp"
+#include "documents/document-export.hpp"
+#include "documents/private-bus.hpp"
 #include "sidebus-config.h"
 
 using namespace sidebus;

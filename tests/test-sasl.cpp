@@ -24,10 +24,13 @@
 #include <vector>
 
 #include "splice-harness.hpp"
-#include "link-handshake.hpp"
-#include "link.hpp"
-#include "sasl.hpp"
-#include "splice.hpp"
+#include "link/handshake.hpp"
+#include "agent/agent-session.hpp"
+#include "broker/accepted-link.hpp"
+#include "link/listener.hpp"
+#include "link/connect.hpp"
+#include "link/sasl.hpp"
+#include "link/splice.hpp"
 
 using namespace sidebus;
 using sidebus::test::Pair;

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "util/gobject-ptr.hpp"
+
 namespace sidebus::test_backend {
 
 // The bus name the .portal file in tests/portals names.
@@ -29,15 +31,8 @@ inline constexpr guint32 kResponseWaitForClose = 0xFFFFFFFF;
 inline constexpr guint32 kResponseDBusError = 0xFFFFFFFE;
 inline constexpr guint32 kResponseOther = 2;
 
-struct GObjectUnref {
-  void operator()(gpointer object) const { g_object_unref(object); }
-};
-template <typename T>
-using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
-struct GVariantUnref {
-  void operator()(GVariant* variant) const { g_variant_unref(variant); }
-};
-using VariantPtr = std::unique_ptr<GVariant, GVariantUnref>;
+using sidebus::GObjectPtr;
+using sidebus::VariantPtr;
 
 class Backend {
  public:

@@ -1,0 +1,217 @@
+// broker.cpp — wires the broker's pieces together and decides link policy.
+//
+// Start-up order: configuration (fail fast on a bad file), plugins, host bus,
+// the private bus with its document portal, then the listener (or the
+// debug-access bus). A guest link that completes its handshake *replaces* the
+// current one: the old link is closed and its plugins stopped before the new
+// link's plugins start. (A guest agent that reconnects after a crash or a VM
+// reboot must never be locked out by a half-dead previous link; two agents in
+// one guest are prevented in the guest by the agent's own bus name.)
+#include "broker/broker.hpp"
+
+#include <glib/gstdio.h>
+#include <sys/socket.h>
+
+#include "broker/config.hpp"
+#include "documents/document-export.hpp"
+#include "broker/accepted-link.hpp"
+#include "link/listener.hpp"
+#include "broker/plugin-engine.hpp"
+#include "api/link-scope.hpp"
+#include "documents/private-bus.hpp"
+#include "api/request.hpp"
+#include "sidebus-config.h"
+#include "broker/debug-bus.hpp"
+#include "documents/virtiofsd.hpp"
+
+namespace sidebus {
+
+namespace {
+
+static_assert(GuestLinkLimits{}.max_message_size == Config::kDefaultMaxMessageSize &&
+                  GuestLinkLimits{}.max_messages_per_second == Config::kDefaultMaxMessagesPerSecond,
+              "the link's built-in limits are the configuration's defaults");
+
+// Everything that exists only while one guest link is up, torn down in
+// reverse order of construction.
+struct ActiveLink {
+  std::unique_ptr<GuestLink> link;
+  LinkScope scope;
+  std::vector<std::unique_ptr<PortalInstance>> portals;
+  guint name_owner_id = 0;
+
+  ~ActiveLink() {
+    if (name_owner_id != 0) g_bus_unown_name(name_owner_id);
+    portals.clear();
+    scope.requests.reset();
+  }
+};
+
+class BrokerImpl : public Broker {
+ public:
+  bool init(const BrokerOptions& options, GError** error);
+  ~BrokerImpl() override;
+
+ private:
+  void on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport);
+  void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error);
+  void on_link_closed(uint64_t serial);
+
+  BrokerOptions options_;
+  std::unique_ptr<Config> config_;
+  std::unique_ptr<PluginEngine> plugins_;
+  GDBusConnection* host_ = nullptr;
+  std::unique_ptr<PrivateBus> private_bus_;
+  std::unique_ptr<DocumentExporter> exporter_;
+  std::unique_ptr<DocumentShare> document_share_;
+  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<DebugBus> debug_bus_;
+  std::unique_ptr<ActiveLink> active_;
+  uint64_t active_serial_ = 0;
+  uint64_t next_serial_ = 1;
+  // Callbacks from links outlive nothing: they check this token.
+  std::shared_ptr<BrokerImpl*> alive_ = std::make_shared<BrokerImpl*>(this);
+};
+
+bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
+  options_ = options;
+  auto config_dirs = options.config_dirs.empty() ? Config::default_dirs() : options.config_dirs;
+  config_ = Config::load(config_dirs, options.vm_name, error);
+  if (!config_) return false;
+  for (const std::string& file : config_->files()) g_debug("read configuration %s", file.c_str());
+
+  auto plugin_dirs = options.plugin_dirs.empty() ? std::vector<std::string>{SIDEBUS_PLUGIN_DIR} : options.plugin_dirs;
+  plugins_ = PluginEngine::load(plugin_dirs, *config_, error);
+  if (!plugins_) return false;
+
+  if (options.host_bus.empty()) {
+    host_ = g_bus_get_sync(G_BUS_TYPE_SESSION, nullptr, error);
+  } else {
+    host_ = g_dbus_connection_new_for_address_sync(
+        options.host_bus.c_str(),
+        GDBusConnectionFlags(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                             G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
+        nullptr, nullptr, error);
+  }
+  if (host_ == nullptr) {
+    g_prefix_error(error, "cannot connect to the host bus %s (--host-bus): ",
+                   options.host_bus.empty() ? "(session bus)" : options.host_bus.c_str());
+    return false;
+  }
+  g_dbus_connection_set_exit_on_close(host_, FALSE);
+
+  private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
+  if (!private_bus_) return false;
+  exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  std::string share_hint = "share " + exporter_->guest_view_path();
+  if (!options.virtiofsd.empty()) {
+    std::string socket = options.runtime_dir + "/virtiofsd.sock";
+    document_share_ = DocumentShare::start(options.virtiofsd, exporter_->guest_view_path(), socket, error);
+    if (!document_share_) return false;
+    share_hint = "point the VMM's vhost-user-fs device at " + socket + ", mount it";
+  }
+
+  auto alive = alive_;
+  auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
+    if (*alive) (*alive)->on_link_accepted(std::move(fd), carries_fds, std::move(transport));
+  };
+  if (!options.debug_access_dir.empty()) {
+    debug_bus_ = DebugBus::start(options.debug_access_dir, options.runtime_dir, accept, error);
+    if (!debug_bus_) return false;
+  }
+  if (!options.listen.empty()) {
+    listener_ = Listener::create(options.listen, accept, error);
+    if (!listener_) return false;
+  }
+  g_message("ready: VM %s, portals [%s]; %s into the guest at %s", options.vm_name.c_str(),
+            [&] {
+              std::string names;
+              for (const std::string& name : plugins_->loaded()) names += (names.empty() ? "" : ", ") + name;
+              return names;
+            }().c_str(),
+            share_hint.c_str(), options.guest_documents_path.c_str());
+  return true;
+}
+
+BrokerImpl::~BrokerImpl() {
+  *alive_ = nullptr;
+  active_.reset();
+  debug_bus_.reset();
+  listener_.reset();
+  document_share_.reset();
+  exporter_.reset();
+  private_bus_.reset();
+  g_clear_object(&host_);
+}
+
+void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport) {
+  uint64_t serial = next_serial_++;
+  g_message("guest link %" G_GUINT64_FORMAT " arrived on %s", serial, transport.c_str());
+  auto alive = alive_;
+  establish_guest_link(
+      std::move(fd), transport_carries_fds, transport,
+      [alive, serial](std::unique_ptr<GuestLink> link, GError* error) {
+        if (*alive) (*alive)->on_link_established(serial, std::move(link), error);
+      },
+      [alive, serial]() {
+        if (*alive) (*alive)->on_link_closed(serial);
+      },
+      GuestLinkLimits{config_->max_message_size(), config_->max_messages_per_second()});
+}
+
+void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error) {
+  if (!link) {
+    g_warning("guest link %" G_GUINT64_FORMAT " failed: %s", serial, error != nullptr ? error->message : "unknown");
+    return;
+  }
+  const LinkPeerInfo& peer = link->peer();
+  if (active_) g_message("guest link %" G_GUINT64_FORMAT " replaces link %" G_GUINT64_FORMAT, serial, active_serial_);
+  active_.reset();
+
+  auto active = std::make_unique<ActiveLink>();
+  active->link = std::move(link);
+  LinkScope& scope = active->scope;
+  scope.guest = active->link->connection();
+  scope.host = host_;
+  scope.vm_name = options_.vm_name;
+  scope.transport = peer.transport;
+  scope.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
+  scope.exporter = exporter_.get();
+  scope.requests = std::make_unique<RequestTable>(config_->max_pending_requests());
+  active->portals = plugins_->start_all(scope, *config_);
+
+  g_message("guest link %" G_GUINT64_FORMAT " up on %s: agent %s, guest uid %u, fds %s, guest name %s", serial,
+            peer.transport.c_str(), peer.agent_version.c_str(), peer.guest_uid,
+            peer.carries_fds ? "passed natively" : "not carried", g_dbus_connection_get_unique_name(scope.guest));
+  auto* vm_name = &options_.vm_name;
+  active->name_owner_id = g_bus_own_name_on_connection(
+      scope.guest, SIDEBUS_PORTAL_BUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,
+      [](GDBusConnection*, const char* name, gpointer data) {
+        g_message("VM %s: owns %s on the guest bus", static_cast<std::string*>(data)->c_str(), name);
+      },
+      [](GDBusConnection* connection, const char* name, gpointer data) {
+        if (connection == nullptr || g_dbus_connection_is_closed(connection)) return;
+        g_warning("VM %s: %s is owned by another process in the guest (is xdg-desktop-portal running in the VM?); "
+                  "waiting for it to go away",
+                  static_cast<std::string*>(data)->c_str(), name);
+      },
+      vm_name, nullptr);
+  active_ = std::move(active);
+  active_serial_ = serial;
+}
+
+void BrokerImpl::on_link_closed(uint64_t serial) {
+  if (!active_ || serial != active_serial_) return;
+  g_message("guest link %" G_GUINT64_FORMAT " closed; waiting for the agent to reconnect", serial);
+  active_.reset();
+}
+
+}  // namespace
+
+std::unique_ptr<Broker> Broker::start(const BrokerOptions& options, GError** error) {
+  auto broker = std::make_unique<BrokerImpl>();
+  if (!broker->init(options, error)) return nullptr;
+  return broker;
+}
+
+}  // namespace sidebus

@@ -1,0 +1,614 @@
+// config.cpp — reads, checks and merges the JSON drop-ins (see config.hpp).
+//
+// Why this shape: what a VM may do on the host (which portals, which URI
+// schemes, how many requests) is the administrator's policy, so a typo must
+// fail loudly with a position to fix rather than silently change the policy.
+// Every file therefore goes through all steps before anything of it is used:
+//   read     — regular files only, bounded size;
+//   parse    — json-glib; its errors are rewritten as path:line:column: reason
+//              and two of its leniencies are closed (see parse_file());
+//   validate — the rule table below types every key the core knows; keys it
+//              does not know are kept for plugins, unknown top-level keys warn;
+//   merge    — objects key by key, everything else replaced, null deletes.
+// The merged tree is built from fresh objects only, so it never shares a
+// mutable object with a parser and never contains a null.
+
+#include "broker/config.hpp"
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+
+#include "sidebus-config.h"
+
+namespace sidebus {
+namespace {
+
+// Configuration files are a few hundred bytes; anything near this is a mistake.
+constexpr gsize kMaxFileSize = 1024 * 1024;
+
+struct JsonObjectUnref {
+  void operator()(JsonObject* object) const { json_object_unref(object); }
+};
+using JsonObjectPtr = std::unique_ptr<JsonObject, JsonObjectUnref>;
+
+
+// text with C escapes for control characters, quotes, non-ASCII and NUL,
+// fit for quoting inside an error message.
+std::string printable(std::string_view text) {
+  std::string shown;
+  for (std::size_t start = 0; start <= text.size();) {
+    std::size_t nul = std::min(text.find('\0', start), text.size());
+    std::string part(text.substr(start, nul - start));
+    g_autofree char* escaped = g_strescape(part.c_str(), nullptr);
+    shown += escaped;
+    if (nul < text.size())
+      shown += "\\000";
+    start = nul + 1;
+  }
+  return shown;
+}
+
+// ---- Reading -------------------------------------------------------------
+
+enum class ReadResult { kRead, kSkipped, kFailed };
+
+// Drop-ins are regular files (symlinks are followed); anything else, such as
+// a directory named x.json or a dangling symlink, is skipped.
+ReadResult read_file(const std::string& path, std::string& contents, GError** error) {
+  GStatBuf st;
+  if (g_stat(path.c_str(), &st) != 0) {
+    int saved_errno = errno;
+    if (saved_errno == ENOENT) {
+      g_debug("config: skipping %s: %s", path.c_str(), g_strerror(saved_errno));
+      return ReadResult::kSkipped;
+    }
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved_errno), "%s: %s", path.c_str(),
+                g_strerror(saved_errno));
+    return ReadResult::kFailed;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    g_debug("config: skipping %s: not a regular file", path.c_str());
+    return ReadResult::kSkipped;
+  }
+  if (static_cast<guint64>(st.st_size) > kMaxFileSize) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: file too large (%" G_GUINT64_FORMAT
+                " bytes, at most %" G_GSIZE_FORMAT ")", path.c_str(), static_cast<guint64>(st.st_size),
+                kMaxFileSize);
+    return ReadResult::kFailed;
+  }
+  g_autofree char* data = nullptr;
+  gsize length = 0;
+  if (!g_file_get_contents(path.c_str(), &data, &length, error))  // the message names the path
+    return ReadResult::kFailed;
+  if (length > kMaxFileSize) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: file too large (at most %" G_GSIZE_FORMAT
+                " bytes)", path.c_str(), kMaxFileSize);
+    return ReadResult::kFailed;
+  }
+  contents.assign(data, length);
+  return ReadResult::kRead;
+}
+
+// The *.json names in dir, in byte order; hidden files (editor leftovers) are
+// not drop-ins. A directory that does not exist has none.
+bool list_drop_ins(const std::string& dir, std::vector<std::string>& names, GError** error) {
+  g_autoptr(GError) local_error = nullptr;
+  g_autoptr(GDir) handle = g_dir_open(dir.c_str(), 0, &local_error);
+  if (handle == nullptr) {
+    if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+      g_debug("config: no directory %s", dir.c_str());
+      return true;
+    }
+    g_propagate_error(error, g_steal_pointer(&local_error));  // the message names the directory
+    return false;
+  }
+  while (const char* name = g_dir_read_name(handle)) {
+    if (name[0] != '.' && g_str_has_suffix(name, ".json"))
+      names.emplace_back(name);
+  }
+  // std::string compares through char_traits<char>, i.e. as unsigned bytes.
+  std::sort(names.begin(), names.end());
+  return true;
+}
+
+// ---- Parsing -------------------------------------------------------------
+
+struct Position {
+  unsigned line;
+  unsigned column;
+};
+
+// 1-based line and column (in bytes, as json-glib counts them) of offset.
+Position position_at(std::string_view data, std::size_t offset) {
+  Position position{1, 1};
+  for (std::size_t i = 0; i < offset && i < data.size(); i++) {
+    if (data[i] == '\n') {
+      position.line++;
+      position.column = 1;
+    } else {
+      position.column++;
+    }
+  }
+  return position;
+}
+
+void set_parse_error(GError** error, const std::string& path, Position position, const char* reason) {
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s:%u:%u: Parse error: %s", path.c_str(),
+              position.line, position.column, reason);
+}
+
+// json-glib 1.6 parses "{...} {...}" as the first object and drops the rest
+// without an error; counting top-level containers while it parses catches
+// that, with the position of the second one.
+struct TopLevelWatch {
+  int depth = 0;
+  int values = 0;
+  unsigned extra_line = 0;
+  unsigned extra_column = 0;
+};
+
+void on_container_start(JsonParser* parser, gpointer user_data) {
+  auto* watch = static_cast<TopLevelWatch*>(user_data);
+  if (watch->depth == 0 && watch->values > 0 && watch->extra_line == 0) {
+    watch->extra_line = json_parser_get_current_line(parser);
+    watch->extra_column = json_parser_get_current_pos(parser);
+  }
+  watch->depth++;
+}
+
+void on_container_end(JsonParser*, gpointer, gpointer user_data) {
+  auto* watch = static_cast<TopLevelWatch*>(user_data);
+  if (--watch->depth == 0)
+    watch->values++;
+}
+
+// Parses one file's contents. Every error is "path:line:column: reason".
+JsonNode* parse_file(const std::string& path, const std::string& contents, GError** error) {
+  const char* invalid = nullptr;
+  if (!g_utf8_validate_len(contents.data(), contents.size(), &invalid)) {
+    std::size_t offset = invalid - contents.data();
+    set_parse_error(error, path, position_at(contents, offset),
+                    contents[offset] == '\0' ? "NUL byte" : "invalid UTF-8");
+    return nullptr;
+  }
+
+  TopLevelWatch watch;
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_signal_connect(parser, "object-start", G_CALLBACK(on_container_start), &watch);
+  g_signal_connect(parser, "array-start", G_CALLBACK(on_container_start), &watch);
+  g_signal_connect(parser, "object-end", G_CALLBACK(on_container_end), &watch);
+  g_signal_connect(parser, "array-end", G_CALLBACK(on_container_end), &watch);
+
+  g_autoptr(GError) parse_error = nullptr;
+  if (!json_parser_load_from_data(parser, contents.data(), contents.size(), &parse_error)) {
+    // json-glib says "<data>:LINE:COLUMN: Parse error: REASON" for data it
+    // was handed as a buffer; put the path where "<data>" is.
+    static constexpr std::string_view kDataPrefix = "<data>:";
+    std::string_view message = parse_error->message;
+    if (message.substr(0, kDataPrefix.size()) == kDataPrefix)
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s:%s", path.c_str(),
+                  parse_error->message + kDataPrefix.size());
+    else
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", path.c_str(), parse_error->message);
+    return nullptr;
+  }
+
+  if (json_parser_get_root(parser) == nullptr) {
+    set_parse_error(error, path, position_at(contents, contents.size()), "no JSON value in the file");
+    return nullptr;
+  }
+  // json-glib also accepts JSONP: "var name = {...};".
+  if (json_parser_has_assignment(parser, nullptr)) {
+    std::size_t var = contents.find_first_not_of(" \t\r\n");
+    set_parse_error(error, path, position_at(contents, var), "\"var NAME =\" assignment is not JSON");
+    return nullptr;
+  }
+  if (watch.extra_line != 0) {
+    set_parse_error(error, path, Position{watch.extra_line, watch.extra_column},
+                    "unexpected second top-level value, expected end of file");
+    return nullptr;
+  }
+  return json_parser_steal_root(parser);
+}
+
+// ---- Validation ----------------------------------------------------------
+
+const char* describe(JsonNode* node) {
+  switch (JSON_NODE_TYPE(node)) {
+    case JSON_NODE_OBJECT:
+      return "an object";
+    case JSON_NODE_ARRAY:
+      return "an array";
+    case JSON_NODE_NULL:
+      return "null";
+    case JSON_NODE_VALUE:
+      break;
+  }
+  GType type = json_node_get_value_type(node);
+  if (type == G_TYPE_BOOLEAN)
+    return "a boolean";
+  if (type == G_TYPE_INT64)
+    return "an integer";
+  if (type == G_TYPE_DOUBLE)
+    return "a number with a fraction or exponent";
+  if (type == G_TYPE_STRING)
+    return "a string";
+  return "a value";
+}
+
+bool holds(JsonNode* node, GType type) {
+  return JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == type;
+}
+
+struct Rule;
+// Checks one value (never null: null always means "delete"); on failure
+// fills problem with "expected …, got …".
+using Check = bool (*)(const Rule& rule, JsonNode* value, std::string& problem);
+
+struct Rule {
+  const char* section;  // dotted path of the object the key is in; "portals.*": every portal
+  const char* key;
+  Check check;
+  gint64 min = 0;  // integers only
+  gint64 max = 0;
+};
+
+bool check_boolean(const Rule&, JsonNode* value, std::string& problem) {
+  if (holds(value, G_TYPE_BOOLEAN))
+    return true;
+  problem = std::string("expected a boolean (true or false), got ") + describe(value);
+  return false;
+}
+
+bool check_integer_range(const Rule& rule, JsonNode* value, std::string& problem) {
+  if (holds(value, G_TYPE_INT64)) {
+    gint64 number = json_node_get_int(value);
+    if (number >= rule.min && number <= rule.max)
+      return true;
+    g_autofree char* text = g_strdup_printf("expected an integer in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT
+                                            ", got %" G_GINT64_FORMAT, rule.min, rule.max, number);
+    problem = text;
+    return false;
+  }
+  g_autofree char* text = g_strdup_printf("expected an integer in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT
+                                          ", got %s", rule.min, rule.max, describe(value));
+  problem = text;
+  return false;
+}
+
+// RFC 3986 scheme syntax, lower case only so that a plugin comparing bytes
+// cannot miss "HTTP".
+bool is_lowercase_uri_scheme(const char* scheme) {
+  if (!g_ascii_islower(scheme[0]))
+    return false;
+  for (const char* c = scheme + 1; *c != '\0'; c++) {
+    if (!g_ascii_islower(*c) && !g_ascii_isdigit(*c) && *c != '+' && *c != '-' && *c != '.')
+      return false;
+  }
+  return true;
+}
+
+bool check_uri_schemes(const Rule&, JsonNode* value, std::string& problem) {
+  if (!JSON_NODE_HOLDS_ARRAY(value)) {
+    problem = std::string("expected an array of strings, got ") + describe(value);
+    return false;
+  }
+  JsonArray* array = json_node_get_array(value);
+  guint length = json_array_get_length(array);
+  for (guint i = 0; i < length; i++) {
+    JsonNode* element = json_array_get_element(array, i);
+    if (!holds(element, G_TYPE_STRING)) {
+      g_autofree char* text = g_strdup_printf("expected an array of strings, got %s at [%u]", describe(element), i);
+      problem = text;
+      return false;
+    }
+    const char* scheme = json_node_get_string(element);
+    if (!is_lowercase_uri_scheme(scheme)) {
+      g_autofree char* text = g_strdup_printf(
+          "\"%s\" at [%u] is not a lowercase URI scheme (a-z, then a-z 0-9 + - .; without \":\")",
+          printable(scheme).c_str(), i);
+      problem = text;
+      return false;
+    }
+  }
+  return true;
+}
+
+// Every key the core and the in-tree portals read. Adding a key is one line.
+const Rule kRules[] = {
+    {"portals.*", "enabled", check_boolean},
+    {"portals.openuri", "schemes", check_uri_schemes},
+    {"broker", "max_pending_requests", check_integer_range, Config::kMinPendingRequests,
+     Config::kMaxPendingRequests},
+    {"broker", "max_message_size", check_integer_range, Config::kMinMessageSize, Config::kMaxMessageSize},
+    {"broker", "max_messages_per_second", check_integer_range, Config::kMinMessagesPerSecond,
+     Config::kMaxMessagesPerSecond},
+};
+
+bool rule_applies(const Rule& rule, const std::string& section) {
+  if (std::strcmp(rule.section, "portals.*") == 0)
+    return section.rfind("portals.", 0) == 0;
+  return section == rule.section;
+}
+
+void set_key_error(GError** error, const std::string& path, const std::string& key, const std::string& problem) {
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s: %s", path.c_str(), key.c_str(),
+              problem.c_str());
+}
+
+// Checks the members of one section against the rules. Keys without a rule
+// are kept; warn_unknown is for sections only the core reads.
+bool validate_section(const std::string& path, const std::string& section, JsonObject* object, bool warn_unknown,
+                      GError** error) {
+  JsonObjectIter iter;
+  const char* key;
+  JsonNode* value;
+  json_object_iter_init_ordered(&iter, object);
+  while (json_object_iter_next_ordered(&iter, &key, &value)) {
+    std::string dotted = section + "." + key;
+    const Rule* rule = nullptr;
+    for (const Rule& candidate : kRules) {
+      if (std::strcmp(candidate.key, key) == 0 && rule_applies(candidate, section))
+        rule = &candidate;
+    }
+    if (rule == nullptr) {
+      if (warn_unknown)
+        g_warning("%s: unknown key \"%s\", ignored", path.c_str(), dotted.c_str());
+      continue;
+    }
+    std::string problem;
+    if (!JSON_NODE_HOLDS_NULL(value) && !rule->check(*rule, value, problem)) {
+      set_key_error(error, path, dotted, problem);
+      return false;
+    }
+  }
+  return true;
+}
+
+// The object under key, or nullptr for null (which deletes it); anything
+// else is an error naming the key.
+bool expect_object_or_null(const std::string& path, const std::string& key, JsonNode* value, JsonObject** object,
+                           GError** error) {
+  *object = nullptr;
+  if (JSON_NODE_HOLDS_NULL(value))
+    return true;
+  if (!JSON_NODE_HOLDS_OBJECT(value)) {
+    set_key_error(error, path, key, std::string("expected an object, got ") + describe(value));
+    return false;
+  }
+  *object = json_node_get_object(value);
+  return true;
+}
+
+bool validate_portals(const std::string& path, JsonNode* value, GError** error) {
+  JsonObject* portals;
+  if (!expect_object_or_null(path, "portals", value, &portals, error))
+    return false;
+  if (portals == nullptr)
+    return true;
+  JsonObjectIter iter;
+  const char* name;
+  JsonNode* section_node;
+  json_object_iter_init_ordered(&iter, portals);
+  while (json_object_iter_next_ordered(&iter, &name, &section_node)) {
+    std::string section = std::string("portals.") + name;
+    JsonObject* object;
+    if (!expect_object_or_null(path, section, section_node, &object, error))
+      return false;
+    // Plugins own the other keys of their section.
+    if (object != nullptr && !validate_section(path, section, object, false, error))
+      return false;
+  }
+  return true;
+}
+
+bool validate_broker(const std::string& path, JsonNode* value, GError** error) {
+  JsonObject* broker;
+  if (!expect_object_or_null(path, "broker", value, &broker, error))
+    return false;
+  return broker == nullptr || validate_section(path, "broker", broker, true, error);
+}
+
+struct TopLevelKey {
+  const char* key;
+  bool (*validate)(const std::string& path, JsonNode* value, GError** error);
+};
+
+const TopLevelKey kTopLevelKeys[] = {
+    {"portals", validate_portals},
+    {"broker", validate_broker},
+};
+
+bool validate_file(const std::string& path, JsonNode* root, GError** error) {
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: expected an object at the top level, got %s",
+                path.c_str(), describe(root));
+    return false;
+  }
+  JsonObjectIter iter;
+  const char* key;
+  JsonNode* value;
+  json_object_iter_init_ordered(&iter, json_node_get_object(root));
+  while (json_object_iter_next_ordered(&iter, &key, &value)) {
+    auto known = std::find_if(std::begin(kTopLevelKeys), std::end(kTopLevelKeys),
+                              [key](const TopLevelKey& top) { return std::strcmp(top.key, key) == 0; });
+    if (known == std::end(kTopLevelKeys)) {
+      // Kept, as systemd keeps going past unknown settings, but said aloud:
+      // it is most likely a typo.
+      g_warning("%s: unknown top-level key \"%s\", ignored", path.c_str(), key);
+      continue;
+    }
+    if (!known->validate(path, value, error))
+      return false;
+  }
+  return true;
+}
+
+// ---- Merging -------------------------------------------------------------
+
+// Objects merge key by key, null deletes, anything else replaces. An object
+// is always merged into a fresh object of ours (never adopted from the
+// parser), so nulls nested in it are dropped too.
+void merge_into(JsonObject* target, JsonObject* source) {
+  JsonObjectIter iter;
+  const char* key;
+  JsonNode* value;
+  json_object_iter_init_ordered(&iter, source);
+  while (json_object_iter_next_ordered(&iter, &key, &value)) {
+    if (JSON_NODE_HOLDS_NULL(value)) {
+      if (json_object_has_member(target, key))
+        json_object_remove_member(target, key);
+    } else if (JSON_NODE_HOLDS_OBJECT(value)) {
+      JsonNode* existing = json_object_get_member(target, key);
+      if (existing == nullptr || !JSON_NODE_HOLDS_OBJECT(existing))
+        json_object_set_object_member(target, key, json_object_new());
+      merge_into(json_object_get_object_member(target, key), json_node_get_object(value));
+    } else {
+      json_object_set_member(target, key, json_node_copy(value));
+    }
+  }
+}
+
+// ---- The result ----------------------------------------------------------
+
+class LoadedConfig final : public Config {
+ public:
+  LoadedConfig() : root_(json_object_new()), empty_section_(json_object_new()) {}
+
+  // Read, parse, validate, then merge: an error leaves root_ untouched.
+  // A file that is not there (any more) or not a regular file is skipped.
+  bool apply_file(const std::string& path, GError** error) {
+    std::string contents;
+    switch (read_file(path, contents, error)) {
+      case ReadResult::kSkipped:
+        return true;
+      case ReadResult::kFailed:
+        return false;
+      case ReadResult::kRead:
+        break;
+    }
+    g_autoptr(JsonNode) root = parse_file(path, contents, error);
+    if (root == nullptr || !validate_file(path, root, error))
+      return false;
+    merge_into(root_.get(), json_node_get_object(root));
+    files_.push_back(path);  // the broker logs these with --verbose
+    return true;
+  }
+
+  // Caches the broker limits once every file is merged.
+  void finish() {
+    JsonObject* broker = json_object_get_member(root_.get(), "broker") != nullptr
+                             ? json_object_get_object_member(root_.get(), "broker")
+                             : nullptr;
+    if (broker == nullptr)
+      return;
+    max_pending_requests_ = static_cast<unsigned>(
+        json_object_get_int_member_with_default(broker, "max_pending_requests", kDefaultMaxPendingRequests));
+    max_message_size_ = static_cast<std::size_t>(
+        json_object_get_int_member_with_default(broker, "max_message_size", kDefaultMaxMessageSize));
+    max_messages_per_second_ = static_cast<unsigned>(
+        json_object_get_int_member_with_default(broker, "max_messages_per_second", kDefaultMaxMessagesPerSecond));
+  }
+
+  bool portal_enabled(const std::string& name) const override {
+    return json_object_get_boolean_member_with_default(portal_section(name), "enabled", FALSE);
+  }
+
+  JsonObject* portal_section(const std::string& name) const override {
+    JsonNode* portals = json_object_get_member(root_.get(), "portals");
+    if (portals == nullptr || !JSON_NODE_HOLDS_OBJECT(portals))
+      return empty_section_.get();
+    JsonNode* section = json_object_get_member(json_node_get_object(portals), name.c_str());
+    if (section == nullptr || !JSON_NODE_HOLDS_OBJECT(section))
+      return empty_section_.get();
+    return json_node_get_object(section);
+  }
+
+  std::vector<std::string> enabled_portals() const override {
+    std::vector<std::string> names;
+    JsonNode* portals = json_object_get_member(root_.get(), "portals");
+    if (portals == nullptr || !JSON_NODE_HOLDS_OBJECT(portals))
+      return names;
+    JsonObjectIter iter;
+    const char* name;
+    JsonNode* section;
+    json_object_iter_init_ordered(&iter, json_node_get_object(portals));
+    while (json_object_iter_next_ordered(&iter, &name, &section)) {
+      if (JSON_NODE_HOLDS_OBJECT(section) &&
+          json_object_get_boolean_member_with_default(json_node_get_object(section), "enabled", FALSE))
+        names.emplace_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  const std::vector<std::string>& files() const override { return files_; }
+  unsigned max_pending_requests() const override { return max_pending_requests_; }
+  std::size_t max_message_size() const override { return max_message_size_; }
+  unsigned max_messages_per_second() const override { return max_messages_per_second_; }
+
+ private:
+  JsonObjectPtr root_;
+  JsonObjectPtr empty_section_;
+  std::vector<std::string> files_;
+  unsigned max_pending_requests_ = kDefaultMaxPendingRequests;
+  std::size_t max_message_size_ = kDefaultMaxMessageSize;
+  unsigned max_messages_per_second_ = kDefaultMaxMessagesPerSecond;
+};
+
+}  // namespace
+
+std::vector<std::string> Config::default_dirs() {
+  return {SIDEBUS_VENDOR_CONFIG_DIR, SIDEBUS_SYSCONF_CONFIG_DIR, SIDEBUS_RUNTIME_CONFIG_DIR};
+}
+
+bool Config::is_valid_vm_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxVmNameLength || name[0] == '.')
+    return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return g_ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+std::unique_ptr<Config> Config::load(const std::vector<std::string>& dirs, const std::string& vm_name,
+                                     GError** error) {
+  if (!vm_name.empty() && !is_valid_vm_name(vm_name)) {
+    std::string shown = printable(std::string_view(vm_name).substr(0, kMaxVmNameLength + 1));
+    if (vm_name.size() > kMaxVmNameLength + 1)
+      shown += "...";
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "invalid VM name \"%s\": use 1 to %zu of A-Z a-z 0-9 . _ -, not starting with \".\"", shown.c_str(),
+                kMaxVmNameLength);
+    return nullptr;
+  }
+
+  auto config = std::make_unique<LoadedConfig>();
+  for (const std::string& dir : dirs) {
+    std::vector<std::string> names;
+    if (!list_drop_ins(dir, names, error))
+      return nullptr;
+    for (const std::string& name : names) {
+      g_autofree char* path = g_build_filename(dir.c_str(), name.c_str(), nullptr);
+      if (!config->apply_file(path, error))
+        return nullptr;
+    }
+  }
+  if (!vm_name.empty()) {
+    std::string file_name = vm_name + ".json";
+    for (const std::string& dir : dirs) {
+      g_autofree char* path = g_build_filename(dir.c_str(), "vm", file_name.c_str(), nullptr);
+      if (!config->apply_file(path, error))
+        return nullptr;
+    }
+  }
+  config->finish();
+  return config;
+}
+
+}  // namespace sidebus

@@ -1,0 +1,18 @@
+// peer.hpp — what the two ends of a link learned about each other in the
+// handshake (link/handshake.hpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sidebus {
+
+struct LinkPeerInfo {
+  uint32_t protocol_version = 0;
+  bool carries_fds = false;  // agreed by both ends (and the guest bus)
+  uint32_t guest_uid = 0;    // the agent's uid in the guest
+  std::string agent_version;
+  std::string transport;  // "unix:/path", "vsock:1234 from cid 3", "fd:3", ... for logs
+};
+
+}  // namespace sidebus
