@@ -339,43 +339,120 @@ void test_malformed() {
   assert_no_warnings();
 }
 
+// "PATH:LINE:COLUMN" of @key's quote in one-line @contents (the last
+// occurrence: a key named like one of its parents is written after it).
+std::string where(const std::string& path, const std::string& contents, const std::string& key) {
+  size_t at = contents.rfind("\"" + key + "\"");
+  g_assert_true(at != std::string::npos);
+  return path + ":1:" + std::to_string(at + 1);
+}
+
 void test_wrong_types() {
   struct Case {
     const char* contents;
-    const char* expected;  // after "PATH: "
+    const char* key;       // whose position the message names; nullptr: the file as a whole
+    const char* expected;  // after "PATH[:LINE:COLUMN]: "
   };
   const Case cases[] = {
-      {"[]", "expected an object at the top level, got an array"},
-      {"42", "expected an object at the top level, got an integer"},
-      {"null", "expected an object at the top level, got null"},
-      {R"({"portals": 5})", "portals: expected an object, got an integer"},
-      {R"({"portals": {"openuri": true}})", "portals.openuri: expected an object, got a boolean"},
-      {R"({"portals": {"filechooser": {"enabled": "yes"}}})",
+      {"[]", nullptr, "expected an object at the top level, got an array"},
+      {"42", nullptr, "expected an object at the top level, got an integer"},
+      {"null", nullptr, "expected an object at the top level, got null"},
+      {R"({"portals": 5})", "portals", "portals: expected an object, got an integer"},
+      {R"({"portals": {"openuri": true}})", "openuri", "portals.openuri: expected an object, got a boolean"},
+      {R"({"portals": {"filechooser": {"enabled": "yes"}}})", "enabled",
        "portals.filechooser.enabled: expected a boolean (true or false), got a string"},
-      {R"({"portals": {"anything": {"enabled": 1}}})", "portals.anything.enabled: expected a boolean"},
-      {R"({"portals": {"openuri": {"schemes": "http"}}})",
-       "portals.openuri.schemes: expected an array of strings, got a string"},
-      {R"({"portals": {"openuri": {"schemes": ["http", 7]}}})",
-       "portals.openuri.schemes: expected an array of strings, got an integer at [1]"},
-      {R"({"portals": {"openuri": {"schemes": ["HTTP"]}}})",
-       "portals.openuri.schemes: \"HTTP\" at [0] is not a lowercase URI scheme"},
-      {R"({"portals": {"openuri": {"schemes": ["https:"]}}})",
-       "portals.openuri.schemes: \"https:\" at [0] is not a lowercase URI scheme"},
-      {R"({"broker": []})", "broker: expected an object, got an array"},
-      {R"({"broker": {"max_pending_requests": "64"}})",
+      {R"({"portals": {"anything": {"enabled": 1}}})", "enabled", "portals.anything.enabled: expected a boolean"},
+      {R"({"broker": []})", "broker", "broker: expected an object, got an array"},
+      {R"({"broker": {"max_pending_requests": "64"}})", "max_pending_requests",
        "broker.max_pending_requests: expected an integer in 1..10000, got a string"},
+      {R"({"broker": {"max_sessions": 0}})", "max_sessions",
+       "broker.max_sessions: expected an integer in 1..1000, got 0"},
   };
   for (const Case& c : cases) {
     TempTree tree;
     std::string path = tree.write("etc/50-x.json", c.contents);
     std::string message = tree.load_error();
-    assert_starts_with(message, path + ": " + c.expected);
+    assert_starts_with(message, (c.key != nullptr ? where(path, c.contents, c.key) : path) + ": " + c.expected);
     g_assert_cmpuint(count(message, path), ==, 1);
   }
-  // "schemes" is only the openuri portal's; other portals own their keys.
+  // The core knows no plugin's keys: those are checked against each
+  // plugin's schema (test_plugin_schema).
   TempTree tree;
   tree.write("etc/50-x.json", R"({"portals": {"other": {"schemes": 5}}})");
   g_assert_cmpint(int_in(*tree.load(), "other", "schemes"), ==, 5);
+  assert_no_warnings();
+}
+
+gboolean refuse_javascript(const char*, JsonNode* value, GError** error) {
+  JsonArray* array = json_node_get_array(value);
+  for (guint i = 0; i < json_array_get_length(array); i++) {
+    if (g_str_equal(json_array_get_string_element(array, i), "javascript")) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "[%u] \"javascript\" cannot be allowed: it runs code", i);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+// A plugin's declared keys, checked in every file with the key's position.
+void test_plugin_schema() {
+  const SidebusConfigKey keys[] = {
+      {"schemes", SIDEBUS_CONFIG_STRING_ARRAY, 0, 0, refuse_javascript, {}},
+      {"copy_outside_documents", SIDEBUS_CONFIG_BOOLEAN, 0, 0, nullptr, {}},
+      {"max_files", SIDEBUS_CONFIG_INTEGER, 1, 100, nullptr, {}},
+      {"label", SIDEBUS_CONFIG_STRING, 0, 0, nullptr, {}},
+  };
+  struct Case {
+    const char* contents;
+    const char* expected;  // the whole message, with PATH for the file
+  };
+  const Case cases[] = {
+      {"{\n  \"portals\": {\n    \"openuri\": {\n      \"enabeld\": true\n    }\n  }\n}\n",
+       "PATH:4:7: portals.openuri.enabeld: unknown key (did you mean \"enabled\"?); the openuri portal reads: enabled, "
+       "schemes, copy_outside_documents, max_files, label"},
+      {R"({"portals": {"openuri": {"copy_outside_document": true}}})",
+       "PATH:1:26: portals.openuri.copy_outside_document: unknown key (did you mean \"copy_outside_documents\"?); the "
+       "openuri portal reads: enabled, schemes, copy_outside_documents, max_files, label"},
+      {R"({"portals": {"openuri": {"colour": 1}}})",
+       "PATH:1:26: portals.openuri.colour: unknown key; the openuri portal reads: enabled, schemes, "
+       "copy_outside_documents, max_files, label"},
+      {R"({"portals": {"openuri": {"schemes": "http"}}})",
+       "PATH:1:26: portals.openuri.schemes: expected an array of strings, got a string"},
+      {R"({"portals": {"openuri": {"schemes": ["http", 7]}}})",
+       "PATH:1:26: portals.openuri.schemes: expected an array of strings, got an integer at [1]"},
+      {R"({"portals": {"openuri": {"schemes": ["https", "javascript"]}}})",
+       "PATH:1:26: portals.openuri.schemes: [1] \"javascript\" cannot be allowed: it runs code"},
+      {R"({"portals": {"openuri": {"copy_outside_documents": "yes"}}})",
+       "PATH:1:26: portals.openuri.copy_outside_documents: expected a boolean (true or false), got a string"},
+      {R"({"portals": {"openuri": {"max_files": 0}}})",
+       "PATH:1:26: portals.openuri.max_files: expected an integer in 1..100, got 0"},
+      {R"({"portals": {"openuri": {"label": 5}}})", "PATH:1:26: portals.openuri.label: expected a string, got an integer"},
+  };
+  for (const Case& c : cases) {
+    TempTree tree;
+    tree.write("vendor/10-good.json", R"({"portals": {"openuri": {"enabled": true, "schemes": ["https"]}}})");
+    std::string path = tree.write("etc/50-x.json", c.contents);
+    auto config = tree.load();
+    g_autoptr(GError) error = nullptr;
+    g_assert_false(config->check_portal("openuri", keys, G_N_ELEMENTS(keys), &error));
+    g_assert_nonnull(error);
+    std::string expected = c.expected;
+    expected.replace(expected.find("PATH"), 4, path);
+    g_assert_cmpstr(error->message, ==, expected.c_str());
+  }
+  // Good values, a null that deletes, other portals' sections untouched.
+  TempTree tree;
+  tree.write("etc/50-x.json",
+             R"({"portals": {"openuri": {"enabled": true, "schemes": ["https", "mailto"], "max_files": 100,
+                 "label": "x", "copy_outside_documents": null}, "other": {"whatever": 1}}})");
+  auto config = tree.load();
+  g_autoptr(GError) error = nullptr;
+  g_assert_true(config->check_portal("openuri", keys, G_N_ELEMENTS(keys), &error));
+  g_assert_no_error(error);
+  auto configured = config->configured_portals();
+  g_assert_cmpuint(configured.size(), ==, 2);
+  g_assert_cmpstr(configured[0].c_str(), ==, "openuri");
+  g_assert_cmpstr(configured[1].c_str(), ==, "other");
   assert_no_warnings();
 }
 
@@ -388,7 +465,7 @@ void test_never_half_applied() {
                                R"({"portals": {"openuri": {"enabled": true}}, "broker": {"max_pending_requests": 0}})");
   tree.write("run/90-later.json", R"({"portals": {"filechooser": {"enabled": true}}})");
   assert_starts_with(tree.load_error(),
-                     bad + ": broker.max_pending_requests: expected an integer in 1..10000, got 0");
+                     bad + ":1:56: broker.max_pending_requests: expected an integer in 1..10000, got 0");
 
   // Same for a syntax error after a valid prefix, and in a per-VM file.
   tree.write("etc/50-bad.json", R"({"portals": {"openuri": {"enabled": true}}, "broker": )");
@@ -531,7 +608,8 @@ void test_broker_limits() {
       g_assert_cmpint(got, ==, limit.value);
     } else {
       std::string message = tree.load_error();
-      g_autofree char* expected = g_strdup_printf("%s: broker.%s: expected an integer in ", path.c_str(), limit.key);
+      g_autofree char* expected = g_strdup_printf("%s: broker.%s: expected an integer in ",
+                                                  where(path, json, limit.key).c_str(), limit.key);
       assert_starts_with(message, expected);
       g_autofree char* got = g_strdup_printf(", got %" G_GINT64_FORMAT, limit.value);
       g_assert_true(g_str_has_suffix(message.c_str(), got));
@@ -542,7 +620,9 @@ void test_broker_limits() {
     TempTree tree;
     g_autofree char* json = g_strdup_printf("{\"broker\": {\"max_pending_requests\": %s}}", value);
     std::string path = tree.write("etc/50-limit.json", json);
-    assert_starts_with(tree.load_error(), path + ": broker.max_pending_requests: expected an integer in 1..10000, got ");
+    assert_starts_with(tree.load_error(),
+                       where(path, json, "max_pending_requests") + ": broker.max_pending_requests: expected an integer in "
+                       "1..10000, got ");
   }
   assert_no_warnings();
 }
@@ -632,6 +712,7 @@ int main(int argc, char** argv) {
   g_test_add_func("/config/values-replace-objects", test_values_replace_objects);
   g_test_add_func("/config/malformed", test_malformed);
   g_test_add_func("/config/wrong-types", test_wrong_types);
+  g_test_add_func("/config/plugin-schema", test_plugin_schema);
   g_test_add_func("/config/never-half-applied", test_never_half_applied);
   g_test_add_func("/config/vm-names", test_vm_names);
   g_test_add_func("/config/missing-dirs", test_missing_dirs);

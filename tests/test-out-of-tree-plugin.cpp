@@ -105,7 +105,7 @@ void test_plugin_for_other_api_version_refused() {
   g_assert_true(g_file_get_contents((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/echo.plugin").c_str(), &keyfile,
                                     nullptr, nullptr));
   std::string text = keyfile;
-  text.replace(text.find("X-Sidebus-API=1"), strlen("X-Sidebus-API=1"), "X-Sidebus-API=99");
+  text.replace(text.find("X-Sidebus-API=2"), strlen("X-Sidebus-API=2"), "X-Sidebus-API=99");
   dir.write_file("plugins/echo.plugin", text);
   g_assert_true(g_file_test((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/libecho.so").c_str(), G_FILE_TEST_EXISTS));
   run({"cp", env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/libecho.so", plugin_dir});

@@ -257,6 +257,26 @@ std::string doc_id_of(const std::string& guest_uri) {
   return rest.substr(0, rest.find('/'));
 }
 
+// DocumentExporter::export_uris, waited for (the main context runs meanwhile).
+std::optional<std::vector<std::string>> export_sync(DocumentExporter& exporter, const std::vector<std::string>& uris,
+                                                   SidebusExportFlags flags, GError** error) {
+  bool done = false;
+  std::optional<std::vector<std::string>> result;
+  exporter.export_uris(uris, flags, [&](std::optional<std::vector<std::string>> guest_uris, const GError* failure) {
+    result = std::move(guest_uris);
+    if (failure != nullptr) g_propagate_error(error, g_error_copy(failure));
+    done = true;
+  });
+  while (!done) g_main_context_iteration(nullptr, TRUE);
+  return result;
+}
+
+// Until @exporter has loaded its document index (the broker answers guest
+// paths only then).
+void wait_for_index(const DocumentExporter& exporter) {
+  while (!exporter.index_loaded()) g_main_context_iteration(nullptr, TRUE);
+}
+
 // One VM: its directories, its private bus and its exporter.
 struct Vm {
   TempDir runtime{"run-XXXXXX"};
@@ -272,6 +292,7 @@ struct Vm {
     g_assert_no_error(error);
     g_assert_nonnull(bus.get());
     exporter = std::make_unique<DocumentExporter>(*bus, vm_name, kGuestDocuments);
+    wait_for_index(*exporter);
   }
 
   // Where this VM's guest sees a guest URI, on the host.
@@ -281,17 +302,26 @@ struct Vm {
 
   std::string export_one(const std::string& host_path, SidebusExportFlags flags) {
     g_autoptr(GError) error = nullptr;
-    auto uris = exporter->export_uris({file_uri(host_path)}, flags, &error);
+    auto uris = export_sync(*exporter, {file_uri(host_path)}, flags, &error);
     g_assert_no_error(error);
     g_assert_true(uris.has_value());
     g_assert_cmpuint(uris->size(), ==, 1);
     return uris->front();
   }
 
+  // An export is on disk (crash-safe) once the permission store confirmed
+  // it, a moment after the guest had its answer.
+  void wait_until_persisted() {
+    while (exporter && exporter->unpersisted() > 0) g_main_context_iteration(nullptr, TRUE);
+  }
+
+  // As the broker stops: once the exports are on disk.
   void stop() {
+    wait_until_persisted();
     exporter.reset();
     bus.reset();
   }
+  ~Vm() { stop(); }
 };
 
 // ---- Tests -----------------------------------------------------------------
@@ -391,7 +421,7 @@ void test_export_directory() {
   write_file(host / "folder/sub/deeper.txt", "deeper");
 
   g_autoptr(GError) error = nullptr;
-  auto refused = vm.exporter->export_uris({file_uri(host / "folder")}, SIDEBUS_EXPORT_FLAGS_NONE, &error);
+  auto refused = export_sync(*vm.exporter, {file_uri(host / "folder")}, SIDEBUS_EXPORT_FLAGS_NONE, &error);
   g_assert_false(refused.has_value());
   g_assert_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT);
 
@@ -443,7 +473,7 @@ void test_export_rejects() {
   };
   for (const Case& c : cases) {
     g_autoptr(GError) error = nullptr;
-    auto result = vm.exporter->export_uris({c.uri}, c.flags, &error);
+    auto result = export_sync(*vm.exporter, {c.uri}, c.flags, &error);
     g_autofree char* uri = g_utf8_make_valid(c.uri.c_str(), -1);
     g_test_message("%s → %s", uri, error != nullptr ? error->message : "(exported)");
     g_assert_false(result.has_value());
@@ -452,7 +482,7 @@ void test_export_rejects() {
 
   // One bad URI fails the whole call before anything is exported.
   g_autoptr(GError) error = nullptr;
-  auto result = vm.exporter->export_uris({file_uri(host / "good.txt"), "http://example.com/"},
+  auto result = export_sync(*vm.exporter, {file_uri(host / "good.txt"), "http://example.com/"},
                                          SIDEBUS_EXPORT_FLAGS_NONE, &error);
   g_assert_false(result.has_value());
   g_assert_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED);
@@ -495,7 +525,7 @@ void test_guest_path_to_host_path() {
   DocumentExporter other(*vm.bus, "org.example.Other", kGuestDocuments);
   write_file(host / "other.txt", "other");
   g_autoptr(GError) other_error = nullptr;
-  auto other_uris = other.export_uris({file_uri(host / "other.txt")}, SIDEBUS_EXPORT_FLAGS_NONE, &other_error);
+  auto other_uris = export_sync(other, {file_uri(host / "other.txt")}, SIDEBUS_EXPORT_FLAGS_NONE, &other_error);
   g_assert_no_error(other_error);
 
   struct Case {
@@ -588,6 +618,7 @@ void test_document_portal_restarted() {
   TempDir host("host-XXXXXX");
   write_file(host / "before.txt", "before");
   std::string before = vm.export_one(host / "before.txt", SIDEBUS_EXPORT_FLAGS_NONE);
+  vm.wait_until_persisted();
 
   pid_t portal = pid_of_name(vm.bus->connection(), kDocumentsName);
   g_assert_cmpint(kill(portal, SIGKILL), ==, 0);
@@ -600,6 +631,7 @@ void test_document_portal_restarted() {
   write_file(host / "after.txt", "after");
   std::string after = vm.export_one(host / "after.txt", SIDEBUS_EXPORT_FLAGS_NONE);
   assert_cmpstring(read_file(vm.view_of(after)), ==, "after");
+  vm.wait_until_persisted();
 
   // The permission store too.
   pid_t store = pid_of_name(vm.bus->connection(), "org.freedesktop.impl.portal.PermissionStore");
@@ -620,6 +652,7 @@ void test_bus_restarted() {
   TempDir host("host-XXXXXX");
   write_file(host / "before.txt", "before");
   std::string before = vm.export_one(host / "before.txt", SIDEBUS_EXPORT_FLAGS_NONE);
+  vm.wait_until_persisted();
 
   pid_t daemon = pid_of_name(vm.bus->connection(), "org.freedesktop.DBus");
   g_assert_cmpint(kill(daemon, SIGKILL), ==, 0);

@@ -1,42 +1,97 @@
-// plugin-api.cpp — the sidebus_context_* functions of the public plugin API:
-// thin accessors over the link a plugin instance serves, export of its
-// skeletons, logging with the VM and portal named, and the entry points for
-// file export and fd capability.
+// context.cpp — the sidebus_context_* accessors of the public plugin API,
+// export of skeletons, logging with the VM and portal named, rejecting guest
+// input, and a context's release at teardown. (Forwarding is forward.cpp,
+// file export export.cpp, requests request.cpp, sessions session.cpp.)
+#include "api/context.hpp"
+
 #include <cstdarg>
 #include <cstring>
 
-#include "documents/document-export.hpp"
-#include "api/link-scope.hpp"
-#include "api/request.hpp"
 #include "api/errors.hpp"
+#include "api/host-portal.hpp"
+#include "api/portal-link.hpp"
 
 namespace sidebus {
 
-LinkScope::LinkScope() = default;
-LinkScope::~LinkScope() = default;
+bool PendingWork::complete() {
+  if (context == nullptr) return false;
+  context->pending.erase(this);  // the completion holds its own reference
+  return true;
+}
 
 }  // namespace sidebus
 
-_SidebusContext::~_SidebusContext() {
-  for (GDBusInterfaceSkeleton* skeleton : exported) {
-    g_dbus_interface_skeleton_unexport(skeleton);
-    g_object_unref(skeleton);
+void _SidebusContext::add_pending(std::shared_ptr<sidebus::PendingWork> work) {
+  work->context = this;
+  sidebus::PendingWork* key = work.get();
+  pending.emplace(key, std::move(work));
+}
+
+void _SidebusContext::release() {
+  if (link == nullptr) return;
+  if (started && extension) {
+    SidebusPortalInterface* iface = SIDEBUS_PORTAL_GET_IFACE(extension.get());
+    if (iface->stop != nullptr) iface->stop(SIDEBUS_PORTAL(extension.get()));
   }
+  started = false;
+  if (lifetime) g_cancellable_cancel(lifetime.get());
+  for (auto& [id, subscription] : host_signals) g_dbus_connection_signal_unsubscribe(link->host(), subscription);
+  host_signals.clear();
+  for (auto& [id, watch] : client_watches) link->clients().unwatch(watch);
+  client_watches.clear();
+  for (auto& [key, work] : pending) {
+    work->context = nullptr;
+    work->release_user_data();
+  }
+  pending.clear();
+  for (auto& skeleton : exported) g_dbus_interface_skeleton_unexport(skeleton.get());
+  exported.clear();
+  extension.reset();
+  link = nullptr;
 }
 
 extern "C" {
 
-GDBusConnection* sidebus_context_get_guest_connection(SidebusContext* context) { return context->link->guest; }
-GDBusConnection* sidebus_context_get_host_connection(SidebusContext* context) { return context->link->host; }
-const char* sidebus_context_get_vm_name(SidebusContext* context) { return context->link->vm_name.c_str(); }
+GDBusConnection* sidebus_context_get_guest_connection(SidebusContext* context) {
+  return context->link != nullptr ? context->link->guest() : nullptr;
+}
+GDBusConnection* sidebus_context_get_host_connection(SidebusContext* context) {
+  return context->link != nullptr ? context->link->host() : nullptr;
+}
+const char* sidebus_context_get_vm_name(SidebusContext* context) {
+  return context->link != nullptr ? context->link->options().vm_name.c_str() : "";
+}
 const char* sidebus_context_get_portal_name(SidebusContext* context) { return context->portal_name.c_str(); }
 JsonObject* sidebus_context_get_config(SidebusContext* context) { return context->config; }
 
-gboolean sidebus_context_export(SidebusContext* context, GDBusInterfaceSkeleton* skeleton, GError** error) {
-  if (!g_dbus_interface_skeleton_export(skeleton, context->link->guest, SIDEBUS_PORTAL_OBJECT_PATH, error))
+guint32 sidebus_context_get_host_version(SidebusContext* context, const char* interface_name) {
+  return context->link != nullptr ? context->link->host_portal().version(interface_name) : 0;
+}
+
+GVariant* sidebus_context_get_host_property(SidebusContext* context, const char* interface_name,
+                                            const char* property_name) {
+  if (context->link == nullptr) return nullptr;
+  return context->link->host_portal().property(interface_name, property_name).release();
+}
+
+gboolean sidebus_context_export_at(SidebusContext* context, GDBusInterfaceSkeleton* skeleton, const char* bus_name,
+                                   const char* object_path, GError** error) {
+  if (context->link == nullptr) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the link is closing");
     return FALSE;
-  context->exported.push_back(static_cast<GDBusInterfaceSkeleton*>(g_object_ref(skeleton)));
+  }
+  if (!g_dbus_is_name(bus_name) || g_dbus_is_unique_name(bus_name)) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "“%s” is not a well-known bus name", bus_name);
+    return FALSE;
+  }
+  if (!g_dbus_interface_skeleton_export(skeleton, context->link->guest(), object_path, error)) return FALSE;
+  context->exported.push_back(sidebus::retain(skeleton));
+  context->link->add_bus_name(bus_name);
   return TRUE;
+}
+
+gboolean sidebus_context_export(SidebusContext* context, GDBusInterfaceSkeleton* skeleton, GError** error) {
+  return sidebus_context_export_at(context, skeleton, SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH, error);
 }
 
 void sidebus_context_log(SidebusContext* context, GLogLevelFlags level, const char* format, ...) {
@@ -47,7 +102,7 @@ void sidebus_context_log(SidebusContext* context, GLogLevelFlags level, const ch
   const GLogField fields[] = {
       {"GLIB_DOMAIN", "sidebus", -1},
       {"MESSAGE", message, -1},
-      {"SIDEBUS_VM", context->link->vm_name.c_str(), -1},
+      {"SIDEBUS_VM", sidebus_context_get_vm_name(context), -1},
       {"SIDEBUS_PORTAL", context->portal_name.c_str(), -1},
       {"PRIORITY", level & G_LOG_LEVEL_ERROR      ? "3"
                    : level & G_LOG_LEVEL_CRITICAL ? "4"
@@ -61,6 +116,11 @@ void sidebus_context_log(SidebusContext* context, GLogLevelFlags level, const ch
 }
 
 void sidebus_context_reject(SidebusContext* context, GDBusMethodInvocation* invocation, GError* error) {
+  if (error == nullptr) {
+    // A plugin bug; the guest still gets an answer.
+    g_critical("%s: sidebus_context_reject() without an error", context->portal_name.c_str());
+    error = g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the portal failed");
+  }
   g_autoptr(GError) owned = sidebus::error_to_dbus(error);
   sidebus_context_log(context, G_LOG_LEVEL_WARNING, "rejected %s.%s from %s: %s",
                       g_dbus_method_invocation_get_interface_name(invocation),
@@ -69,41 +129,15 @@ void sidebus_context_reject(SidebusContext* context, GDBusMethodInvocation* invo
   g_dbus_method_invocation_return_gerror(invocation, owned);
 }
 
-char** sidebus_context_export_uris(SidebusContext* context, const char* const* host_uris, SidebusExportFlags flags,
-                                   GError** error) {
-  if (context->link->exporter == nullptr) {
-    g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_NOT_SUPPORTED, "file export is not available for this VM");
-    return nullptr;
-  }
-  std::vector<std::string> uris;
-  for (const char* const* uri = host_uris; *uri != nullptr; uri++) uris.emplace_back(*uri);
-  auto exported = context->link->exporter->export_uris(uris, flags, error);
-  if (!exported) return nullptr;
-  char** result = g_new0(char*, exported->size() + 1);
-  for (size_t i = 0; i < exported->size(); i++) result[i] = g_strdup((*exported)[i].c_str());
-  return result;
+SidebusFdTransport sidebus_context_get_fd_transport(SidebusContext* context) {
+  return context->link != nullptr ? context->link->options().fd_transport : SIDEBUS_FD_TRANSPORT_NONE;
 }
-
-char* sidebus_context_guest_path_to_host_path(SidebusContext* context, const char* guest_path, GError** error) {
-  if (context->link->exporter == nullptr) {
-    g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_NOT_SUPPORTED, "file export is not available for this VM");
-    return nullptr;
-  }
-  auto host_path = context->link->exporter->guest_path_to_host_path(guest_path, error);
-  return host_path ? g_strdup(host_path->c_str()) : nullptr;
-}
-
-const char* sidebus_context_get_guest_documents_path(SidebusContext* context) {
-  return context->link->exporter != nullptr ? context->link->exporter->guest_documents_path().c_str() : "";
-}
-
-SidebusFdTransport sidebus_context_get_fd_transport(SidebusContext* context) { return context->link->fd_transport; }
 
 gboolean sidebus_context_require_fds(SidebusContext* context, GError** error) {
-  if (context->link->fd_transport != SIDEBUS_FD_TRANSPORT_NONE) return TRUE;
+  if (sidebus_context_get_fd_transport(context) != SIDEBUS_FD_TRANSPORT_NONE) return TRUE;
   g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_NOT_SUPPORTED,
               "this VM's link (%s) cannot carry file descriptors; use a unix-socket link that passes fds",
-              context->link->transport.c_str());
+              context->link != nullptr ? context->link->options().transport.c_str() : "closed");
   return FALSE;
 }
 

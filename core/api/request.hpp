@@ -1,31 +1,20 @@
-// request.hpp — the table of a link's pending portal requests (request.cpp).
+// request.hpp — what PortalLink tells a request (request.cpp) beyond the
+// public API: the host answered, the host portal left, the link is going.
 #pragma once
 
-#include <map>
-#include <string>
+#include <gio/gio.h>
 
 #include "sidebus-plugin.h"
 
-namespace sidebus {
+namespace sidebus::request {
 
-class RequestTable {
- public:
-  explicit RequestTable(unsigned max_pending) : max_pending_(max_pending) {}
-  RequestTable(const RequestTable&) = delete;
-  RequestTable& operator=(const RequestTable&) = delete;
-  // Closes every pending host request and unexports the guest objects.
-  ~RequestTable();
+// org.freedesktop.portal.Request::Response at the request's host path.
+void on_host_response(SidebusRequest* request, GVariant* parameters);
+// The host portal left the bus: the guest gets response 2 and the request
+// is retired.
+void on_host_gone(SidebusRequest* request);
+// The link is going away: the host request is closed and the request
+// retired, without a word to the guest.
+void on_link_gone(SidebusRequest* request);
 
-  unsigned max_pending() const { return max_pending_; }
-  void set_max_pending(unsigned max_pending) { max_pending_ = max_pending; }
-  size_t size() const { return by_path_.size(); }
-  bool contains(const std::string& guest_path) const { return by_path_.count(guest_path) != 0; }
-  void insert(const std::string& guest_path, SidebusRequest* request) { by_path_[guest_path] = request; }
-  void erase(const std::string& guest_path) { by_path_.erase(guest_path); }
-
- private:
-  unsigned max_pending_;
-  std::map<std::string, SidebusRequest*> by_path_;  // one ref each
-};
-
-}  // namespace sidebus
+}  // namespace sidebus::request

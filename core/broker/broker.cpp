@@ -1,28 +1,35 @@
 // broker.cpp — wires the broker's pieces together and decides link policy.
 //
-// Start-up order: configuration (fail fast on a bad file), plugins, host bus,
-// the private bus with its document portal, then the listener (or the
-// debug-access bus). A guest link that completes its handshake *replaces* the
-// current one: the old link is closed and its plugins stopped before the new
+// Start-up order: configuration and plugins (fail fast on a bad file, a
+// plugin's schema included), host bus, the host portal watch, the private
+// bus with its document portal, then the listener (or the debug-access bus).
+// A guest link that completes its handshake *replaces* the current one: the
+// old link's portals are torn down and its connection closed before the new
 // link's plugins start. (A guest agent that reconnects after a crash or a VM
 // reboot must never be locked out by a half-dead previous link; two agents in
-// one guest are prevented in the guest by the agent's own bus name.)
+// one guest are prevented in the guest by the agent's own bus name.) A link's
+// plugins start, and the guest sees the portal name, once the host portal's
+// interfaces are known.
+//
+// Stopping (destructor): the link's portals first (their host requests and
+// sessions are closed), then the host bus is flushed so those Close calls
+// leave, pending persistence barriers of exports are waited for (bounded),
+// and only then the private bus and its helpers stop.
 #include "broker/broker.hpp"
 
 #include <glib/gstdio.h>
-#include <sys/socket.h>
 
-#include "broker/config.hpp"
-#include "documents/document-export.hpp"
+#include "api/host-portal.hpp"
+#include "api/portal-link.hpp"
 #include "broker/accepted-link.hpp"
-#include "link/listener.hpp"
-#include "broker/plugin-engine.hpp"
-#include "api/link-scope.hpp"
-#include "documents/private-bus.hpp"
-#include "api/request.hpp"
-#include "sidebus-config.h"
+#include "broker/config.hpp"
 #include "broker/debug-bus.hpp"
+#include "broker/plugin-engine.hpp"
+#include "documents/document-export.hpp"
+#include "documents/private-bus.hpp"
 #include "documents/virtiofsd.hpp"
+#include "link/listener.hpp"
+#include "sidebus-config.h"
 
 namespace sidebus {
 
@@ -32,18 +39,21 @@ static_assert(GuestLinkLimits{}.max_message_size == Config::kDefaultMaxMessageSi
                   GuestLinkLimits{}.max_messages_per_second == Config::kDefaultMaxMessagesPerSecond,
               "the link's built-in limits are the configuration's defaults");
 
+// How long a stopping broker waits for exports to reach the disk.
+constexpr gint64 kPersistTimeoutUs = 3 * G_USEC_PER_SEC;
+
 // Everything that exists only while one guest link is up, torn down in
-// reverse order of construction.
+// reverse order of construction: the portals, then the link.
 struct ActiveLink {
   std::unique_ptr<GuestLink> link;
-  LinkScope scope;
-  std::vector<std::unique_ptr<PortalInstance>> portals;
-  guint name_owner_id = 0;
+  std::unique_ptr<PortalLink> portals;
+  HostPortal* host = nullptr;
+  guint host_listener = 0;  // waiting for the host portal before the plugins start
 
   ~ActiveLink() {
-    if (name_owner_id != 0) g_bus_unown_name(name_owner_id);
-    portals.clear();
-    scope.requests.reset();
+    if (host_listener != 0) host->remove_listener(host_listener);
+    portals.reset();
+    link.reset();
   }
 };
 
@@ -56,11 +66,14 @@ class BrokerImpl : public Broker {
   void on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport);
   void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error);
   void on_link_closed(uint64_t serial);
+  void start_portals(ActiveLink& active);
+  void wait_for_persisted_exports();
 
   BrokerOptions options_;
   std::unique_ptr<Config> config_;
   std::unique_ptr<PluginEngine> plugins_;
   GDBusConnection* host_ = nullptr;
+  std::unique_ptr<HostPortal> host_portal_;
   std::unique_ptr<PrivateBus> private_bus_;
   std::unique_ptr<DocumentExporter> exporter_;
   std::unique_ptr<DocumentShare> document_share_;
@@ -99,10 +112,12 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
     return false;
   }
   g_dbus_connection_set_exit_on_close(host_, FALSE);
+  host_portal_ = std::make_unique<HostPortal>(host_);
 
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
   if (!private_bus_) return false;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  private_bus_->set_on_restarted([this] { exporter_->reload_index(); });
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
     std::string socket = options.runtime_dir + "/virtiofsd.sock";
@@ -138,10 +153,23 @@ BrokerImpl::~BrokerImpl() {
   active_.reset();
   debug_bus_.reset();
   listener_.reset();
+  // The host requests and sessions the link closed must leave before we do.
+  if (host_ != nullptr) g_dbus_connection_flush_sync(host_, nullptr, nullptr);
+  wait_for_persisted_exports();
   document_share_.reset();
   exporter_.reset();
   private_bus_.reset();
+  host_portal_.reset();
   g_clear_object(&host_);
+}
+
+void BrokerImpl::wait_for_persisted_exports() {
+  if (!exporter_ || exporter_->unpersisted() == 0) return;
+  gint64 deadline = g_get_monotonic_time() + kPersistTimeoutUs;
+  while (exporter_->unpersisted() > 0 && g_get_monotonic_time() < deadline)
+    if (!g_main_context_iteration(nullptr, FALSE)) g_usleep(1000);
+  if (exporter_->unpersisted() > 0)
+    g_warning("stopping with %zu export(s) the permission store has not confirmed on disk", exporter_->unpersisted());
 }
 
 void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport) {
@@ -170,34 +198,40 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
 
   auto active = std::make_unique<ActiveLink>();
   active->link = std::move(link);
-  LinkScope& scope = active->scope;
-  scope.guest = active->link->connection();
-  scope.host = host_;
-  scope.vm_name = options_.vm_name;
-  scope.transport = peer.transport;
-  scope.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
-  scope.exporter = exporter_.get();
-  scope.requests = std::make_unique<RequestTable>(config_->max_pending_requests());
-  active->portals = plugins_->start_all(scope, *config_);
-
+  active->host = host_portal_.get();
+  PortalLinkOptions options;
+  options.vm_name = options_.vm_name;
+  options.transport = peer.transport;
+  options.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
+  options.max_pending_requests = config_->max_pending_requests();
+  options.max_sessions = config_->max_sessions();
+  active->portals =
+      std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(), std::move(options));
   g_message("guest link %" G_GUINT64_FORMAT " up on %s: agent %s, guest uid %u, fds %s, guest name %s", serial,
             peer.transport.c_str(), peer.agent_version.c_str(), peer.guest_uid,
-            peer.carries_fds ? "passed natively" : "not carried", g_dbus_connection_get_unique_name(scope.guest));
-  auto* vm_name = &options_.vm_name;
-  active->name_owner_id = g_bus_own_name_on_connection(
-      scope.guest, SIDEBUS_PORTAL_BUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,
-      [](GDBusConnection*, const char* name, gpointer data) {
-        g_message("VM %s: owns %s on the guest bus", static_cast<std::string*>(data)->c_str(), name);
-      },
-      [](GDBusConnection* connection, const char* name, gpointer data) {
-        if (connection == nullptr || g_dbus_connection_is_closed(connection)) return;
-        g_warning("VM %s: %s is owned by another process in the guest (is xdg-desktop-portal running in the VM?); "
-                  "waiting for it to go away",
-                  static_cast<std::string*>(data)->c_str(), name);
-      },
-      vm_name, nullptr);
+            peer.carries_fds ? "passed natively" : "not carried",
+            g_dbus_connection_get_unique_name(active->link->connection()));
   active_ = std::move(active);
   active_serial_ = serial;
+  if (host_portal_->ready()) {
+    start_portals(*active_);
+    return;
+  }
+  g_message("guest link %" G_GUINT64_FORMAT ": waiting for the host's xdg-desktop-portal before serving the guest",
+            serial);
+  ActiveLink* waiting = active_.get();
+  waiting->host_listener = host_portal_->add_listener({.on_ready =
+                                                           [this, waiting] {
+                                                             host_portal_->remove_listener(waiting->host_listener);
+                                                             waiting->host_listener = 0;
+                                                             start_portals(*waiting);
+                                                           },
+                                                       .on_gone = nullptr});
+}
+
+void BrokerImpl::start_portals(ActiveLink& active) {
+  plugins_->start_all(*active.portals, *config_);
+  active.portals->claim_names();
 }
 
 void BrokerImpl::on_link_closed(uint64_t serial) {

@@ -23,6 +23,8 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
+#include <map>
+#include <utility>
 
 #include "sidebus-config.h"
 
@@ -282,53 +284,16 @@ bool check_integer_range(const Rule& rule, JsonNode* value, std::string& problem
   return false;
 }
 
-// RFC 3986 scheme syntax, lower case only so that a plugin comparing bytes
-// cannot miss "HTTP".
-bool is_lowercase_uri_scheme(const char* scheme) {
-  if (!g_ascii_islower(scheme[0]))
-    return false;
-  for (const char* c = scheme + 1; *c != '\0'; c++) {
-    if (!g_ascii_islower(*c) && !g_ascii_isdigit(*c) && *c != '+' && *c != '-' && *c != '.')
-      return false;
-  }
-  return true;
-}
-
-bool check_uri_schemes(const Rule&, JsonNode* value, std::string& problem) {
-  if (!JSON_NODE_HOLDS_ARRAY(value)) {
-    problem = std::string("expected an array of strings, got ") + describe(value);
-    return false;
-  }
-  JsonArray* array = json_node_get_array(value);
-  guint length = json_array_get_length(array);
-  for (guint i = 0; i < length; i++) {
-    JsonNode* element = json_array_get_element(array, i);
-    if (!holds(element, G_TYPE_STRING)) {
-      g_autofree char* text = g_strdup_printf("expected an array of strings, got %s at [%u]", describe(element), i);
-      problem = text;
-      return false;
-    }
-    const char* scheme = json_node_get_string(element);
-    if (!is_lowercase_uri_scheme(scheme)) {
-      g_autofree char* text = g_strdup_printf(
-          "\"%s\" at [%u] is not a lowercase URI scheme (a-z, then a-z 0-9 + - .; without \":\")",
-          printable(scheme).c_str(), i);
-      problem = text;
-      return false;
-    }
-  }
-  return true;
-}
-
-// Every key the core and the in-tree portals read. Adding a key is one line.
+// Every key the core reads (plugins declare theirs: check_portal()). Adding a
+// key is one line.
 const Rule kRules[] = {
     {"portals.*", "enabled", check_boolean},
-    {"portals.openuri", "schemes", check_uri_schemes},
     {"broker", "max_pending_requests", check_integer_range, Config::kMinPendingRequests,
      Config::kMaxPendingRequests},
     {"broker", "max_message_size", check_integer_range, Config::kMinMessageSize, Config::kMaxMessageSize},
     {"broker", "max_messages_per_second", check_integer_range, Config::kMinMessagesPerSecond,
      Config::kMaxMessagesPerSecond},
+    {"broker", "max_sessions", check_integer_range, Config::kMinSessions, Config::kMaxSessions},
 };
 
 bool rule_applies(const Rule& rule, const std::string& section) {
@@ -337,14 +302,94 @@ bool rule_applies(const Rule& rule, const std::string& section) {
   return section == rule.section;
 }
 
-void set_key_error(GError** error, const std::string& path, const std::string& key, const std::string& problem) {
-  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s: %s", path.c_str(), key.c_str(),
+// Where every object key of a JSON text is: dotted path ("portals.openuri.
+// schemes") → the position of its opening quote. Run on text json-glib has
+// already parsed, so it only has to follow the structure; keys inside
+// arrays are not recorded (nothing validates those by key).
+using KeyPositions = std::map<std::string, Position>;
+
+KeyPositions scan_key_positions(std::string_view text) {
+  struct Frame {
+    bool object;
+    std::string path;  // of this object; "\x01" inside an array: not recorded
+    std::string key;   // the key whose value comes next
+    bool want_key;
+  };
+  KeyPositions positions;
+  std::vector<Frame> stack;
+  Position here{1, 1};
+  auto advance = [&](char c) {
+    if (c == '\n') {
+      here.line++;
+      here.column = 1;
+    } else {
+      here.column++;
+    }
+  };
+  auto child_path = [&]() -> std::string {
+    if (stack.empty()) return "";
+    const Frame& top = stack.back();
+    if (!top.object || top.path == "\x01") return "\x01";
+    return top.key;
+  };
+  for (size_t i = 0; i < text.size();) {
+    char c = text[i];
+    if (c == '{' || c == '[') {
+      stack.push_back(Frame{c == '{', child_path(), "", c == '{'});
+    } else if (c == '}' || c == ']') {
+      if (!stack.empty()) stack.pop_back();
+    } else if (c == ',') {
+      if (!stack.empty() && stack.back().object) stack.back().want_key = true;
+    } else if (c == '"') {
+      Position start = here;
+      std::string decoded;
+      advance(c);
+      i++;
+      while (i < text.size() && text[i] != '"') {
+        if (text[i] == '\\' && i + 1 < text.size()) {
+          char e = text[i + 1];
+          decoded += e == 'n' ? '\n' : e == 't' ? '\t' : e;  // keys with escapes are rare; close enough to name them
+          advance(text[i]);
+          advance(text[i + 1]);
+          i += 2;
+          continue;
+        }
+        decoded += text[i];
+        advance(text[i]);
+        i++;
+      }
+      if (!stack.empty() && stack.back().object && stack.back().want_key) {
+        Frame& top = stack.back();
+        top.want_key = false;
+        top.key = top.path.empty() ? decoded : top.path + "." + decoded;
+        if (top.path != "\x01") positions[top.key] = start;
+      }
+    }
+    advance(c);
+    i++;
+  }
+  return positions;
+}
+
+// A file being checked, for messages: "path:line:column" of a key.
+struct Source {
+  std::string path;
+  KeyPositions keys;
+  std::string where(const std::string& key) const {
+    auto found = keys.find(key);
+    if (found == keys.end()) return path;
+    return path + ":" + std::to_string(found->second.line) + ":" + std::to_string(found->second.column);
+  }
+};
+
+void set_key_error(GError** error, const Source& source, const std::string& key, const std::string& problem) {
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s: %s", source.where(key).c_str(), key.c_str(),
               problem.c_str());
 }
 
 // Checks the members of one section against the rules. Keys without a rule
 // are kept; warn_unknown is for sections only the core reads.
-bool validate_section(const std::string& path, const std::string& section, JsonObject* object, bool warn_unknown,
+bool validate_section(const Source& source, const std::string& section, JsonObject* object, bool warn_unknown,
                       GError** error) {
   JsonObjectIter iter;
   const char* key;
@@ -359,12 +404,12 @@ bool validate_section(const std::string& path, const std::string& section, JsonO
     }
     if (rule == nullptr) {
       if (warn_unknown)
-        g_warning("%s: unknown key \"%s\", ignored", path.c_str(), dotted.c_str());
+        g_warning("%s: unknown key \"%s\", ignored", source.path.c_str(), dotted.c_str());
       continue;
     }
     std::string problem;
     if (!JSON_NODE_HOLDS_NULL(value) && !rule->check(*rule, value, problem)) {
-      set_key_error(error, path, dotted, problem);
+      set_key_error(error, source, dotted, problem);
       return false;
     }
   }
@@ -373,22 +418,22 @@ bool validate_section(const std::string& path, const std::string& section, JsonO
 
 // The object under key, or nullptr for null (which deletes it); anything
 // else is an error naming the key.
-bool expect_object_or_null(const std::string& path, const std::string& key, JsonNode* value, JsonObject** object,
+bool expect_object_or_null(const Source& source, const std::string& key, JsonNode* value, JsonObject** object,
                            GError** error) {
   *object = nullptr;
   if (JSON_NODE_HOLDS_NULL(value))
     return true;
   if (!JSON_NODE_HOLDS_OBJECT(value)) {
-    set_key_error(error, path, key, std::string("expected an object, got ") + describe(value));
+    set_key_error(error, source, key, std::string("expected an object, got ") + describe(value));
     return false;
   }
   *object = json_node_get_object(value);
   return true;
 }
 
-bool validate_portals(const std::string& path, JsonNode* value, GError** error) {
+bool validate_portals(const Source& source, JsonNode* value, GError** error) {
   JsonObject* portals;
-  if (!expect_object_or_null(path, "portals", value, &portals, error))
+  if (!expect_object_or_null(source, "portals", value, &portals, error))
     return false;
   if (portals == nullptr)
     return true;
@@ -399,25 +444,25 @@ bool validate_portals(const std::string& path, JsonNode* value, GError** error) 
   while (json_object_iter_next_ordered(&iter, &name, &section_node)) {
     std::string section = std::string("portals.") + name;
     JsonObject* object;
-    if (!expect_object_or_null(path, section, section_node, &object, error))
+    if (!expect_object_or_null(source, section, section_node, &object, error))
       return false;
     // Plugins own the other keys of their section.
-    if (object != nullptr && !validate_section(path, section, object, false, error))
+    if (object != nullptr && !validate_section(source, section, object, false, error))
       return false;
   }
   return true;
 }
 
-bool validate_broker(const std::string& path, JsonNode* value, GError** error) {
+bool validate_broker(const Source& source, JsonNode* value, GError** error) {
   JsonObject* broker;
-  if (!expect_object_or_null(path, "broker", value, &broker, error))
+  if (!expect_object_or_null(source, "broker", value, &broker, error))
     return false;
-  return broker == nullptr || validate_section(path, "broker", broker, true, error);
+  return broker == nullptr || validate_section(source, "broker", broker, true, error);
 }
 
 struct TopLevelKey {
   const char* key;
-  bool (*validate)(const std::string& path, JsonNode* value, GError** error);
+  bool (*validate)(const Source& source, JsonNode* value, GError** error);
 };
 
 const TopLevelKey kTopLevelKeys[] = {
@@ -425,10 +470,10 @@ const TopLevelKey kTopLevelKeys[] = {
     {"broker", validate_broker},
 };
 
-bool validate_file(const std::string& path, JsonNode* root, GError** error) {
+bool validate_file(const Source& source, JsonNode* root, GError** error) {
   if (!JSON_NODE_HOLDS_OBJECT(root)) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: expected an object at the top level, got %s",
-                path.c_str(), describe(root));
+                source.path.c_str(), describe(root));
     return false;
   }
   JsonObjectIter iter;
@@ -441,11 +486,139 @@ bool validate_file(const std::string& path, JsonNode* root, GError** error) {
     if (known == std::end(kTopLevelKeys)) {
       // Kept, as systemd keeps going past unknown settings, but said aloud:
       // it is most likely a typo.
-      g_warning("%s: unknown top-level key \"%s\", ignored", path.c_str(), key);
+      g_warning("%s: unknown top-level key \"%s\", ignored", source.path.c_str(), key);
       continue;
     }
-    if (!known->validate(path, value, error))
+    if (!known->validate(source, value, error))
       return false;
+  }
+  return true;
+}
+
+// ---- Plugin schemas --------------------------------------------------------
+
+// portals.<name> of one file's root, or nullptr.
+JsonObject* portal_section_of(JsonNode* root, const std::string& name) {
+  JsonNode* portals = json_object_get_member(json_node_get_object(root), "portals");
+  if (portals == nullptr || !JSON_NODE_HOLDS_OBJECT(portals))
+    return nullptr;
+  JsonNode* section = json_object_get_member(json_node_get_object(portals), name.c_str());
+  return section != nullptr && JSON_NODE_HOLDS_OBJECT(section) ? json_node_get_object(section) : nullptr;
+}
+
+// Edits to turn a into b (insert, delete, substitute, swap two neighbours):
+// a key one or two edits from a known one is most likely that key mistyped.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); i++)
+    d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); j++)
+    d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); i++) {
+    for (std::size_t j = 1; j <= b.size(); j++) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+const char* describe_type(SidebusConfigType type) {
+  switch (type) {
+    case SIDEBUS_CONFIG_BOOLEAN:
+      return "a boolean (true or false)";
+    case SIDEBUS_CONFIG_INTEGER:
+      return "an integer";
+    case SIDEBUS_CONFIG_STRING:
+      return "a string";
+    case SIDEBUS_CONFIG_STRING_ARRAY:
+      return "an array of strings";
+  }
+  return "a value";
+}
+
+// The type check of one schema key; "" if it holds, else the problem.
+std::string check_type(const SidebusConfigKey& key, JsonNode* value) {
+  std::string expected = describe_type(key.type);
+  switch (key.type) {
+    case SIDEBUS_CONFIG_BOOLEAN:
+      if (holds(value, G_TYPE_BOOLEAN))
+        return "";
+      break;
+    case SIDEBUS_CONFIG_INTEGER:
+      if (holds(value, G_TYPE_INT64)) {
+        gint64 number = json_node_get_int(value);
+        if (key.min == 0 && key.max == 0)
+          return "";
+        if (number >= key.min && number <= key.max)
+          return "";
+        g_autofree char* text = g_strdup_printf("expected an integer in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT
+                                                ", got %" G_GINT64_FORMAT, key.min, key.max, number);
+        return text;
+      }
+      break;
+    case SIDEBUS_CONFIG_STRING:
+      if (holds(value, G_TYPE_STRING))
+        return "";
+      break;
+    case SIDEBUS_CONFIG_STRING_ARRAY:
+      if (JSON_NODE_HOLDS_ARRAY(value)) {
+        JsonArray* array = json_node_get_array(value);
+        for (guint i = 0; i < json_array_get_length(array); i++) {
+          JsonNode* element = json_array_get_element(array, i);
+          if (!holds(element, G_TYPE_STRING)) {
+            g_autofree char* text =
+                g_strdup_printf("expected an array of strings, got %s at [%u]", describe(element), i);
+            return text;
+          }
+        }
+        return "";
+      }
+      break;
+  }
+  return "expected " + expected + ", got " + describe(value);
+}
+
+bool check_portal_section(const Source& source, const std::string& name, JsonObject* section,
+                          const SidebusConfigKey* keys, std::size_t n_keys, GError** error) {
+  JsonObjectIter iter;
+  const char* member;
+  JsonNode* value;
+  json_object_iter_init_ordered(&iter, section);
+  while (json_object_iter_next_ordered(&iter, &member, &value)) {
+    std::string dotted = "portals." + name + "." + member;
+    if (std::strcmp(member, "enabled") == 0)
+      continue;  // the core's, checked with the file
+    const SidebusConfigKey* key = nullptr;
+    for (std::size_t i = 0; i < n_keys; i++)
+      if (std::strcmp(keys[i].key, member) == 0)
+        key = &keys[i];
+    if (key == nullptr) {
+      std::string known = "enabled";
+      std::string suggestion = edit_distance(member, "enabled") <= 2 ? "enabled" : "";
+      for (std::size_t i = 0; i < n_keys; i++) {
+        known += std::string(", ") + keys[i].key;
+        if (suggestion.empty() && edit_distance(member, keys[i].key) <= 2)
+          suggestion = keys[i].key;
+      }
+      set_key_error(error, source, dotted,
+                    "unknown key" + (suggestion.empty() ? std::string() : " (did you mean \"" + suggestion + "\"?)") +
+                        "; the " + name + " portal reads: " + known);
+      return false;
+    }
+    if (JSON_NODE_HOLDS_NULL(value))
+      continue;  // deletes an earlier value
+    std::string problem = check_type(*key, value);
+    if (!problem.empty()) {
+      set_key_error(error, source, dotted, problem);
+      return false;
+    }
+    g_autoptr(GError) refused = nullptr;
+    if (key->validate != nullptr && !key->validate(member, value, &refused)) {
+      set_key_error(error, source, dotted, refused != nullptr ? refused->message : "refused by the plugin");
+      return false;
+    }
   }
   return true;
 }
@@ -494,11 +667,45 @@ class LoadedConfig final : public Config {
         break;
     }
     g_autoptr(JsonNode) root = parse_file(path, contents, error);
-    if (root == nullptr || !validate_file(path, root, error))
+    if (root == nullptr)
+      return false;
+    auto source = std::make_unique<Source>(Source{path, scan_key_positions(contents)});
+    if (!validate_file(*source, root, error))
       return false;
     merge_into(root_.get(), json_node_get_object(root));
     files_.push_back(path);  // the broker logs these with --verbose
+    applied_.push_back(Applied{std::move(source), json_node_ref(root)});
     return true;
+  }
+
+  bool check_portal(const std::string& name, const SidebusConfigKey* keys, std::size_t n_keys,
+                    GError** error) const override {
+    for (const Applied& file : applied_) {
+      JsonObject* section = portal_section_of(file.root, name);
+      if (section == nullptr)
+        continue;
+      if (!check_portal_section(*file.source, name, section, keys, n_keys, error))
+        return false;
+    }
+    return true;
+  }
+
+  std::vector<std::string> configured_portals() const override {
+    std::vector<std::string> names;
+    for (const Applied& file : applied_) {
+      JsonNode* portals = json_object_get_member(json_node_get_object(file.root), "portals");
+      if (portals == nullptr || !JSON_NODE_HOLDS_OBJECT(portals))
+        continue;
+      JsonObjectIter iter;
+      const char* name;
+      JsonNode* section;
+      json_object_iter_init_ordered(&iter, json_node_get_object(portals));
+      while (json_object_iter_next_ordered(&iter, &name, &section))
+        if (std::find(names.begin(), names.end(), name) == names.end())
+          names.emplace_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
   }
 
   // Caches the broker limits once every file is merged.
@@ -514,6 +721,8 @@ class LoadedConfig final : public Config {
         json_object_get_int_member_with_default(broker, "max_message_size", kDefaultMaxMessageSize));
     max_messages_per_second_ = static_cast<unsigned>(
         json_object_get_int_member_with_default(broker, "max_messages_per_second", kDefaultMaxMessagesPerSecond));
+    max_sessions_ =
+        static_cast<unsigned>(json_object_get_int_member_with_default(broker, "max_sessions", kDefaultMaxSessions));
   }
 
   bool portal_enabled(const std::string& name) const override {
@@ -552,11 +761,25 @@ class LoadedConfig final : public Config {
   unsigned max_pending_requests() const override { return max_pending_requests_; }
   std::size_t max_message_size() const override { return max_message_size_; }
   unsigned max_messages_per_second() const override { return max_messages_per_second_; }
+  unsigned max_sessions() const override { return max_sessions_; }
 
  private:
   JsonObjectPtr root_;
   JsonObjectPtr empty_section_;
   std::vector<std::string> files_;
+  // Every file as applied, for the plugins' schemas (checked after loading).
+  struct Applied {
+    std::unique_ptr<Source> source;
+    JsonNode* root;  // a reference
+    Applied(std::unique_ptr<Source> s, JsonNode* r) : source(std::move(s)), root(r) {}
+    Applied(Applied&& other) noexcept : source(std::move(other.source)), root(std::exchange(other.root, nullptr)) {}
+    ~Applied() {
+      if (root != nullptr)
+        json_node_unref(root);
+    }
+  };
+  std::vector<Applied> applied_;
+  unsigned max_sessions_ = kDefaultMaxSessions;
   unsigned max_pending_requests_ = kDefaultMaxPendingRequests;
   std::size_t max_message_size_ = kDefaultMaxMessageSize;
   unsigned max_messages_per_second_ = kDefaultMaxMessagesPerSecond;

@@ -12,6 +12,8 @@
 
 #include <json-glib/json-glib.h>
 
+#include "sidebus-plugin.h"
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -40,6 +42,13 @@ class Config {
   virtual std::vector<std::string> enabled_portals() const = 0;
   // The files that were read, in the order applied (for --verbose logs).
   virtual const std::vector<std::string>& files() const = 0;
+  // Checks portals.<name> in every file against a plugin's schema: an
+  // unknown key, a wrong type or a value the key's validator refuses is an
+  // error "path:line:column: portals.<name>.<key>: problem".
+  virtual bool check_portal(const std::string& name, const SidebusConfigKey* keys, std::size_t n_keys,
+                            GError** error) const = 0;
+  // Every portals.<name> that some file configures (enabled or not), sorted.
+  virtual std::vector<std::string> configured_portals() const = 0;
 
   // "broker": { "max_pending_requests": N }: portal requests one VM may have
   // in flight at once (1..10000).
@@ -60,6 +69,13 @@ class Config {
   static constexpr unsigned kMinMessagesPerSecond = 10;
   static constexpr unsigned kMaxMessagesPerSecond = 1000000;
   virtual unsigned max_messages_per_second() const = 0;
+
+  // "broker": { "max_sessions": N }: portal sessions (screen casts, monitors,
+  // …) one VM may hold at once (1..1000).
+  static constexpr unsigned kDefaultMaxSessions = 16;
+  static constexpr unsigned kMinSessions = 1;
+  static constexpr unsigned kMaxSessions = 1000;
+  virtual unsigned max_sessions() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

@@ -1,9 +1,11 @@
 // plugin-engine.cpp — libpeas glue. A plugin declares the plugin API version
-// it was built for with `X-Sidebus-API=1` in its .plugin file, so a broker
+// it was built for with `X-Sidebus-API=2` in its .plugin file, so a broker
 // never loads a module compiled against an incompatible header.
 #include "broker/plugin-engine.hpp"
 
 #include <algorithm>
+
+#include "api/portal-link.hpp"
 
 namespace sidebus {
 
@@ -21,14 +23,38 @@ bool api_version_matches(PeasPluginInfo* info, GError** error) {
   return false;
 }
 
-}  // namespace
-
-PortalInstance::~PortalInstance() {
-  SidebusPortalInterface* iface = SIDEBUS_PORTAL_GET_IFACE(extension_);
-  if (iface->stop != nullptr) iface->stop(SIDEBUS_PORTAL(extension_));
-  g_object_unref(extension_);
-  // context_ goes next: its skeletons are unexported.
+bool load_plugin(PeasEngine* engine, PeasPluginInfo* info, GError** error) {
+  const char* name = peas_plugin_info_get_module_name(info);
+  if (!api_version_matches(info, error)) return false;
+  if (!peas_engine_load_plugin(engine, info)) {
+    g_autoptr(GError) load_error = nullptr;
+    peas_plugin_info_is_available(info, &load_error);
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "plugin '%s' in %s failed to load: %s", name,
+                peas_plugin_info_get_module_dir(info), load_error != nullptr ? load_error->message : "unknown error");
+    return false;
+  }
+  if (!peas_engine_provides_extension(engine, info, SIDEBUS_TYPE_PORTAL)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                "plugin '%s' in %s does not register a SidebusPortal type (peas_object_module_register_extension_type)",
+                name, peas_plugin_info_get_module_dir(info));
+    return false;
+  }
+  return true;
 }
+
+// Checks the plugin's configuration sections against the schema an unstarted
+// instance declares.
+bool check_schema(PeasEngine* engine, PeasPluginInfo* info, const Config& config, GError** error) {
+  g_autoptr(GObject) probe = G_OBJECT(peas_engine_create_extension(engine, info, SIDEBUS_TYPE_PORTAL, nullptr));
+  if (probe == nullptr) return true;  // reported when a link starts it
+  SidebusPortalInterface* iface = SIDEBUS_PORTAL_GET_IFACE(probe);
+  if (iface->get_config_schema == nullptr) return true;
+  gsize n_keys = 0;
+  const SidebusConfigKey* keys = iface->get_config_schema(SIDEBUS_PORTAL(probe), &n_keys);
+  return config.check_portal(peas_plugin_info_get_module_name(info), keys, n_keys, error);
+}
+
+}  // namespace
 
 std::unique_ptr<PluginEngine> PluginEngine::load(const std::vector<std::string>& dirs, const Config& config,
                                                  GError** error) {
@@ -37,39 +63,32 @@ std::unique_ptr<PluginEngine> PluginEngine::load(const std::vector<std::string>&
   for (const std::string& dir : dirs) peas_engine_add_search_path(self->engine_, dir.c_str(), dir.c_str());
   peas_engine_rescan_plugins(self->engine_);
 
+  std::vector<std::string> configured = config.configured_portals();
   std::vector<std::string> found;
   for (const GList* l = peas_engine_get_plugin_list(self->engine_); l != nullptr; l = l->next) {
     auto* info = static_cast<PeasPluginInfo*>(l->data);
     std::string name = peas_plugin_info_get_module_name(info);
     found.push_back(name);
-    if (!config.portal_enabled(name)) {
+    bool enabled = config.portal_enabled(name);
+    bool is_configured = std::find(configured.begin(), configured.end(), name) != configured.end();
+    if (!enabled && !is_configured) {
       g_debug("plugin %s found in %s, not enabled", name.c_str(), peas_plugin_info_get_module_dir(info));
       continue;
     }
-    if (!api_version_matches(info, error)) return nullptr;
-    if (!peas_engine_load_plugin(self->engine_, info)) {
-      g_autoptr(GError) load_error = nullptr;
-      peas_plugin_info_is_available(info, &load_error);
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "plugin '%s' in %s failed to load: %s", name.c_str(),
-                  peas_plugin_info_get_module_dir(info), load_error != nullptr ? load_error->message : "unknown error");
-      return nullptr;
-    }
-    if (!peas_engine_provides_extension(self->engine_, info, SIDEBUS_TYPE_PORTAL)) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                  "plugin '%s' in %s does not register a SidebusPortal type (peas_object_module_register_extension_type)",
-                  name.c_str(), peas_plugin_info_get_module_dir(info));
-      return nullptr;
-    }
+    // A configured but disabled portal is loaded too, so that a typo in its
+    // section ("enabeld") is found rather than silently disabling it.
+    if (!load_plugin(self->engine_, info, error) || !check_schema(self->engine_, info, config, error)) return nullptr;
+    if (!enabled) continue;
     g_message("loaded portal plugin %s from %s", name.c_str(), peas_plugin_info_get_module_dir(info));
     self->plugins_.push_back(info);
   }
   std::string dir_list;
   for (const std::string& dir : dirs) dir_list += (dir_list.empty() ? "" : ", ") + dir;
-  for (const std::string& name : config.enabled_portals())
+  for (const std::string& name : configured)
     if (std::find(found.begin(), found.end(), name) == found.end())
-      g_warning("portals.%s is enabled in the configuration, but no %s.plugin was found in %s; is the plugin "
+      g_warning("portals.%s is %s in the configuration, but no %s.plugin was found in %s; is the plugin "
                 "installed?",
-                name.c_str(), name.c_str(), dir_list.c_str());
+                name.c_str(), config.portal_enabled(name) ? "enabled" : "configured", name.c_str(), dir_list.c_str());
   if (self->plugins_.empty()) g_warning("no portal is enabled: the guest will see an empty portal object");
   return self;
 }
@@ -86,8 +105,7 @@ std::vector<std::string> PluginEngine::loaded() const {
   return names;
 }
 
-std::vector<std::unique_ptr<PortalInstance>> PluginEngine::start_all(LinkScope& link, const Config& config) {
-  std::vector<std::unique_ptr<PortalInstance>> instances;
+void PluginEngine::start_all(PortalLink& link, const Config& config) {
   for (PeasPluginInfo* info : plugins_) {
     const char* name = peas_plugin_info_get_module_name(info);
     GObject* extension = G_OBJECT(peas_engine_create_extension(engine_, info, SIDEBUS_TYPE_PORTAL, nullptr));
@@ -95,22 +113,8 @@ std::vector<std::unique_ptr<PortalInstance>> PluginEngine::start_all(LinkScope& 
       g_warning("plugin %s: could not create its SidebusPortal instance", name);
       continue;
     }
-    auto context = std::make_unique<_SidebusContext>();
-    context->link = &link;
-    context->portal_name = name;
-    context->config = config.portal_section(name);
-    g_autoptr(GError) error = nullptr;
-    SidebusPortalInterface* iface = SIDEBUS_PORTAL_GET_IFACE(extension);
-    if (iface->start == nullptr || !iface->start(SIDEBUS_PORTAL(extension), context.get(), &error)) {
-      g_warning("plugin %s failed to start on this link: %s", name,
-                error != nullptr ? error->message : "no start() implementation");
-      g_object_unref(extension);
-      continue;
-    }
-    g_debug("plugin %s started", name);
-    instances.push_back(std::make_unique<PortalInstance>(extension, std::move(context)));
+    link.start_portal(extension, name, config.portal_section(name));
   }
-  return instances;
 }
 
 }  // namespace sidebus

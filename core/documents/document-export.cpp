@@ -2,21 +2,28 @@
 // private xdg-document-portal (see document-export.hpp).
 //
 // Export does what xdg-desktop-portal's own FileChooser does (1.16,
-// src/documents.c register_document): an O_PATH fd of the file (or of its
+// src/documents.c register_document): O_PATH fds of the files (or of the
 // parent, by name, for saving) to AddFull/AddNamedFull with reuse-existing |
-// persistent (| directory), granted to the VM's app id. Two deliberate
-// differences:
+// persistent (| directory), granted to the VM's app id — but asynchronously,
+// kFilesPerCall fds per AddFull, all calls of one export in flight at once.
+// The document's name is the one the portal gives it: the basename of the
+// path the kernel resolved for our O_PATH fd (the portal resolves the very
+// same fd), so no Info round trip is needed. Two deliberate differences from
+// xdg-desktop-portal:
 //  - no as-needed-by-app: the portal would then run `flatpak info` on the
 //    app id and, if a flatpak of that name may read the file, return no
 //    document at all (the caller is meant to pass the host path instead) —
 //    which means nothing to a VM;
 //  - only "read" and "write": the guest never talks to the document portal,
 //    so "grant-permissions" and "delete" would mean nothing either.
-// The reverse mapping asks the portal (Info) for the document's host path and
-// who may access it, rather than trusting anything under the mount.
+// Persistence: AddFull answers before the permission store has written the
+// new document to disk (the portal tells it asynchronously), and the store
+// dies at once on SIGTERM, so a broker stopped right after an export would
+// forget it. Setting the same permissions again through the store is a write
+// barrier: the store answers once the table, with everything the portal sent
+// before, is on disk. One barrier per export, sent after the guest has its
+// answer (off its critical path); unpersisted() counts those in flight.
 #include "documents/document-export.hpp"
-
-#include "documents/app-id.hpp"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +34,9 @@
 
 #include <algorithm>
 
+#include "documents/app-id.hpp"
 #include "documents/private-bus.hpp"
+#include "util/main-context.hpp"
 #include "util/unique-fd.hpp"
 
 namespace sidebus {
@@ -108,109 +117,41 @@ std::optional<std::string> host_path_from_uri(const std::string& uri, GError** e
   return std::string(path);
 }
 
-// AddFull answers before the permission store has written the new document
-// to disk (the portal tells it asynchronously), and the store dies at once on
-// SIGTERM: a broker stopped right after an export would forget it. Setting
-// the same permissions again through the store is a write barrier: the store
-// answers once the table, with everything the portal sent before, is on disk.
-bool wait_until_persisted(GDBusConnection* bus, const std::string& doc_id, const std::string& app_id,
-                          const char* const* permissions, GError** error) {
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      bus, "org.freedesktop.impl.portal.PermissionStore", "/org/freedesktop/impl/portal/PermissionStore",
-      "org.freedesktop.impl.portal.PermissionStore", "SetPermission",
-      g_variant_new("(sbss^as)", "documents", FALSE, doc_id.c_str(), app_id.c_str(), permissions), nullptr,
-      G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr, error);
-  return reply != nullptr;
-}
 
-struct DocumentInfo {
-  std::string host_path;
-  std::vector<std::string> app_permissions;  // of the app id asked about; empty if it has none
-};
-
-// Documents.Info: the document's host path and what app_id may do with it.
-std::optional<DocumentInfo> lookup_document(GDBusConnection* bus, const std::string& doc_id, const std::string& app_id,
-                                            GError** error) {
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "Info", g_variant_new("(s)", doc_id.c_str()),
-      G_VARIANT_TYPE("(aya{sas})"), G_DBUS_CALL_FLAGS_NONE, kCallTimeoutMs, nullptr, error);
-  if (!reply) return std::nullopt;
-  g_autoptr(GVariant) path = g_variant_get_child_value(reply, 0);
-  g_autoptr(GVariant) apps = g_variant_get_child_value(reply, 1);
-  DocumentInfo info;
-  info.host_path = g_variant_get_bytestring(path);
-  g_autofree const char** permissions = nullptr;
-  if (g_variant_lookup(apps, app_id.c_str(), "^a&s", &permissions))
-    for (const char** permission = permissions; *permission != nullptr; permission++)
-      info.app_permissions.emplace_back(*permission);
-  return info;
+// The path the kernel resolved for @fd ("/proc/self/fd/N").
+std::optional<std::string> resolved_path(int fd) {
+  g_autofree char* link = g_strdup_printf("/proc/self/fd/%d", fd);
+  g_autofree char* target = g_file_read_link(link, nullptr);
+  if (target == nullptr) return std::nullopt;
+  return std::string(target);
 }
 
 }  // namespace
 
-DocumentExporter::DocumentExporter(GDBusConnection* private_bus, std::string app_id, std::string documents_mount,
-                                   std::string guest_documents_path)
-    : fixed_connection_(private_bus != nullptr ? G_DBUS_CONNECTION(g_object_ref(private_bus)) : nullptr),
-      app_id_(app_id_for_vm(app_id)),
-      documents_mount_(std::move(documents_mount)),
-      guest_documents_path_(std::move(guest_documents_path)) {
-  (void)SIDEBUS_ERROR;  // registers the portal's D-Bus error names, so its errors map onto SIDEBUS_ERROR
-  if (app_id_ != app_id) g_debug("documents are shared with VM %s as app id %s", app_id.c_str(), app_id_.c_str());
-}
+// One export_uris() call in flight.
+struct DocumentExporter::Job {
+  struct Item {
+    std::string host_path;
+    UniqueFd fd;         // the file, or for FOR_SAVE its parent directory
+    std::string name;    // the document's name in the guest
+    bool directory = false;
+    bool by_name = false;
+    std::string doc_id;  // once the portal answered
+  };
+  std::vector<Item> items;
+  SidebusExportFlags flags = SIDEBUS_EXPORT_FLAGS_NONE;
+  ExportDone done;
+  int calls_pending = 0;
+  GError* error = nullptr;  // the first failure
+  ~Job() { g_clear_error(&error); }
+  bool writable() const { return (flags & (SIDEBUS_EXPORT_FLAGS_WRITABLE | SIDEBUS_EXPORT_FLAGS_FOR_SAVE)) != 0; }
+};
 
-DocumentExporter::DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path)
-    : DocumentExporter(nullptr, std::move(app_id), private_bus.documents_mount(), std::move(guest_documents_path)) {
-  private_bus_ = &private_bus;
-}
+namespace {
 
-DocumentExporter::~DocumentExporter() { g_clear_object(&fixed_connection_); }
-
-std::string DocumentExporter::guest_view_path() const { return documents_mount_ + "/by-app/" + app_id_; }
-
-GDBusConnection* DocumentExporter::connection() const {
-  return private_bus_ != nullptr ? private_bus_->connection() : fixed_connection_;
-}
-
-std::optional<std::vector<std::string>> DocumentExporter::export_uris(const std::vector<std::string>& host_uris,
-                                                                      SidebusExportFlags flags, GError** error) {
-  std::vector<std::string> host_paths;
-  for (const std::string& uri : host_uris) {  // all checked before anything is exported
-    auto path = host_path_from_uri(uri, error);
-    if (!path) return std::nullopt;
-    host_paths.push_back(std::move(*path));
-  }
-  std::vector<std::string> guest_uris;
-  std::string last_doc_id;
-  for (const std::string& path : host_paths) {
-    auto guest_uri = export_path(path, flags, &last_doc_id, error);
-    if (!guest_uri) return std::nullopt;
-    guest_uris.push_back(std::move(*guest_uri));
-  }
-  // One barrier for the whole batch: the store answers once everything the
-  // portal sent before it is on disk.
-  const bool writable = (flags & (SIDEBUS_EXPORT_FLAGS_WRITABLE | SIDEBUS_EXPORT_FLAGS_FOR_SAVE)) != 0;
-  const char* permissions[] = {"read", writable ? "write" : nullptr, nullptr};
-  g_autoptr(GError) persist_error = nullptr;
-  if (!last_doc_id.empty() && !wait_until_persisted(connection(), last_doc_id, app_id_, permissions, &persist_error)) {
-    g_dbus_error_strip_remote_error(persist_error);
-    g_warning("exported %zu files, but could not make sure they are saved in the state directory: %s",
-              guest_uris.size(), persist_error->message);
-  }
-  return guest_uris;
-}
-
-std::optional<std::string> DocumentExporter::export_path(const std::string& host_path, SidebusExportFlags flags,
-                                                         std::string* doc_id_out, GError** error) {
-  GDBusConnection* bus = connection();
-  if (bus == nullptr || g_dbus_connection_is_closed(bus)) {
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                "cannot export %s: the private document portal is not running (restarting?)", host_path.c_str());
-    return std::nullopt;
-  }
-  const bool writable = (flags & (SIDEBUS_EXPORT_FLAGS_WRITABLE | SIDEBUS_EXPORT_FLAGS_FOR_SAVE)) != 0;
-  const char* permissions[] = {"read", writable ? "write" : nullptr, nullptr};
-  guint32 add_flags = kAddReuseExisting | kAddPersistent;
-
+// Opens what @item will be exported from and names it; false with @error.
+bool prepare_item(DocumentExporter::Job::Item& item, SidebusExportFlags flags, GError** error) {
+  const std::string& host_path = item.host_path;
   UniqueFd fd(open(host_path.c_str(), O_PATH | O_CLOEXEC));
   int open_errno = errno;
   struct stat st = {};
@@ -218,110 +159,289 @@ std::optional<std::string> DocumentExporter::export_path(const std::string& host
   // Saving goes by name in the parent directory (the file may not exist yet,
   // and an editor may replace it); a directory picked for saving is the
   // directory itself.
-  const bool by_name =
+  item.by_name =
       (flags & SIDEBUS_EXPORT_FLAGS_FOR_SAVE) != 0 && !(is_directory && (flags & SIDEBUS_EXPORT_FLAGS_DIRECTORY) != 0);
-
-  g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
-  g_autoptr(GError) call_error = nullptr;
-  std::string doc_id;
-  if (by_name) {
+  if (item.by_name) {
     if (is_directory) {
       g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
                   "cannot save to %s: it is a directory (export it with SIDEBUS_EXPORT_FLAGS_DIRECTORY)",
                   host_path.c_str());
-      return std::nullopt;
+      return false;
     }
     g_autofree char* parent = g_path_get_dirname(host_path.c_str());
     g_autofree char* name = g_path_get_basename(host_path.c_str());
     if (strcmp(name, "/") == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
       g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "%s does not name a file to save to",
                   host_path.c_str());
-      return std::nullopt;
+      return false;
     }
-    UniqueFd parent_fd(open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!parent_fd) {
+    item.fd = UniqueFd(open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!item.fd) {
       int saved_errno = errno;
       g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "cannot save to %s: cannot open its directory: %s",
                   host_path.c_str(), g_strerror(saved_errno));
-      return std::nullopt;
+      return false;
     }
-    int handle = g_unix_fd_list_append(fd_list, parent_fd.get(), error);
-    if (handle < 0) return std::nullopt;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
-        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddNamedFull",
-        g_variant_new("(h@ayus^as)", handle, g_variant_new_bytestring(name), add_flags, app_id_.c_str(), permissions),
-        G_VARIANT_TYPE("(sa{sv})"), G_DBUS_CALL_FLAGS_NONE, kCallTimeoutMs, fd_list, nullptr, nullptr, &call_error);
-    if (!reply) {
-      set_portal_error(error, call_error, "cannot export " + host_path + " for saving");
-      return std::nullopt;
-    }
-    const char* id = nullptr;
-    g_variant_get(reply, "(&s@a{sv})", &id, nullptr);
-    doc_id = id;
-  } else {
-    if (!fd) {
-      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "cannot export %s: %s", host_path.c_str(),
-                  g_strerror(open_errno));
-      return std::nullopt;
-    }
-    if (is_directory) {
-      if ((flags & SIDEBUS_EXPORT_FLAGS_DIRECTORY) == 0) {
-        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                    "cannot export %s: it is a directory (export it with SIDEBUS_EXPORT_FLAGS_DIRECTORY)",
-                    host_path.c_str());
-        return std::nullopt;
-      }
-      add_flags |= kAddDirectory;
-    } else if (!S_ISREG(st.st_mode)) {
-      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                  "cannot export %s: it is neither a regular file nor a directory", host_path.c_str());
-      return std::nullopt;
-    }
-    gint32 handle = g_unix_fd_list_append(fd_list, fd.get(), error);
-    if (handle < 0) return std::nullopt;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
-        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddFull",
-        g_variant_new("(@ahus^as)", g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, &handle, 1, sizeof handle),
-                      add_flags, app_id_.c_str(), permissions),
-        G_VARIANT_TYPE("(asa{sv})"), G_DBUS_CALL_FLAGS_NONE, kCallTimeoutMs, fd_list, nullptr, nullptr, &call_error);
-    if (!reply) {
-      set_portal_error(error, call_error, "cannot export " + host_path);
-      return std::nullopt;
-    }
-    g_autofree const char** ids = nullptr;
-    g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
-    if (ids[0] != nullptr && ids[1] == nullptr) doc_id = ids[0];
+    item.name = name;
+    return true;
   }
-  if (!is_document_id(doc_id)) {
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "cannot export %s: the document portal returned no "
-                "document id", host_path.c_str());
-    return std::nullopt;
+  if (!fd) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "cannot export %s: %s", host_path.c_str(),
+                g_strerror(open_errno));
+    return false;
   }
-
-  *doc_id_out = doc_id;
-
-  // The portal names the document after the path it resolved (symbolic links
-  // followed), which may differ from ours: take the name from it.
-  auto info = lookup_document(bus, doc_id, app_id_, &call_error);
-  if (!info) {
-    set_portal_error(error, call_error, "cannot look up the document " + doc_id + " just made for " + host_path);
-    return std::nullopt;
+  if (is_directory && (flags & SIDEBUS_EXPORT_FLAGS_DIRECTORY) == 0) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                "cannot export %s: it is a directory (export it with SIDEBUS_EXPORT_FLAGS_DIRECTORY)",
+                host_path.c_str());
+    return false;
   }
-  g_autofree char* name = g_path_get_basename(info->host_path.c_str());
-  g_autofree char* guest_path = g_build_filename(guest_documents_path_.c_str(), doc_id.c_str(), name, nullptr);
-  g_autoptr(GError) uri_error = nullptr;
-  g_autofree char* guest_uri = g_filename_to_uri(guest_path, nullptr, &uri_error);
-  if (guest_uri == nullptr) {
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                "cannot make a URI of %s (is the guest documents path “%s” absolute?): %s", guest_path,
-                guest_documents_path_.c_str(), uri_error->message);
-    return std::nullopt;
+  if (!is_directory && !S_ISREG(st.st_mode)) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                "cannot export %s: it is neither a regular file nor a directory", host_path.c_str());
+    return false;
   }
-  g_debug("exported %s to app %s as %s", host_path.c_str(), app_id_.c_str(), guest_uri);
-  return std::string(guest_uri);
+  // The portal names the document after the path it resolves for this fd
+  // (symbolic links followed), which may differ from ours.
+  auto resolved = resolved_path(fd.get());
+  g_autofree char* name = g_path_get_basename(resolved ? resolved->c_str() : host_path.c_str());
+  item.name = name;
+  item.directory = is_directory;
+  item.fd = std::move(fd);
+  return true;
 }
 
-std::optional<std::string> DocumentExporter::guest_path_to_host_path(const std::string& guest_path, GError** error) {
+// One AddFull or AddNamedFull call and the items it answers for.
+struct Call {
+  std::shared_ptr<DocumentExporter::Job> job;
+  std::shared_ptr<DocumentExporter*> alive;
+  std::vector<size_t> items;
+};
+
+}  // namespace
+
+DocumentExporter::DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path)
+    : private_bus_(private_bus),
+      app_id_(app_id_for_vm(app_id)),
+      documents_mount_(private_bus.documents_mount()),
+      guest_documents_path_(std::move(guest_documents_path)),
+      alive_(std::make_shared<DocumentExporter*>(this)) {
+  (void)SIDEBUS_ERROR;  // registers the portal's D-Bus error names, so its errors map onto SIDEBUS_ERROR
+  if (app_id_ != app_id) g_debug("documents are shared with VM %s as app id %s", app_id.c_str(), app_id_.c_str());
+  reload_index();
+}
+
+DocumentExporter::~DocumentExporter() { *alive_ = nullptr; }
+
+std::string DocumentExporter::guest_view_path() const { return documents_mount_ + "/by-app/" + app_id_; }
+
+GDBusConnection* DocumentExporter::connection() const { return private_bus_.connection(); }
+
+void DocumentExporter::reload_index() {
+  GDBusConnection* bus = connection();
+  if (bus == nullptr) return;
+  auto* alive = new std::shared_ptr<DocumentExporter*>(alive_);
+  g_dbus_connection_call(
+      bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "List", g_variant_new("(s)", app_id_.c_str()),
+      G_VARIANT_TYPE("(a{say})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+      [](GObject* source, GAsyncResult* result, gpointer data) {
+        std::unique_ptr<std::shared_ptr<DocumentExporter*>> alive(static_cast<std::shared_ptr<DocumentExporter*>*>(data));
+        g_autoptr(GError) error = nullptr;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+        DocumentExporter* self = **alive;
+        if (self == nullptr) return;
+        if (reply == nullptr) {
+          g_dbus_error_strip_remote_error(error);
+          g_warning("cannot list the VM's documents (app id %s): %s; guest paths of documents cannot be mapped "
+                    "back until the document portal is restarted",
+                    self->app_id_.c_str(), error->message);
+          return;
+        }
+        g_autoptr(GVariant) documents = g_variant_get_child_value(reply, 0);
+        GVariantIter iter;
+        const char* doc_id;
+        GVariant* path;
+        g_variant_iter_init(&iter, documents);
+        std::map<std::string, std::string> index;
+        while (g_variant_iter_loop(&iter, "{&s@ay}", &doc_id, &path))
+          if (is_document_id(doc_id)) index[doc_id] = g_variant_get_bytestring(path);
+        // Exports that finished while the list was on its way stay.
+        for (auto& [id, host_path] : self->index_) index.emplace(id, host_path);
+        self->index_ = std::move(index);
+        self->index_loaded_ = true;
+        g_debug("document index of %s: %zu documents", self->app_id_.c_str(), self->index_.size());
+      },
+      alive);
+}
+
+void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, SidebusExportFlags flags,
+                                   ExportDone done) {
+  auto job = std::make_shared<Job>();
+  job->flags = flags;
+  job->done = std::move(done);
+  auto fail_soon = [this, job](GError* error) {
+    job->error = error;
+    post_to_context(g_main_context_get_thread_default(), [alive = alive_, job] {
+      if (*alive) (*alive)->finish_job(job);
+    });
+  };
+  GError* error = nullptr;
+  for (const std::string& uri : host_uris) {  // all checked before anything is exported
+    auto path = host_path_from_uri(uri, &error);
+    if (!path) return fail_soon(error);
+    job->items.push_back(Job::Item{.host_path = std::move(*path)});
+  }
+  for (auto& item : job->items)
+    if (!prepare_item(item, flags, &error)) return fail_soon(error);
+  GDBusConnection* bus = connection();
+  if (bus == nullptr || g_dbus_connection_is_closed(bus))
+    return fail_soon(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                                 "cannot export: the private document portal is not running (restarting?)"));
+  if (job->items.empty()) return fail_soon(nullptr);  // nothing to export: an empty answer, later
+
+  const char* permissions[] = {"read", job->writable() ? "write" : nullptr, nullptr};
+  auto on_reply = [](GObject* source, GAsyncResult* result, gpointer data) {
+    std::unique_ptr<Call> call(static_cast<Call*>(data));
+    g_autoptr(GError) call_error = nullptr;
+    g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+    std::shared_ptr<DocumentExporter::Job> job = call->job;
+    if (*call->alive == nullptr) return;
+    if (reply == nullptr) {
+      if (job->error == nullptr) {
+        const std::string& first = job->items[call->items.front()].host_path;
+        set_portal_error(&job->error, call_error, "cannot export " + first);
+      }
+    } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE("(asa{sv})"))) {  // AddFull
+      g_autofree const char** ids = nullptr;
+      g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
+      for (size_t i = 0; i < call->items.size() && ids[i] != nullptr; i++) job->items[call->items[i]].doc_id = ids[i];
+    } else {  // AddNamedFull
+      const char* id;
+      g_variant_get(reply, "(&s@a{sv})", &id, nullptr);
+      job->items[call->items.front()].doc_id = id;
+    }
+    if (--job->calls_pending == 0) (*call->alive)->finish_job(job);
+  };
+
+  // Regular files and directories in separate AddFull calls (the directory
+  // flag is per call); saves one AddNamedFull each.
+  std::vector<std::vector<size_t>> batches;
+  for (bool directories : {false, true}) {
+    std::vector<size_t> batch;
+    for (size_t i = 0; i < job->items.size(); i++) {
+      const auto& item = job->items[i];
+      if (item.by_name || item.directory != directories) continue;
+      batch.push_back(i);
+      if (batch.size() == kFilesPerCall) batches.push_back(std::exchange(batch, {}));
+    }
+    if (!batch.empty()) batches.push_back(std::move(batch));
+  }
+  for (const auto& batch : batches) {
+    g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
+    std::vector<gint32> handles;
+    for (size_t i : batch) {
+      gint32 handle = g_unix_fd_list_append(fd_list, job->items[i].fd.get(), &error);
+      if (handle < 0) return fail_soon(error);  // calls already sent still complete; finish_job runs once
+      handles.push_back(handle);
+    }
+    guint32 add_flags = kAddReuseExisting | kAddPersistent | (job->items[batch.front()].directory ? kAddDirectory : 0);
+    job->calls_pending++;
+    g_dbus_connection_call_with_unix_fd_list(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddFull",
+        g_variant_new("(@ahus^as)",
+                      g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, handles.data(), handles.size(), sizeof(gint32)),
+                      add_flags, app_id_.c_str(), permissions),
+        G_VARIANT_TYPE("(asa{sv})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr, on_reply,
+        new Call{job, alive_, batch});
+  }
+  for (size_t i = 0; i < job->items.size(); i++) {
+    const auto& item = job->items[i];
+    if (!item.by_name) continue;
+    g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
+    gint32 handle = g_unix_fd_list_append(fd_list, item.fd.get(), &error);
+    if (handle < 0) return fail_soon(error);
+    job->calls_pending++;
+    g_dbus_connection_call_with_unix_fd_list(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddNamedFull",
+        g_variant_new("(h@ayus^as)", handle, g_variant_new_bytestring(item.name.c_str()),
+                      guint32(kAddReuseExisting | kAddPersistent), app_id_.c_str(), permissions),
+        G_VARIANT_TYPE("(sa{sv})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr, on_reply,
+        new Call{job, alive_, {i}});
+  }
+}
+
+void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
+  if (!job->done) return;  // finished already (a failure before every call was sent)
+  ExportDone done = std::move(job->done);
+  job->done = nullptr;
+  if (job->error != nullptr) return done(std::nullopt, job->error);
+  std::vector<std::string> guest_uris;
+  for (auto& item : job->items) {
+    if (!is_document_id(item.doc_id)) {
+      g_autoptr(GError) error = g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                                            "cannot export %s: the document portal returned no document id",
+                                            item.host_path.c_str());
+      return done(std::nullopt, error);
+    }
+    g_autofree char* guest_path =
+        g_build_filename(guest_documents_path_.c_str(), item.doc_id.c_str(), item.name.c_str(), nullptr);
+    g_autoptr(GError) uri_error = nullptr;
+    g_autofree char* guest_uri = g_filename_to_uri(guest_path, nullptr, &uri_error);
+    if (guest_uri == nullptr) {
+      g_autoptr(GError) error = g_error_new(
+          SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "cannot make a URI of %s (is the guest documents path “%s” absolute?): %s",
+          guest_path, guest_documents_path_.c_str(), uri_error->message);
+      return done(std::nullopt, error);
+    }
+    // The document stands for the path the portal resolved: the parent's
+    // for a save, the file's own otherwise.
+    std::string indexed;
+    if (item.by_name) {
+      auto parent = resolved_path(item.fd.get());
+      g_autofree char* dirname = g_path_get_dirname(item.host_path.c_str());
+      indexed = (parent ? *parent : std::string(dirname)) + "/" + item.name;
+    } else {
+      auto resolved = resolved_path(item.fd.get());
+      indexed = resolved ? *resolved : item.host_path;
+    }
+    index_[item.doc_id] = indexed;
+    g_debug("exported %s to app %s as %s", item.host_path.c_str(), app_id_.c_str(), guest_uri);
+    guest_uris.emplace_back(guest_uri);
+  }
+  std::string last_doc_id = job->items.empty() ? "" : job->items.back().doc_id;
+  bool writable = job->writable();
+  done(std::move(guest_uris), nullptr);
+  if (!last_doc_id.empty()) persist(last_doc_id, writable);  // after the guest has its answer
+}
+
+void DocumentExporter::persist(const std::string& doc_id, bool writable) {
+  GDBusConnection* bus = connection();
+  if (bus == nullptr) return;
+  const char* permissions[] = {"read", writable ? "write" : nullptr, nullptr};
+  unpersisted_++;
+  g_dbus_connection_call(
+      bus, "org.freedesktop.impl.portal.PermissionStore", "/org/freedesktop/impl/portal/PermissionStore",
+      "org.freedesktop.impl.portal.PermissionStore", "SetPermission",
+      g_variant_new("(sbss^as)", "documents", FALSE, doc_id.c_str(), app_id_.c_str(), permissions), nullptr,
+      G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+      [](GObject* source, GAsyncResult* result, gpointer data) {
+        std::unique_ptr<std::shared_ptr<DocumentExporter*>> alive(static_cast<std::shared_ptr<DocumentExporter*>*>(data));
+        g_autoptr(GError) error = nullptr;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+        DocumentExporter* self = **alive;
+        if (self == nullptr) return;
+        self->unpersisted_--;
+        if (reply == nullptr) {
+          g_dbus_error_strip_remote_error(error);
+          g_warning("exported files, but could not make sure they are saved in the state directory: %s",
+                    error->message);
+        }
+      },
+      new std::shared_ptr<DocumentExporter*>(alive_));
+}
+
+std::optional<std::string> DocumentExporter::guest_path_to_host_path(const std::string& guest_path,
+                                                                    GError** error) const {
   auto not_allowed = [&](const std::string& why) -> std::optional<std::string> {
     g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "“%s” %s", printable(guest_path).c_str(),
                 why.c_str());
@@ -358,30 +478,18 @@ std::optional<std::string> DocumentExporter::guest_path_to_host_path(const std::
   const std::string& name = components[base.size() + 1];
   std::vector<std::string> inside(components.begin() + ptrdiff_t(base.size()) + 2, components.end());
 
-  GDBusConnection* bus = connection();
-  if (bus == nullptr || g_dbus_connection_is_closed(bus)) {
+  if (!index_loaded_) {
     g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                "cannot look up “%s”: the private document portal is not running (restarting?)",
+                "cannot look up “%s”: the VM's document index is still loading; try again",
                 printable(guest_path).c_str());
     return std::nullopt;
   }
-  g_autoptr(GError) lookup_error = nullptr;
-  auto info = lookup_document(bus, doc_id, app_id_, &lookup_error);
-  if (!info) {
-    // 1.16 answers InvalidArgument for an unknown id.
-    if (lookup_error->domain == SIDEBUS_ERROR && (lookup_error->code == SIDEBUS_ERROR_INVALID_ARGUMENT ||
-                                                  lookup_error->code == SIDEBUS_ERROR_NOT_FOUND))
-      return not_allowed("names no document shared with this VM");
-    set_portal_error(error, lookup_error, "cannot look up the document " + doc_id);
-    return std::nullopt;
-  }
-  const auto& permissions = info->app_permissions;
-  if (std::find(permissions.begin(), permissions.end(), "read") == permissions.end())
-    return not_allowed("names no document shared with this VM");  // the same answer: existence is not revealed
-  g_autofree char* document_name = g_path_get_basename(info->host_path.c_str());
+  auto indexed = index_.find(doc_id);
+  if (indexed == index_.end()) return not_allowed("names no document shared with this VM");
+  g_autofree char* document_name = g_path_get_basename(indexed->second.c_str());
   if (name != document_name) return not_allowed("is not the file of document " + doc_id);
 
-  const std::string& host_path = info->host_path;
+  const std::string& host_path = indexed->second;
   struct stat st;
   if (inside.empty()) {
     if (lstat(host_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return not_allowed("is a symbolic link");

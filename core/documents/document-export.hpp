@@ -3,15 +3,24 @@
 // granted to the VM's app id), and the reverse mapping from a guest path in
 // the guest documents directory back to the host file.
 //
+// Nothing here blocks the broker on the document portal: export is
+// asynchronous and batched, and the reverse mapping is answered from an index
+// of this VM's documents the exporter keeps itself (loaded with one
+// Documents.List when the document portal comes up, extended by every
+// export).
+//
 // What the guest must see is guest_view_path() = <documents_mount>/by-app/<app id>:
 // the document portal's per-app view, which holds only this app's documents
-// with this app's permissions. Share that directory (virtiofs/9p) at the
-// guest documents path, never the whole mount (its root view is the host's
-// and shows every document with full access).
+// with this app's permissions. Share that directory (virtiofs) at the guest
+// documents path, never the whole mount (its root view is the host's and
+// shows every document with full access).
 #pragma once
 
 #include <gio/gio.h>
 
+#include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,20 +33,20 @@ class PrivateBus;
 
 class DocumentExporter {
  public:
-  // private_bus: connection to the private bus (a reference is held; it stops
-  // working if the dbus-daemon has to be restarted — prefer the constructor
-  // below). documents_mount: the host FUSE mount (<runtime-dir>/doc).
-  // guest_documents_path: where guest_view_path() appears in the guest
-  // (absolute). app_id: the VM name, mapped by app_id_for_vm() (app-id.hpp).
-  DocumentExporter(GDBusConnection* private_bus, std::string app_id, std::string documents_mount,
-                   std::string guest_documents_path);
   // Follows private_bus across restarts (uses private_bus.connection() on
-  // every call). private_bus must outlive this.
+  // every call) and reloads its index each time the bus says it restarted
+  // (reload_index()). private_bus must outlive this. app_id: the VM name,
+  // mapped by app_id_for_vm() (app-id.hpp). guest_documents_path: where
+  // guest_view_path() appears in the guest (absolute).
   DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path);
-  ~DocumentExporter();
+  ~DocumentExporter();  // pending exports are dropped (their done never runs)
   DocumentExporter(const DocumentExporter&) = delete;
   DocumentExporter& operator=(const DocumentExporter&) = delete;
 
+  // Files per AddFull call: the fds one D-Bus message may carry on any bus
+  // (dbus-daemon's smallest default), so a 10 000-file answer is many small
+  // calls the document portal interleaves with everyone else's.
+  static constexpr size_t kFilesPerCall = 16;
 
   // file:// host URIs in, file://<guest-documents-path>/<doc-id>/<name> out.
   // All URIs are checked before anything is exported. Only file:// URIs on
@@ -47,34 +56,50 @@ class DocumentExporter {
   // FOR_SAVE exports <parent>/<name> by name (the file need not exist);
   // DIRECTORY is required to export a directory. Exports are persistent
   // (they survive broker restarts) and the same file reuses its document.
-  std::optional<std::vector<std::string>> export_uris(const std::vector<std::string>& host_uris,
-                                                      SidebusExportFlags flags, GError** error);
+  // @done runs later on the main context (never inside this call), with the
+  // guest URIs in order or an error (borrowed); not after destruction.
+  using ExportDone = std::function<void(std::optional<std::vector<std::string>> guest_uris, const GError* error)>;
+  void export_uris(const std::vector<std::string>& host_uris, SidebusExportFlags flags, ExportDone done);
+
   // A guest path (absolute, or a file:// URI) under guest_documents_path →
   // the host path of the file it stands for: <documents>/<doc-id>/<name> is
   // the document itself, <documents>/<doc-id>/<dir>/<a>/<b> a file inside an
   // exported directory (no symbolic links followed). Anything else (outside,
   // "." or ".." segments, unknown doc id, a document not shared with this
   // VM) is a SIDEBUS_ERROR_NOT_ALLOWED error; a missing file inside an
-  // exported directory is NOT_FOUND. Error messages name only guest paths:
-  // they may be returned to the guest.
-  std::optional<std::string> guest_path_to_host_path(const std::string& guest_path, GError** error);
+  // exported directory is NOT_FOUND; before the index is loaded, FAILED.
+  // Error messages name only guest paths: they may be returned to the guest.
+  std::optional<std::string> guest_path_to_host_path(const std::string& guest_path, GError** error) const;
+
+  // Loads the index of this app's documents again (asynchronously).
+  void reload_index();
+  bool index_loaded() const { return index_loaded_; }
+  // Exports not yet confirmed on disk by the permission store (see
+  // document-export.cpp); the broker waits for 0 before it stops the bus.
+  size_t unpersisted() const { return unpersisted_; }
 
   const std::string& guest_documents_path() const { return guest_documents_path_; }
   const std::string& app_id() const { return app_id_; }
   // <documents_mount>/by-app/<app id>: the directory to share with the guest.
   std::string guest_view_path() const;
 
+  struct Job;  // one export in flight (document-export.cpp)
+
  private:
   GDBusConnection* connection() const;
-  // One file, without the persistence barrier (export_uris does that once).
-  std::optional<std::string> export_path(const std::string& host_path, SidebusExportFlags flags,
-                                         std::string* doc_id_out, GError** error);
+  void finish_job(const std::shared_ptr<Job>& job);
+  void persist(const std::string& doc_id, bool writable);
 
-  GDBusConnection* fixed_connection_ = nullptr;  // first constructor: a reference held
-  PrivateBus* private_bus_ = nullptr;            // second constructor: followed across restarts
+  PrivateBus& private_bus_;
   std::string app_id_;
   std::string documents_mount_;
   std::string guest_documents_path_;
+  std::map<std::string, std::string> index_;  // document id → host path, this app's documents
+  bool index_loaded_ = false;
+  size_t unpersisted_ = 0;
+  // Completions check this: a job that completes after the exporter is gone
+  // does nothing.
+  std::shared_ptr<DocumentExporter*> alive_;
 };
 
 }  // namespace sidebus

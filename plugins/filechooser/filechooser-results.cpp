@@ -57,11 +57,41 @@ SidebusExportFlags export_flags(const CallInfo& call, GVariant* host_results) {
   return static_cast<SidebusExportFlags>(flags);
 }
 
+// What the guest's Response waits for while the chosen files are exported.
+struct Exporting {
+  SidebusRequest* request;  // a reference
+  Method method;
+  guint32 response;
+  GVariant* pass_through;  // a{sv}: the results besides "uris"
+  static void destroy(gpointer data) {
+    auto* self = static_cast<Exporting*>(data);
+    sidebus_request_unref(self->request);
+    g_variant_unref(self->pass_through);
+    delete self;
+  }
+};
+
+void on_exported(SidebusContext* context, char** guest_uris, const GError* error, gpointer user_data) {
+  auto* exporting = static_cast<Exporting*>(user_data);
+  if (guest_uris == nullptr) {
+    sidebus_context_log(context, G_LOG_LEVEL_WARNING, "%s: could not share the chosen files with the VM: %s",
+                        method_name(exporting->method), error->message);
+    respond_without_files(exporting->request, SIDEBUS_RESPONSE_OTHER);
+    return;
+  }
+  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s: %u file(s) exported to the guest",
+                      method_name(exporting->method), g_strv_length(guest_uris));
+  g_auto(GVariantBuilder) results = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
+  add_pass_through(&results, exporting->pass_through);
+  g_variant_builder_add(&results, "{sv}", "uris", g_variant_new_strv(guest_uris, -1));
+  sidebus_request_respond(exporting->request, exporting->response, g_variant_builder_end(&results));
+}
+
 }  // namespace
 
 void on_host_results(SidebusRequest* request, guint32 response, GVariant* host_results, gpointer user_data) {
   SidebusContext* context = sidebus_request_get_context(request);
-  const CallInfo call = call_info_from_pointer(user_data);
+  const CallInfo& call = *static_cast<CallInfo*>(user_data);
 
   g_auto(GVariantBuilder) results = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
   add_pass_through(&results, host_results);
@@ -88,18 +118,9 @@ void on_host_results(SidebusRequest* request, guint32 response, GVariant* host_r
     }
   }
 
-  g_autoptr(GError) error = nullptr;
-  g_auto(GStrv) guest_uris = sidebus_context_export_uris(context, host_uris, export_flags(call, host_results), &error);
-  if (guest_uris == nullptr) {
-    sidebus_context_log(context, G_LOG_LEVEL_WARNING, "%s: could not share the chosen files with the VM: %s",
-                        method_name(call.method), error->message);
-    respond_without_files(request, SIDEBUS_RESPONSE_OTHER);
-    return;
-  }
-  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s: %u file(s) exported to the guest", method_name(call.method),
-                      g_strv_length(guest_uris));
-  g_variant_builder_add(&results, "{sv}", "uris", g_variant_new_strv(guest_uris, -1));
-  sidebus_request_respond(request, response, g_variant_builder_end(&results));
+  auto* exporting = new Exporting{sidebus_request_ref(request), call.method, response, g_variant_ref(host_results)};
+  sidebus_context_export_uris_async(context, host_uris, export_flags(call, host_results), on_exported, exporting,
+                                    Exporting::destroy);
 }
 
 }  // namespace filechooser

@@ -14,8 +14,8 @@
 // at worst name an unrelated host window.
 //
 // The version property is the lower of what this plugin implements and what
-// the host portal reports (read once when the link comes up), so a guest
-// never relies on an option the host would ignore.
+// the host portal reports (read by the core before the guest sees the
+// portal), so a guest never relies on an option the host would ignore.
 #include <libpeas/peas.h>
 
 #include <cstring>
@@ -38,15 +38,6 @@ const char* method_name(Method method) {
   g_assert_not_reached();
 }
 
-gpointer call_info_to_pointer(CallInfo info) {
-  return GUINT_TO_POINTER((static_cast<guint>(info.method) << 1) | (info.directory ? 1u : 0u));
-}
-
-CallInfo call_info_from_pointer(gpointer pointer) {
-  guint bits = GPOINTER_TO_UINT(pointer);
-  return CallInfo{static_cast<Method>(bits >> 1), (bits & 1u) != 0};
-}
-
 }  // namespace filechooser
 
 using filechooser::Method;
@@ -56,8 +47,7 @@ G_DECLARE_FINAL_TYPE(FcPortal, fc_portal, FC, PORTAL, SidebusFcFileChooserSkelet
 
 struct _FcPortal {
   SidebusFcFileChooserSkeleton parent_instance;
-  SidebusContext* context;      // borrowed between start() and stop()
-  GCancellable* version_query;  // the host version Get, cancelled by stop()
+  SidebusContext* context;  // borrowed between start() and stop()
 };
 
 static void fc_portal_portal_iface_init(SidebusPortalInterface* iface);
@@ -99,10 +89,10 @@ static gboolean handle_call(SidebusFcFileChooser* object, GDBusMethodInvocation*
 
   gboolean directory = FALSE;
   if (method == Method::OpenFile) g_variant_lookup(host_options, "directory", "b", &directory);
-  const filechooser::CallInfo call{method, directory != FALSE};
-  sidebus_request_call_host(request, filechooser::kInterface, filechooser::method_name(method),
-                            g_variant_new("(ss@a{sv})", "", title, host_options), filechooser::on_host_results,
-                            filechooser::call_info_to_pointer(call));
+  sidebus_request_call_host_full(request, filechooser::kInterface, filechooser::method_name(method),
+                                 g_variant_new("(ss@a{sv})", "", title, host_options), nullptr,
+                                 filechooser::on_host_results, new filechooser::CallInfo{method, directory != FALSE},
+                                 filechooser::CallInfo::destroy);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
@@ -121,54 +111,24 @@ static gboolean handle_save_files(SidebusFcFileChooser* object, GDBusMethodInvoc
   return handle_call(object, invocation, Method::SaveFiles, title, options);
 }
 
-// ---- version --------------------------------------------------------------
-
-static void on_host_version(GObject* source, GAsyncResult* result, gpointer user_data) {
-  g_autoptr(FcPortal) self = FC_PORTAL(user_data);
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
-  if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || self->context == nullptr) return;
-  if (reply == nullptr) {
-    g_dbus_error_strip_remote_error(error);
-    sidebus_context_log(self->context, G_LOG_LEVEL_WARNING,
-                        "cannot read the host portal's FileChooser version (%s); telling the guest %u", error->message,
-                        filechooser::kImplementedVersion);
-    return;
-  }
-  g_autoptr(GVariant) value = nullptr;
-  g_variant_get(reply, "(v)", &value);
-  if (!g_variant_is_of_type(value, G_VARIANT_TYPE_UINT32)) return;
-  guint host_version = g_variant_get_uint32(value);
-  guint version = MIN(host_version, filechooser::kImplementedVersion);
-  sidebus_fc_file_chooser_set_version(SIDEBUS_FC_FILE_CHOOSER(self), version);
-  sidebus_context_log(self->context, G_LOG_LEVEL_DEBUG, "host FileChooser version %u; the guest sees %u", host_version,
-                      version);
-}
-
 // ---- SidebusPortal --------------------------------------------------------
 
 static gboolean fc_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
   FcPortal* self = FC_PORTAL(portal);
+  guint host_version = sidebus_context_get_host_version(context, filechooser::kInterface);
+  if (host_version == 0) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_SUPPORTED, "the host portal has no FileChooser");
+    return FALSE;
+  }
   self->context = context;
-  self->version_query = g_cancellable_new();
-  sidebus_fc_file_chooser_set_version(SIDEBUS_FC_FILE_CHOOSER(self), filechooser::kImplementedVersion);
-  g_dbus_connection_call(sidebus_context_get_host_connection(context), SIDEBUS_PORTAL_BUS_NAME,
-                         SIDEBUS_PORTAL_OBJECT_PATH, "org.freedesktop.DBus.Properties", "Get",
-                         g_variant_new("(ss)", filechooser::kInterface, "version"), G_VARIANT_TYPE("(v)"),
-                         G_DBUS_CALL_FLAGS_NONE, -1, self->version_query, on_host_version, g_object_ref(self));
+  guint version = MIN(host_version, filechooser::kImplementedVersion);
+  sidebus_fc_file_chooser_set_version(SIDEBUS_FC_FILE_CHOOSER(self), version);
+  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "host FileChooser version %u; the guest sees %u", host_version,
+                      version);
   return sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self), error);
 }
 
-static void fc_portal_stop(SidebusPortal* portal) {
-  FcPortal* self = FC_PORTAL(portal);
-  if (self->version_query != nullptr) g_cancellable_cancel(self->version_query);
-  self->context = nullptr;
-}
-
-static void fc_portal_finalize(GObject* object) {
-  g_clear_object(&FC_PORTAL(object)->version_query);
-  G_OBJECT_CLASS(fc_portal_parent_class)->finalize(object);
-}
+static void fc_portal_stop(SidebusPortal* portal) { FC_PORTAL(portal)->context = nullptr; }
 
 static void fc_portal_portal_iface_init(SidebusPortalInterface* iface) {
   iface->start = fc_portal_start;
@@ -180,7 +140,7 @@ static void fc_portal_init(FcPortal* self) {
   g_signal_connect(self, "handle-save-file", G_CALLBACK(handle_save_file), nullptr);
   g_signal_connect(self, "handle-save-files", G_CALLBACK(handle_save_files), nullptr);
 }
-static void fc_portal_class_init(FcPortalClass* klass) { G_OBJECT_CLASS(klass)->finalize = fc_portal_finalize; }
+static void fc_portal_class_init(FcPortalClass*) {}
 static void fc_portal_class_finalize(FcPortalClass*) {}
 
 extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {

@@ -23,15 +23,13 @@ inline constexpr guint kImplementedVersion = 4;
 enum class Method : guint { OpenFile, SaveFile, SaveFiles };
 const char* method_name(Method method);
 
-// What the result mapping needs to know about the call. Packed into the
-// SidebusResultsFunc user_data pointer: the core offers no destroy notify for
-// it, and a request closed before its Response must not leak anything.
+// What the result mapping needs to know about the call: the request's user
+// data, released by the core with destroy().
 struct CallInfo {
   Method method;
   bool directory;  // OpenFile with directory=true: folders were chosen
+  static void destroy(gpointer info) { delete static_cast<CallInfo*>(info); }
 };
-gpointer call_info_to_pointer(CallInfo info);
-CallInfo call_info_from_pointer(gpointer pointer);
 
 // The options to send to the host portal for @method: only the keys the
 // method documents, each type-checked and validated (InvalidArgument
@@ -44,7 +42,7 @@ GVariant* host_options_for(SidebusContext* context, Method method, GVariant* gue
 char* host_path_for_guest_path(SidebusContext* context, const char* key, const char* guest_path);
 
 // SidebusResultsFunc: the host's Response becomes the guest's, with every
-// chosen host file exported to the guest. user_data: call_info_to_pointer().
+// chosen host file exported to the guest. user_data: a CallInfo.
 void on_host_results(SidebusRequest* request, guint32 response, GVariant* host_results, gpointer user_data);
 
 }  // namespace filechooser

@@ -177,6 +177,7 @@ struct CopyStore::Job {
   Fd source;
   Fd target;
   std::string target_path;
+  goffset reserved = 0;  // the source's size when the copy started, counted against the total already
   goffset copied = 0;
   Done done;
 };
@@ -219,10 +220,12 @@ void CopyStore::copy_in_thread(GTask* task, gpointer, gpointer task_data, GCance
       return;
     }
     if (n == 0) break;
-    if (job->copied + n > kMaxCopySize) {
-      g_task_return_new_error(task, SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
-                              "the file is larger than %" G_GOFFSET_FORMAT " MiB, the most copied to the host",
-                              kMaxCopySize / (1024 * 1024));
+    if (job->copied + n > job->reserved) {
+      // What was reserved is what is copied: a file that grows while it is
+      // copied could otherwise take more than the limits allow.
+      g_task_return_new_error(task, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                              "the file grew while it was copied (from %" G_GOFFSET_FORMAT " bytes); try again",
+                              job->reserved);
       return;
     }
     for (ssize_t written = 0; written < n;) {
@@ -247,11 +250,11 @@ void CopyStore::copy(GuestFd source, Done done) {
     g_set_error(&error, SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
                 "the file is larger than %" G_GOFFSET_FORMAT " MiB, the most copied to the host",
                 kMaxCopySize / (1024 * 1024));
-  } else if (copied_total_ + source.st.st_size > kMaxCopiedTotal) {
+  } else if (reserved_total_ + source.st.st_size > kMaxCopiedTotal) {
     g_set_error(&error, SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
                 "this VM's copies on the host already take %" G_GOFFSET_FORMAT " MiB (at most %" G_GOFFSET_FORMAT
                 " MiB until it reconnects)",
-                copied_total_ / (1024 * 1024), kMaxCopiedTotal / (1024 * 1024));
+                reserved_total_ / (1024 * 1024), kMaxCopiedTotal / (1024 * 1024));
   }
   if (error != nullptr || !ensure_dir(&error)) {
     done(std::nullopt, error);
@@ -261,6 +264,9 @@ void CopyStore::copy(GuestFd source, Done done) {
   auto job = std::make_unique<Job>();
   job->store = this;
   job->done = std::move(done);
+  // Reserved before the copy starts, so copies in flight at once can never
+  // take more than kMaxCopiedTotal between them.
+  job->reserved = source.st.st_size;
   std::string name = copy_name(source.path, source.st);
   job->source = std::move(source.fd);
   g_autofree char* number = g_strdup_printf("%" G_GUINT64_FORMAT, next_++);
@@ -277,6 +283,7 @@ void CopyStore::copy(GuestFd source, Done done) {
     return;
   }
   job->target_path = target_path;
+  reserved_total_ += job->reserved;
 
   g_autoptr(GTask) task = g_task_new(nullptr, cancellable_, on_copied, nullptr);
   g_task_set_task_data(task, job.release(), [](gpointer data) { delete static_cast<Job*>(data); });
@@ -289,11 +296,12 @@ void CopyStore::on_copied(GObject*, GAsyncResult* result, gpointer) {
   if (g_cancellable_is_cancelled(g_task_get_cancellable(task))) return;  // the store is gone, and its files
   g_autoptr(GError) error = nullptr;
   if (!g_task_propagate_boolean(task, &error)) {
+    job->store->reserved_total_ -= job->reserved;
     job->store->remove(job->target_path);
     job->done(std::nullopt, error);
     return;
   }
-  job->store->copied_total_ += job->copied;
+  job->store->reserved_total_ -= job->reserved - job->copied;  // a file may shrink while it is copied
   job->done(job->target_path, nullptr);
 }
 

@@ -77,7 +77,8 @@ std::optional<GuestFd> take_guest_fd(GUnixFDList* fd_list, gint32 handle, GError
 // Copies of guest files that are not documents, in a private directory of
 // the broker's user (0700, under $XDG_RUNTIME_DIR), each as
 // <dir>/<n>/<original name>. Copying runs in a thread; it is bounded by
-// kMaxCopySize per file and kMaxCopiedTotal per link.
+// kMaxCopySize per file and kMaxCopiedTotal per link, the file's size
+// reserved against the total before the copy starts.
 class CopyStore {
  public:
   static constexpr goffset kMaxCopySize = 256 * 1024 * 1024;
@@ -105,7 +106,7 @@ class CopyStore {
   std::string vm_name_;
   std::string dir_;  // created on first use
   guint64 next_ = 0;
-  goffset copied_total_ = 0;
+  goffset reserved_total_ = 0;  // copies done and in flight
   GCancellable* cancellable_;
 };
 

@@ -42,11 +42,6 @@ namespace {
 constexpr const char* kInterface = "org.freedesktop.portal.OpenURI";
 // Version 5 added SchemeSupported.
 constexpr guint32 kImplementedVersion = 5;
-// What xdg-desktop-portal 1.x up to 1.18 announces; assumed if the host does
-// not tell (the host portal will answer the calls themselves, or fail them).
-constexpr guint32 kFallbackHostVersion = 3;
-// start() reads the host's version synchronously (see read_host_version).
-constexpr int kVersionTimeoutMs = 5000;
 constexpr gsize kMaxActivationTokenLength = 1024;
 
 struct GObjectUnref {
@@ -110,82 +105,63 @@ bool option_is_true(GVariant* options, const char* key) {
 
 // ---- Configuration -----------------------------------------------------------
 
+// Schemes an administrator may not list: they are not links to another
+// application but code or content the host would run or show as if it were
+// its own (javascript:, vbscript:, data:, blob:), or host files (file:,
+// which is only ever opened for the VM's own documents, listed or not).
+constexpr const char* kRefusedSchemes[][2] = {
+    {"file", "file:// URIs are opened only for the VM's shared documents, whatever the list says; remove it"},
+    {"javascript", "it runs script code in the host's browser, not a link to open"},
+    {"vbscript", "it runs script code on the host, not a link to open"},
+    {"data", "it carries content for the host to show as its own, not a link to open"},
+    {"blob", "it names a browser's in-memory content, not a link to open"},
+};
+
+gboolean validate_schemes(const char*, JsonNode* value, GError** error) {
+  JsonArray* array = json_node_get_array(value);
+  for (guint i = 0; i < json_array_get_length(array); i++) {
+    const char* scheme = json_array_get_string_element(array, i);
+    g_autofree char* lower = g_ascii_strdown(scheme, -1);
+    if (!is_uri_scheme(scheme) || strcmp(lower, scheme) != 0) {
+      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                  "[%u] \"%s\" is not a lower-case URI scheme (a-z, then a-z 0-9 + - .; without \":\"), e.g. \"https\"",
+                  i, quote_for_message(scheme).c_str());
+      return FALSE;
+    }
+    for (const auto& refused : kRefusedSchemes) {
+      if (strcmp(scheme, refused[0]) == 0) {
+        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "[%u] \"%s\" cannot be allowed: %s", i, scheme,
+                    refused[1]);
+        return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
+const SidebusConfigKey kConfigKeys[] = {
+    {"schemes", SIDEBUS_CONFIG_STRING_ARRAY, 0, 0, validate_schemes, {}},
+    {"copy_outside_documents", SIDEBUS_CONFIG_BOOLEAN, 0, 0, nullptr, {}},
+};
+
+// portals.openuri, checked against kConfigKeys when the broker started.
 struct Settings {
   std::vector<std::string> schemes = kDefaultSchemes;
   bool copy_outside_documents = false;
 
-  // A wrong value fails start() with the key named: the administrator's
-  // policy must never be silently replaced by a default.
-  static std::optional<Settings> from_config(JsonObject* config, GError** error) {
+  static Settings from_config(JsonObject* config) {
     Settings settings;
-    if (JsonNode* node = json_object_get_member(config, "schemes")) {
-      if (!JSON_NODE_HOLDS_ARRAY(node)) {
-        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                    "portals.openuri.schemes: expected an array of lower-case URI schemes");
-        return std::nullopt;
-      }
+    JsonNode* node = json_object_get_member(config, "schemes");
+    if (node != nullptr && JSON_NODE_HOLDS_ARRAY(node)) {
+      JsonArray* schemes = json_node_get_array(node);
       settings.schemes.clear();
-      JsonArray* array = json_node_get_array(node);
-      for (guint i = 0; i < json_array_get_length(array); i++) {
-        JsonNode* element = json_array_get_element(array, i);
-        const char* scheme = JSON_NODE_HOLDS_VALUE(element) && json_node_get_value_type(element) == G_TYPE_STRING
-                                 ? json_node_get_string(element)
-                                 : nullptr;
-        g_autofree char* lower = scheme != nullptr ? g_ascii_strdown(scheme, -1) : nullptr;
-        if (scheme == nullptr || !is_uri_scheme(scheme) || strcmp(lower, scheme) != 0) {
-          g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                      "portals.openuri.schemes[%u]: expected a lower-case URI scheme such as \"https\"", i);
-          return std::nullopt;
-        }
-        settings.schemes.emplace_back(scheme);
-      }
+      for (guint i = 0; i < json_array_get_length(schemes); i++)
+        settings.schemes.emplace_back(json_array_get_string_element(schemes, i));
     }
-    if (JsonNode* node = json_object_get_member(config, "copy_outside_documents")) {
-      if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN) {
-        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                    "portals.openuri.copy_outside_documents: expected true or false");
-        return std::nullopt;
-      }
-      settings.copy_outside_documents = json_node_get_boolean(node);
-    }
+    settings.copy_outside_documents = json_object_get_boolean_member_with_default(config, "copy_outside_documents", FALSE);
     return settings;
   }
 };
-
-// The version guests see must never promise more than the host portal
-// does, and they may read it as soon as the portal name appears on their
-// bus. start() runs before the broker claims that name, so one bounded
-// synchronous read here means every guest sees the final value. The host
-// portal normally runs already (it is activated otherwise).
-// A host portal without OpenURI (xdg-desktop-portal offers it only with an
-// AppChooser backend) fails start(): the guest then lacks it too, as
-// applications expect. A host portal that does not answer at all is assumed
-// to be coming, with kFallbackHostVersion.
-std::optional<guint32> read_host_version(SidebusContext* context, GError** error) {
-  g_autoptr(GError) call_error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      sidebus_context_get_host_connection(context), SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH,
-      "org.freedesktop.DBus.Properties", "Get", g_variant_new("(ss)", kInterface, "version"), G_VARIANT_TYPE("(v)"),
-      G_DBUS_CALL_FLAGS_NONE, kVersionTimeoutMs, nullptr, &call_error);
-  if (g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_INVALID_ARGS) ||
-      g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_INTERFACE) ||
-      g_error_matches(call_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY)) {
-    g_dbus_error_strip_remote_error(call_error);
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_SUPPORTED,
-                "the host portal has no OpenURI (%s); xdg-desktop-portal offers it only with an AppChooser backend",
-                call_error->message);
-    return std::nullopt;
-  }
-  g_autoptr(GVariant) value = nullptr;
-  if (reply != nullptr) g_variant_get(reply, "(v)", &value);
-  if (value == nullptr || !g_variant_is_of_type(value, G_VARIANT_TYPE_UINT32)) {
-    sidebus_context_log(context, G_LOG_LEVEL_WARNING,
-                        "cannot read the host portal's OpenURI version (%s); assuming version %u",
-                        call_error != nullptr ? call_error->message : "not a uint32", kFallbackHostVersion);
-    return kFallbackHostVersion;
-  }
-  return g_variant_get_uint32(value);
-}
 
 // ---- The portal --------------------------------------------------------------
 
@@ -207,7 +183,6 @@ class OpenUri {
                                     const char* parent_window, GVariant* fd, GVariant* options, gpointer user_data);
   static gboolean on_scheme_supported(OpenUriGenOpenURI*, GDBusMethodInvocation* invocation, const char* scheme,
                                       GVariant* options, gpointer user_data);
-  static void on_host_scheme_supported(GObject* source, GAsyncResult* result, gpointer user_data);
   static void on_copy_results(SidebusRequest* request, guint32 response, GVariant* results, gpointer user_data);
 
   void open_fd(GDBusMethodInvocation* invocation, const char* method, GUnixFDList* fd_list, GVariant* fd,
@@ -227,21 +202,25 @@ class OpenUri {
   Settings settings_;
   guint32 host_version_;
   GObjectPtr<OpenUriGenOpenURI> skeleton_;
-  GObjectPtr<GCancellable> cancellable_;                // host calls outside requests (SchemeSupported)
   std::unique_ptr<CopyStore> copies_;                   // copy_outside_documents only
   std::map<std::string, std::string> copy_by_request_;  // guest request path → host copy
 };
 
 std::unique_ptr<OpenUri> OpenUri::start(SidebusContext* context, GError** error) {
-  auto settings = Settings::from_config(sidebus_context_get_config(context), error);
-  if (!settings) return nullptr;
-  std::optional<guint32> host_version = read_host_version(context, error);
-  if (!host_version) return nullptr;
-  std::unique_ptr<OpenUri> self(new OpenUri(context, std::move(*settings), *host_version));
+  Settings settings = Settings::from_config(sidebus_context_get_config(context));
+  // xdg-desktop-portal offers OpenURI only with an AppChooser backend; without
+  // it the guest lacks it too, as applications expect.
+  guint32 host_version = sidebus_context_get_host_version(context, kInterface);
+  if (host_version == 0) {
+    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_SUPPORTED,
+                "the host portal has no OpenURI (xdg-desktop-portal offers it only with an AppChooser backend)");
+    return nullptr;
+  }
+  std::unique_ptr<OpenUri> self(new OpenUri(context, std::move(settings), host_version));
   if (!sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self->skeleton_.get()), error)) return nullptr;
   sidebus_context_log(
       context, G_LOG_LEVEL_DEBUG, "OpenURI version %u (host %u); schemes: %s; documents: %s; copies outside them: %s",
-      open_uri_gen_open_uri_get_version(OPEN_URI_GEN_OPEN_URI(self->skeleton_.get())), *host_version,
+      open_uri_gen_open_uri_get_version(OPEN_URI_GEN_OPEN_URI(self->skeleton_.get())), host_version,
       self->settings_.schemes.empty() ? "none" : join_schemes(self->settings_.schemes).c_str(),
       *sidebus_context_get_guest_documents_path(context) != '\0' ? sidebus_context_get_guest_documents_path(context)
                                                                  : "(none)",
@@ -253,8 +232,7 @@ OpenUri::OpenUri(SidebusContext* context, Settings settings, guint32 host_versio
     : context_(context),
       settings_(std::move(settings)),
       host_version_(host_version),
-      skeleton_(open_uri_gen_open_uri_skeleton_new()),
-      cancellable_(g_cancellable_new()) {
+      skeleton_(open_uri_gen_open_uri_skeleton_new()) {
   if (settings_.copy_outside_documents) copies_ = std::make_unique<CopyStore>(sidebus_context_get_vm_name(context));
   open_uri_gen_open_uri_set_version(skeleton_.get(), MIN(host_version_, kImplementedVersion));
   g_signal_connect(skeleton_.get(), "handle-open-uri", G_CALLBACK(on_open_uri), this);
@@ -264,7 +242,6 @@ OpenUri::OpenUri(SidebusContext* context, Settings settings, guint32 host_versio
 }
 
 OpenUri::~OpenUri() {
-  g_cancellable_cancel(cancellable_.get());
   g_signal_handlers_disconnect_by_data(skeleton_.get(), this);
   if (copies_ && !copies_->dir().empty())
     sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "deleting the copies in %s", copies_->dir().c_str());
@@ -289,8 +266,8 @@ SidebusRequest* OpenUri::forward_fd(GDBusMethodInvocation* invocation, GVariant*
     reject(invocation, g_steal_pointer(&error));
     return nullptr;
   }
-  sidebus_request_call_host_with_fds(request, kInterface, method, g_variant_new("(sh@a{sv})", "", 0, host_options), fds,
-                                     on_results, this);
+  sidebus_request_call_host_full(request, kInterface, method, g_variant_new("(sh@a{sv})", "", 0, host_options), fds,
+                                 on_results, this, nullptr);
   return request;
 }
 
@@ -522,13 +499,6 @@ void OpenUri::on_copy_results(SidebusRequest* request, guint32 response, GVarian
 
 // ---- SchemeSupported ---------------------------------------------------------
 
-struct SchemeSupportedCall {
-  OpenUri* self;  // only while cancellable is not cancelled
-  GObjectPtr<GCancellable> cancellable;
-  GObjectPtr<GDBusMethodInvocation> invocation;
-  SidebusContext* context;
-};
-
 gboolean OpenUri::on_scheme_supported(OpenUriGenOpenURI* skeleton, GDBusMethodInvocation* invocation,
                                       const char* scheme, GVariant* options, gpointer user_data) {
   auto* self = static_cast<OpenUri*>(user_data);
@@ -566,38 +536,9 @@ gboolean OpenUri::on_scheme_supported(OpenUriGenOpenURI* skeleton, GDBusMethodIn
     open_uri_gen_open_uri_complete_scheme_supported(skeleton, invocation, handler != nullptr);
     return G_DBUS_METHOD_INVOCATION_HANDLED;
   }
-  auto* call = new SchemeSupportedCall{
-      self, GObjectPtr<GCancellable>(G_CANCELLABLE(g_object_ref(self->cancellable_.get()))),
-      GObjectPtr<GDBusMethodInvocation>(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))), self->context_};
-  g_dbus_connection_call(sidebus_context_get_host_connection(self->context_), SIDEBUS_PORTAL_BUS_NAME,
-                         SIDEBUS_PORTAL_OBJECT_PATH, kInterface, "SchemeSupported",
-                         g_variant_new("(s@a{sv})", lower, host_options), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE,
-                         -1, self->cancellable_.get(), on_host_scheme_supported, call);
+  sidebus_context_forward_call(self->context_, invocation, kInterface, "SchemeSupported",
+                               g_variant_new("(s@a{sv})", lower, host_options), nullptr, nullptr, nullptr, nullptr);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
-}
-
-void OpenUri::on_host_scheme_supported(GObject* source, GAsyncResult* result, gpointer user_data) {
-  std::unique_ptr<SchemeSupportedCall> call(static_cast<SchemeSupportedCall*>(user_data));
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
-  GDBusMethodInvocation* invocation = G_DBUS_METHOD_INVOCATION(g_object_ref(call->invocation.get()));
-  if (g_cancellable_is_cancelled(call->cancellable.get())) {  // the link went away; so did the caller
-    g_dbus_method_invocation_return_error(invocation, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the portal stopped");
-    return;
-  }
-  if (reply == nullptr) {
-    // Pass the host's error name through: the guest asked the same portal.
-    g_autofree char* remote_name = g_dbus_error_get_remote_error(error);
-    if (remote_name != nullptr) g_dbus_error_strip_remote_error(error);
-    sidebus_context_log(call->context, G_LOG_LEVEL_WARNING, "host SchemeSupported failed: %s", error->message);
-    if (remote_name != nullptr)
-      g_dbus_method_invocation_return_dbus_error(invocation, remote_name, error->message);
-    else
-      g_dbus_method_invocation_return_error(invocation, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                                            "the host portal failed: %s", error->message);
-    return;
-  }
-  g_dbus_method_invocation_return_value(invocation, g_variant_ref(reply));
 }
 
 }  // namespace
@@ -638,9 +579,15 @@ static void openuri_portal_finalize(GObject* object) {
   G_OBJECT_CLASS(openuri_portal_parent_class)->finalize(object);
 }
 
+static const SidebusConfigKey* openuri_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
+  *n_keys = G_N_ELEMENTS(sidebus::openuri::kConfigKeys);
+  return sidebus::openuri::kConfigKeys;
+}
+
 static void openuri_portal_iface_init(SidebusPortalInterface* iface) {
   iface->start = openuri_portal_start;
   iface->stop = openuri_portal_stop;
+  iface->get_config_schema = openuri_portal_get_config_schema;
 }
 
 static void openuri_portal_init(OpenUriPortal* self) { self->portal = nullptr; }

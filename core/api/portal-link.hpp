@@ -1,0 +1,114 @@
+// portal-link.hpp — everything the portals of one guest link share, and the
+// one owner of all of it: the plugin instances and their contexts, every
+// guest request and session, the host signal routes, the guest client
+// watches, the guest bus names. The broker makes one when a link is up and
+// destroys it when the link goes; the portals never outlive it.
+//
+// Teardown (shutdown(), also from the destructor) runs in one fixed order,
+// whatever ended the link (agent gone, VM reboot, a replacing link, the
+// broker stopping):
+//   1. guest side: every request and session is retired — its guest object
+//      unexported, its callbacks disconnected;
+//   2. host side: pending host requests and active host sessions are closed
+//      (asynchronous calls; nothing waits for the host);
+//   3. the plugins' stop(), in reverse start order, then their contexts go
+//      (skeletons unexported, host signal subscriptions and guest client
+//      watches dropped, pending forwarded calls and exports released);
+//   4. the owner then closes the guest connection (GuestLink). No
+//      ReleaseName: closing the connection releases the names, and a dead
+//      link must never be waited on.
+#pragma once
+
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/guest-clients.hpp"
+#include "sidebus-plugin.h"
+#include "util/gobject-ptr.hpp"
+
+namespace sidebus {
+
+class DocumentExporter;
+class HostPortal;
+
+struct PortalLinkOptions {
+  std::string vm_name;
+  std::string transport;  // for messages: "unix:/run/…", "vsock:1234"
+  SidebusFdTransport fd_transport = SIDEBUS_FD_TRANSPORT_NONE;
+  unsigned max_pending_requests = 64;  // broker.max_pending_requests
+  unsigned max_sessions = 16;          // broker.max_sessions
+};
+
+class PortalLink {
+ public:
+  // @guest: the broker's connection to the guest bus, borrowed (the owner
+  // closes it after shutdown()). @exporter may be null (no documents).
+  PortalLink(GDBusConnection* guest, HostPortal& host, DocumentExporter* exporter, PortalLinkOptions options);
+  ~PortalLink();
+  PortalLink(const PortalLink&) = delete;
+  PortalLink& operator=(const PortalLink&) = delete;
+
+  // Starts one plugin instance (@extension: a SidebusPortal, reference taken
+  // over). A failing start() is logged and the instance dropped.
+  void start_portal(GObject* extension, const std::string& name, JsonObject* config);
+  // Claims SIDEBUS_PORTAL_BUS_NAME and the names plugins exported under
+  // (asynchronous RequestName; never released: see above).
+  void claim_names();
+  void shutdown();
+
+  GDBusConnection* guest() const { return guest_; }
+  GDBusConnection* host() const;
+  HostPortal& host_portal() const { return host_; }
+  DocumentExporter* exporter() const { return exporter_; }
+  const PortalLinkOptions& options() const { return options_; }
+  GuestClients& clients() { return clients_; }
+  bool closing() const { return closing_; }
+  // False (with a clear error) while the host portal is not running: new
+  // requests and forwarded calls are refused then.
+  bool require_host_portal(GError** error) const;
+  void add_bus_name(const std::string& name);
+
+  // ---- what request.cpp and session.cpp register ----
+  size_t pending_requests() const { return requests_.size(); }
+  bool has_request(const std::string& guest_path) const { return requests_.count(guest_path) != 0; }
+  void add_request(SidebusRequest* request);  // takes a reference
+  void remove_request(SidebusRequest* request);  // drops it
+  void route_host_request(const std::string& host_path, SidebusRequest* request);  // "" to unroute
+  void unroute_host_request(const std::string& host_path);
+
+  size_t active_sessions() const { return sessions_.size(); }
+  bool has_session(const std::string& guest_path) const { return sessions_.count(guest_path) != 0; }
+  SidebusSession* find_session(const std::string& guest_path) const;
+  void add_session(SidebusSession* session);
+  void remove_session(SidebusSession* session);
+  void route_host_session(const std::string& host_path, SidebusSession* session);
+  void unroute_host_session(const std::string& host_path);
+
+ private:
+  static void on_host_signal(GDBusConnection*, const char* sender, const char* path, const char* interface_name,
+                             const char* signal_name, GVariant* parameters, gpointer self);
+  void on_host_portal_gone();
+
+  GDBusConnection* guest_;
+  HostPortal& host_;
+  DocumentExporter* exporter_;
+  PortalLinkOptions options_;
+  GuestClients clients_;
+  bool closing_ = false;
+  std::vector<std::unique_ptr<_SidebusContext>> contexts_;  // in start order
+  std::vector<std::string> bus_names_;
+  std::map<std::string, SidebusRequest*> requests_;           // guest path → (a reference)
+  std::map<std::string, SidebusRequest*> requests_by_host_;   // host path → (borrowed)
+  std::map<std::string, SidebusSession*> sessions_;           // guest path → (a reference)
+  std::map<std::string, SidebusSession*> sessions_by_host_;   // host path → (borrowed)
+  guint response_subscription_ = 0;  // host Request.Response, one for the link
+  guint closed_subscription_ = 0;    // host Session.Closed, one for the link
+  guint host_listener_ = 0;
+};
+
+}  // namespace sidebus
