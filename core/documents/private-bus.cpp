@@ -2,7 +2,9 @@
 // dbus-daemon, the real xdg-permission-store and xdg-document-portal on it,
 // and their FUSE mount, owned and supervised by the broker.
 //
-// Start-up, in this order and against one deadline:
+// Start-up, in this order and against one deadline, driven by events (the
+// daemon printing its address, NameOwnerChanged, replies), never by polling
+// or waiting on the main loop:
 //   1. clean up after a crashed run: a stale FUSE mount at <runtime>/doc, a
 //      stale socket (a socket that still answers means another broker uses
 //      this runtime dir: refused);
@@ -19,8 +21,11 @@
 // Afterwards, on the default main context: a helper that exits on its own is
 // restarted after a backoff (at most kMaxRestartsPerMinute a minute); if the
 // dbus-daemon goes (our connection closes), everything is restarted and
-// connection() is a new object. Restarts block the main loop while they run
-// (bounded like start-up); on_restarted tells the owner when they are done.
+// connection() is a new object. A restart is the same asynchronous sequence
+// as start-up (an Attempt); helpers that are replaced are stopped without
+// waiting (ChildProcess::stop_async). on_restarted tells the owner when a
+// restart is done. Only start() itself waits, iterating the main context:
+// the broker has nothing to serve before the bus is up.
 #include "util/gobject-ptr.hpp"
 #include "documents/private-bus.hpp"
 
@@ -36,11 +41,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
+#include <vector>
 
 #include "util/child-process.hpp"
 #include "documents/dbus-daemon.hpp"
 #include "sidebus-config.h"
+#include "util/main-context.hpp"
 #include "util/unique-fd.hpp"
 
 namespace sidebus {
@@ -49,18 +57,10 @@ namespace {
 constexpr const char* kDocumentsName = "org.freedesktop.portal.Documents";
 constexpr const char* kDocumentsPath = "/org/freedesktop/portal/documents";
 constexpr const char* kPermissionStoreName = "org.freedesktop.impl.portal.PermissionStore";
-constexpr gint64 kStartTimeoutUs = 15 * G_USEC_PER_SEC;
-constexpr gint64 kPollIntervalUs = 10 * 1000;
+constexpr guint kStartTimeoutSeconds = 15;
 constexpr size_t kMaxRestartsPerMinute = 5;
 constexpr guint kFirstRestartDelayMs = 250;  // doubled for each restart within the last minute
 
-
-struct Deadline {
-  gint64 end_us;
-  explicit Deadline(gint64 timeout_us) : end_us(g_get_monotonic_time() + timeout_us) {}
-  bool passed() const { return g_get_monotonic_time() >= end_us; }
-  int remaining_ms() const { return int(MAX(end_us - g_get_monotonic_time(), 0) / 1000) + 1; }
-};
 
 // ---- The FUSE mount and the socket ----------------------------------------
 
@@ -160,7 +160,15 @@ class PrivateBusImpl final : public PrivateBus {
   explicit PrivateBusImpl(const Options& options);
   ~PrivateBusImpl() override;
 
-  bool start_all(GError** error);
+  // What an Attempt starts: the whole bus, or helpers that died.
+  struct Steps {
+    bool bus = false;
+    bool permission_store = false;
+    bool document_portal = false;
+  };
+  using Done = std::function<void(GError* error)>;  // error borrowed; NULL: all up
+  // Runs @steps asynchronously; @done runs on the main context.
+  void start_async(Steps steps, Done done);
   void watch_all();
 
   GDBusConnection* connection() override { return connection_.get(); }
@@ -169,15 +177,11 @@ class PrivateBusImpl final : public PrivateBus {
   void set_on_restarted(std::function<void()> on_restarted) override { on_restarted_ = std::move(on_restarted); }
 
  private:
+  struct Attempt;
   bool prepare_directories(GError** error);
-  bool start_bus(GError** error);
-  bool start_permission_store(const Deadline& deadline, GError** error);
-  bool start_document_portal(const Deadline& deadline, GError** error);
   std::unique_ptr<ChildProcess> spawn_helper(const char* name, const char* program, GError** error);
-  bool wait_for_name(const ChildProcess& helper, const char* name, const Deadline& deadline,
-                     const std::function<std::string()>& hint, GError** error);
-  bool name_has_owner(const char* name);
   void release_documents_mount();
+  void retire(std::unique_ptr<ChildProcess> child);
   void stop_all();
 
   void on_helper_exited(const ChildProcess& helper);
@@ -192,34 +196,289 @@ class PrivateBusImpl final : public PrivateBus {
   std::string documents_mount_;
   std::string address_;
 
+  bool directories_ready_ = false;
   bool owns_runtime_dir_ = false;  // false while another broker may be using it
   std::unique_ptr<DBusDaemon> daemon_;
   GObjectPtr<GDBusConnection> connection_;
   gulong closed_handler_ = 0;
   std::unique_ptr<ChildProcess> permission_store_;
   std::unique_ptr<ChildProcess> document_portal_;
+  std::vector<std::unique_ptr<ChildProcess>> stopping_;  // replaced helpers, stopping without being waited for
+  std::shared_ptr<Attempt> attempt_;                     // the start or restart in progress
 
   // What died since the last restart; the restart timer and its history.
-  bool restart_bus_ = false;
-  bool restart_permission_store_ = false;
-  bool restart_document_portal_ = false;
+  Steps to_restart_;
   bool given_up_ = false;
   guint restart_source_ = 0;
   std::deque<gint64> restart_times_;
   std::function<void()> on_restarted_;
 };
 
+// One start or restart: its steps, run one after the other from callbacks,
+// against one deadline. Every callback holds a weak reference and does
+// nothing once the attempt is over (finished, or the bus destroyed).
+struct PrivateBusImpl::Attempt : std::enable_shared_from_this<Attempt> {
+  PrivateBusImpl* bus;
+  Steps steps;
+  Done done;
+  guint deadline = 0;
+  guint name_subscription = 0;  // NameOwnerChanged for the helper being waited for
+  GObjectPtr<GCancellable> cancellable = adopt(g_cancellable_new());
+  const char* waiting_for = nullptr;  // the helper's bus name
+  std::function<std::string()> hint;  // what to check when that helper fails
+  ChildProcess* helper = nullptr;     // the helper being waited for
+  bool over = false;
+
+  Attempt(PrivateBusImpl* owner, Steps what, Done on_done) : bus(owner), steps(what), done(std::move(on_done)) {}
+  ~Attempt() { end(); }
+
+  void end() {
+    over = true;
+    if (deadline != 0) g_source_remove(deadline);
+    deadline = 0;
+    stop_waiting();
+    g_cancellable_cancel(cancellable.get());
+  }
+
+  void stop_waiting() {
+    if (name_subscription != 0 && bus->connection_)
+      g_dbus_connection_signal_unsubscribe(bus->connection_.get(), name_subscription);
+    name_subscription = 0;
+    if (helper != nullptr) helper->unwatch();
+    helper = nullptr;
+  }
+
+  void fail(GError* error) {  // takes error
+    if (over) return g_error_free(error);
+    auto hold = shared_from_this();
+    end();
+    done(error);
+    g_error_free(error);
+  }
+
+  void succeed() {
+    if (over) return;
+    auto hold = shared_from_this();
+    end();
+    done(nullptr);
+  }
+
+  void run() {
+    deadline = g_timeout_add_seconds(kStartTimeoutSeconds, [](gpointer data) -> gboolean {
+      auto* self = static_cast<Attempt*>(data);
+      self->deadline = 0;
+      self->fail(g_error_new(G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "%s%s did not come up within %u s",
+                             self->bus->prefix_.c_str(), self->waiting_for ? self->waiting_for : "the private bus",
+                             kStartTimeoutSeconds));
+      return G_SOURCE_REMOVE;
+    }, this);
+    next();
+  }
+
+  // The next step that is still to do.
+  void next() {
+    if (steps.bus) return start_bus();
+    if (steps.permission_store) return start_permission_store();
+    if (steps.document_portal) return start_document_portal();
+    succeed();
+  }
+
+  void start_bus() {
+    GError* error = nullptr;
+    if (!bus->directories_ready_ && !bus->prepare_directories(&error)) return fail(error);
+    std::weak_ptr<Attempt> weak = shared_from_this();
+    DBusDaemon::spawn_async(bus->config_path_, bus->socket_path_, [weak](std::unique_ptr<DBusDaemon> daemon, GError* error) {
+      auto self = weak.lock();
+      if (!self || self->over) return;
+      if (!daemon) return self->fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%scannot start the private bus: %s",
+                                                 self->bus->prefix_.c_str(), error->message));
+      self->bus->daemon_ = std::move(daemon);
+      self->bus->address_ = self->bus->daemon_->address();
+      g_dbus_connection_new_for_address(
+          self->bus->address_.c_str(),
+          GDBusConnectionFlags(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                               G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
+          nullptr, self->cancellable.get(), on_connected, new std::weak_ptr<Attempt>(self));
+    });
+  }
+
+  static void on_connected(GObject*, GAsyncResult* result, gpointer data) {
+    std::unique_ptr<std::weak_ptr<Attempt>> weak(static_cast<std::weak_ptr<Attempt>*>(data));
+    GError* error = nullptr;
+    GDBusConnection* connection = g_dbus_connection_new_for_address_finish(result, &error);
+    auto self = weak->lock();
+    if (!self || self->over) {
+      g_clear_error(&error);
+      g_clear_object(&connection);
+      return;
+    }
+    if (connection == nullptr) {
+      g_prefix_error(&error, "%scannot connect to the private bus %s (dbus-daemon pid %d): ", self->bus->prefix_.c_str(),
+                     self->bus->address_.c_str(), int(self->bus->daemon_->pid()));
+      return self->fail(error);
+    }
+    g_dbus_connection_set_exit_on_close(connection, FALSE);
+    self->bus->connection_ = adopt(connection);
+    self->steps.bus = false;
+    self->next();
+  }
+
+  void start_permission_store() {
+    GError* error = nullptr;
+    bus->retire(std::move(bus->permission_store_));
+    bus->permission_store_ = bus->spawn_helper("xdg-permission-store", XDG_PERMISSION_STORE, &error);
+    if (!bus->permission_store_) return fail(error);
+    std::string state_dir = bus->options_.state_dir;
+    wait_for_name(*bus->permission_store_, kPermissionStoreName,
+                  [state_dir] { return "see its messages above; is --state-dir " + state_dir + " writable?"; },
+                  [](Attempt& self) {
+                    self.steps.permission_store = false;
+                    self.next();
+                  });
+  }
+
+  void start_document_portal() {
+    GError* error = nullptr;
+    bus->retire(std::move(bus->document_portal_));
+    bus->release_documents_mount();  // left behind if the previous one was killed
+    bus->document_portal_ = bus->spawn_helper("xdg-document-portal", XDG_DOCUMENT_PORTAL, &error);
+    if (!bus->document_portal_) return fail(error);
+    ChildProcess* portal = bus->document_portal_.get();
+    std::string state_dir = bus->options_.state_dir, mount = bus->documents_mount_;
+    wait_for_name(*portal, kDocumentsName,
+                  [portal, state_dir, mount] { return document_portal_hint(portal->exit_status(), state_dir, mount); },
+                  [](Attempt& self) { self.check_mount(); });
+  }
+
+  // Answered once the FUSE filesystem is mounted, or with an error if it
+  // cannot be (the portal then exits).
+  void check_mount() {
+    g_dbus_connection_call(
+        bus->connection_.get(), kDocumentsName, kDocumentsPath, kDocumentsName, "GetMountPoint", nullptr,
+        G_VARIANT_TYPE("(ay)"), G_DBUS_CALL_FLAGS_NONE, -1, cancellable.get(),
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<std::weak_ptr<Attempt>> weak(static_cast<std::weak_ptr<Attempt>*>(data));
+          g_autoptr(GError) call_error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+          auto self = weak->lock();
+          if (!self || self->over) return;
+          self->mount_checked(reply, call_error);
+        },
+        new std::weak_ptr<Attempt>(shared_from_this()));
+  }
+
+  void mount_checked(GVariant* reply, GError* call_error) {
+    const std::string& prefix = bus->prefix_;
+    const std::string& mount = bus->documents_mount_;
+    ChildProcess& portal = *bus->document_portal_;
+    if (reply == nullptr) {
+      // The portal exits right after such an answer; its exit status says
+      // why (document_portal_hint), so wait a moment for it.
+      g_dbus_error_strip_remote_error(call_error);
+      std::string answer = call_error->message;
+      std::weak_ptr<Attempt> weak = shared_from_this();
+      auto report = [weak, answer] {
+        auto self = weak.lock();
+        if (!self || self->over) return;
+        ChildProcess& portal = *self->bus->document_portal_;
+        self->fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%sxdg-document-portal (pid %d) %s; GetMountPoint: %s; %s",
+                               self->bus->prefix_.c_str(), int(portal.pid()), portal.exit_description().c_str(),
+                               answer.c_str(),
+                               document_portal_hint(portal.exit_status(), self->bus->options_.state_dir,
+                                                    self->bus->documents_mount_).c_str()));
+      };
+      portal.watch(report);
+      g_timeout_add_seconds_full(G_PRIORITY_DEFAULT, 1, [](gpointer data) -> gboolean {
+        (*static_cast<std::function<void()>*>(data))();
+        return G_SOURCE_REMOVE;
+      }, new std::function<void()>(report), [](gpointer data) { delete static_cast<std::function<void()>*>(data); });
+      return;
+    }
+    g_autoptr(GVariant) mount_point = g_variant_get_child_value(reply, 0);
+    if (mount != g_variant_get_bytestring(mount_point))
+      return fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED,
+                              "%sxdg-document-portal mounted its filesystem at %s, not at %s: did it ignore "
+                              "XDG_RUNTIME_DIR?",
+                              prefix.c_str(), g_variant_get_bytestring(mount_point), mount.c_str()));
+    if (fuse_mount_state(mount) != MountState::kMounted)
+      return fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED,
+                              "%sxdg-document-portal reports %s as mounted but it is not a FUSE mount point: is "
+                              "/dev/fuse available and fusermount3 installed?",
+                              prefix.c_str(), mount.c_str()));
+    g_debug("%sprivate bus %s up: xdg-permission-store pid %d, xdg-document-portal pid %d, documents at %s",
+            prefix.c_str(), bus->address_.c_str(), int(bus->permission_store_->pid()), int(portal.pid()),
+            mount.c_str());
+    steps.document_portal = false;
+    next();
+  }
+
+  // Until @helper owns @name: NameOwnerChanged, with NameHasOwner for a
+  // name taken before we subscribed. The helper exiting first fails the
+  // attempt with @why_failed().
+  void wait_for_name(ChildProcess& child, const char* name, std::function<std::string()> why_failed,
+                     void (*then)(Attempt&)) {
+    waiting_for = name;
+    hint = std::move(why_failed);
+    helper = &child;
+    on_name = then;
+    std::weak_ptr<Attempt> weak = shared_from_this();
+    name_subscription = g_dbus_connection_signal_subscribe(
+        bus->connection_.get(), "org.freedesktop.DBus", "org.freedesktop.DBus", "NameOwnerChanged",
+        "/org/freedesktop/DBus", name, G_DBUS_SIGNAL_FLAGS_NONE,
+        [](GDBusConnection*, const char*, const char*, const char*, const char*, GVariant* parameters, gpointer data) {
+          const char *owner_name, *old_owner, *new_owner;
+          g_variant_get(parameters, "(&s&s&s)", &owner_name, &old_owner, &new_owner);
+          auto self = static_cast<std::weak_ptr<Attempt>*>(data)->lock();
+          if (self && !self->over && *new_owner != '\0') self->name_owned();
+        },
+        new std::weak_ptr<Attempt>(weak), [](gpointer data) { delete static_cast<std::weak_ptr<Attempt>*>(data); });
+    child.watch([weak] {
+      auto self = weak.lock();
+      if (!self || self->over || self->helper == nullptr) return;
+      ChildProcess& child = *self->helper;
+      self->fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s%s (pid %d) %s while starting: %s",
+                             self->bus->prefix_.c_str(), child.name().c_str(), int(child.pid()),
+                             child.exit_description().c_str(), self->hint().c_str()));
+    });
+    g_dbus_connection_call(
+        bus->connection_.get(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "NameHasOwner", g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, -1,
+        cancellable.get(),
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<std::weak_ptr<Attempt>> weak(static_cast<std::weak_ptr<Attempt>*>(data));
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, nullptr);
+          auto self = weak->lock();
+          gboolean owned = FALSE;
+          if (reply != nullptr) g_variant_get(reply, "(b)", &owned);
+          if (self && !self->over && owned) self->name_owned();
+        },
+        new std::weak_ptr<Attempt>(weak));
+  }
+
+  void name_owned() {
+    if (helper == nullptr) return;  // both the signal and NameHasOwner said so
+    stop_waiting();
+    waiting_for = nullptr;
+    on_name(*this);
+  }
+
+  void (*on_name)(Attempt&) = nullptr;
+};
+
 PrivateBusImpl::PrivateBusImpl(const Options& options) : options_(options), prefix_("VM " + options.vm_name + ": ") {}
 
 PrivateBusImpl::~PrivateBusImpl() {
   if (restart_source_ != 0) g_source_remove(restart_source_);
+  attempt_.reset();
   stop_all();
 }
 
-bool PrivateBusImpl::start_all(GError** error) {
-  Deadline deadline(kStartTimeoutUs);
-  return prepare_directories(error) && start_bus(error) && start_permission_store(deadline, error) &&
-         start_document_portal(deadline, error);
+void PrivateBusImpl::start_async(Steps steps, Done done) {
+  attempt_ = std::make_shared<Attempt>(this, steps, [this, done = std::move(done)](GError* error) {
+    auto finished = std::move(attempt_);  // kept alive by the attempt's own frame
+    done(error);
+  });
+  attempt_->run();
 }
 
 bool PrivateBusImpl::prepare_directories(GError** error) {
@@ -274,28 +533,7 @@ bool PrivateBusImpl::prepare_directories(GError** error) {
                 prefix_.c_str(), documents_mount_.c_str(), documents_mount_.c_str());
     return false;
   }
-  return true;
-}
-
-bool PrivateBusImpl::start_bus(GError** error) {
-  daemon_ = DBusDaemon::spawn(config_path_, socket_path_, error);
-  if (!daemon_) {
-    g_prefix_error(error, "%scannot start the private bus: ", prefix_.c_str());
-    return false;
-  }
-  address_ = daemon_->address();
-  // Made on the default main context, so that "closed" is delivered there.
-  connection_.reset(g_dbus_connection_new_for_address_sync(
-      address_.c_str(),
-      GDBusConnectionFlags(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
-                           G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
-      nullptr, nullptr, error));
-  if (!connection_) {
-    g_prefix_error(error, "%scannot connect to the private bus %s (dbus-daemon pid %d): ", prefix_.c_str(),
-                   address_.c_str(), int(daemon_->pid()));
-    return false;
-  }
-  g_dbus_connection_set_exit_on_close(connection_.get(), FALSE);
+  directories_ready_ = true;
   return true;
 }
 
@@ -314,88 +552,6 @@ std::unique_ptr<ChildProcess> PrivateBusImpl::spawn_helper(const char* name, con
   return helper;
 }
 
-bool PrivateBusImpl::name_has_owner(const char* name) {
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      connection_.get(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
-      g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, 1000, nullptr, nullptr);
-  gboolean has_owner = FALSE;
-  if (reply) g_variant_get(reply, "(b)", &has_owner);
-  return has_owner;
-}
-
-// Polls until helper owns name on the bus, exits, or the deadline passes;
-// hint() (asked once it failed) says what to check.
-bool PrivateBusImpl::wait_for_name(const ChildProcess& helper, const char* name, const Deadline& deadline,
-                                   const std::function<std::string()>& hint, GError** error) {
-  while (!name_has_owner(name)) {
-    if (helper.has_exited()) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s%s (pid %d) %s while starting: %s", prefix_.c_str(),
-                  helper.name().c_str(), int(helper.pid()), helper.exit_description().c_str(), hint().c_str());
-      return false;
-    }
-    if (deadline.passed()) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
-                  "%s%s (pid %d) did not take the name %s on the private bus within %d s", prefix_.c_str(),
-                  helper.name().c_str(), int(helper.pid()), name, int(kStartTimeoutUs / G_USEC_PER_SEC));
-      return false;
-    }
-    g_usleep(kPollIntervalUs);
-  }
-  return true;
-}
-
-bool PrivateBusImpl::start_permission_store(const Deadline& deadline, GError** error) {
-  permission_store_.reset();
-  permission_store_ = spawn_helper("xdg-permission-store", XDG_PERMISSION_STORE, error);
-  if (!permission_store_) return false;
-  return wait_for_name(*permission_store_, kPermissionStoreName, deadline,
-                       [this] { return "see its messages above; is --state-dir " + options_.state_dir + " writable?"; },
-                       error);
-}
-
-bool PrivateBusImpl::start_document_portal(const Deadline& deadline, GError** error) {
-  document_portal_.reset();
-  release_documents_mount();  // left behind if the previous one was killed
-  document_portal_ = spawn_helper("xdg-document-portal", XDG_DOCUMENT_PORTAL, error);
-  if (!document_portal_) return false;
-  const ChildProcess& portal = *document_portal_;
-  auto hint = [&] { return document_portal_hint(portal.exit_status(), options_.state_dir, documents_mount_); };
-  if (!wait_for_name(portal, kDocumentsName, deadline, hint, error)) return false;
-
-  // Answered once the FUSE filesystem is mounted, or with an error if it
-  // cannot be (the portal then exits).
-  g_autoptr(GError) call_error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      connection_.get(), kDocumentsName, kDocumentsPath, kDocumentsName, "GetMountPoint", nullptr,
-      G_VARIANT_TYPE("(ay)"), G_DBUS_CALL_FLAGS_NONE, deadline.remaining_ms(), nullptr, &call_error);
-  if (!reply) {
-    g_dbus_error_strip_remote_error(call_error);
-    portal.wait_exit(G_USEC_PER_SEC);  // so that its exit status is known
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%sxdg-document-portal (pid %d) %s; GetMountPoint: %s; %s",
-                prefix_.c_str(), int(portal.pid()), portal.exit_description().c_str(), call_error->message,
-                hint().c_str());
-    return false;
-  }
-  g_autoptr(GVariant) mount_point = g_variant_get_child_value(reply, 0);
-  if (documents_mount_ != g_variant_get_bytestring(mount_point)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                "%sxdg-document-portal mounted its filesystem at %s, not at %s: did it ignore XDG_RUNTIME_DIR?",
-                prefix_.c_str(), g_variant_get_bytestring(mount_point), documents_mount_.c_str());
-    return false;
-  }
-  if (fuse_mount_state(documents_mount_) != MountState::kMounted) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                "%sxdg-document-portal reports %s as mounted but it is not a FUSE mount point: is /dev/fuse "
-                "available and fusermount3 installed?",
-                prefix_.c_str(), documents_mount_.c_str());
-    return false;
-  }
-  g_debug("%sprivate bus %s up: xdg-permission-store pid %d, xdg-document-portal pid %d, documents at %s",
-          prefix_.c_str(), address_.c_str(), int(permission_store_->pid()), int(portal.pid()),
-          documents_mount_.c_str());
-  return true;
-}
-
 void PrivateBusImpl::release_documents_mount() {
   if (fuse_mount_state(documents_mount_) == MountState::kNotMounted) return;
   g_message("%sunmounting the document filesystem left at %s", prefix_.c_str(), documents_mount_.c_str());
@@ -403,7 +559,22 @@ void PrivateBusImpl::release_documents_mount() {
   if (!detach_mount(documents_mount_, &error)) g_warning("%s%s", prefix_.c_str(), error->message);
 }
 
-// Reverse order of start-up. Safe on a partly started bus.
+// A helper that is replaced stops on its own time; it is forgotten once it
+// has exited (or stopped for good when the bus goes).
+void PrivateBusImpl::retire(std::unique_ptr<ChildProcess> child) {
+  if (!child) return;
+  ChildProcess* raw = child.get();
+  stopping_.push_back(std::move(child));
+  raw->stop_async([this, raw] {
+    // The last thing its exit watch does: the process may go now.
+    auto found =
+        std::find_if(stopping_.begin(), stopping_.end(), [raw](const auto& stopping) { return stopping.get() == raw; });
+    if (found != stopping_.end()) stopping_.erase(found);
+  });
+}
+
+// Reverse order of start-up. Safe on a partly started bus. Blocking: only
+// for the broker's own exit.
 void PrivateBusImpl::stop_all() {
   if (closed_handler_ != 0) g_signal_handler_disconnect(connection_.get(), closed_handler_);
   closed_handler_ = 0;
@@ -412,6 +583,7 @@ void PrivateBusImpl::stop_all() {
   connection_.reset();
   permission_store_.reset();
   daemon_.reset();  // removes the socket and the config
+  stopping_.clear();
   if (owns_runtime_dir_) {
     release_documents_mount();
     g_rmdir(documents_mount_.c_str());  // only if empty: never through a mount
@@ -429,9 +601,9 @@ void PrivateBusImpl::on_helper_exited(const ChildProcess& helper) {
   g_warning("%s%s (pid %d) %s; restarting it", prefix_.c_str(), helper.name().c_str(), int(helper.pid()),
             helper.exit_description().c_str());
   if (&helper == permission_store_.get())
-    restart_permission_store_ = true;
+    to_restart_.permission_store = true;
   else
-    restart_document_portal_ = true;
+    to_restart_.document_portal = true;
   schedule_restart();
 }
 
@@ -439,12 +611,12 @@ void PrivateBusImpl::on_connection_closed(GDBusConnection*, gboolean, GError* er
   auto* self = static_cast<PrivateBusImpl*>(data);
   g_warning("%slost the private bus (dbus-daemon pid %d: %s); restarting it and its helpers", self->prefix_.c_str(),
             self->daemon_ ? int(self->daemon_->pid()) : 0, error != nullptr ? error->message : "closed");
-  self->restart_bus_ = true;
+  self->to_restart_ = {true, true, true};
   self->schedule_restart();
 }
 
 void PrivateBusImpl::schedule_restart() {
-  if (restart_source_ != 0 || given_up_) return;
+  if (restart_source_ != 0 || given_up_ || attempt_) return;
   gint64 now = g_get_monotonic_time();
   while (!restart_times_.empty() && now - restart_times_.front() > 60 * G_USEC_PER_SEC) restart_times_.pop_front();
   if (restart_times_.size() >= kMaxRestartsPerMinute) {
@@ -468,36 +640,44 @@ void PrivateBusImpl::schedule_restart() {
 }
 
 void PrivateBusImpl::restart() {
-  bool whole_bus = std::exchange(restart_bus_, false);
-  bool permission_store = std::exchange(restart_permission_store_, false);
-  bool document_portal = std::exchange(restart_document_portal_, false);
-  g_autoptr(GError) error = nullptr;
-  Deadline deadline(kStartTimeoutUs);
-  bool ok = true;
-  if (whole_bus) {
-    stop_all();
-    ok = start_all(&error);
-  } else {
-    if (permission_store) ok = start_permission_store(deadline, &error);
-    if (ok && document_portal) ok = start_document_portal(deadline, &error);
+  Steps steps = std::exchange(to_restart_, Steps{});
+  if (steps.bus) {
+    // Everything goes, without waiting for any of it.
+    if (closed_handler_ != 0) g_signal_handler_disconnect(connection_.get(), closed_handler_);
+    closed_handler_ = 0;
+    if (connection_) g_dbus_connection_close(connection_.get(), nullptr, nullptr, nullptr);
+    connection_.reset();
+    if (daemon_) retire(daemon_->release());
+    daemon_.reset();
   }
-  if (!ok) {
-    g_warning("%srestarting the private bus failed: %s", prefix_.c_str(), error->message);
-    restart_bus_ = true;  // next time, from scratch
-    schedule_restart();
-    return;
-  }
-  watch_all();
-  g_message("%sprivate bus %s restarted", prefix_.c_str(),
-            whole_bus ? "and its helpers" : permission_store ? "permission store" : "document portal");
-  if (on_restarted_) on_restarted_();
+  start_async(steps, [this, steps](GError* error) {
+    if (error != nullptr) {
+      g_warning("%srestarting the private bus failed: %s", prefix_.c_str(), error->message);
+      to_restart_ = {true, true, true};  // next time, from scratch
+      schedule_restart();
+      return;
+    }
+    watch_all();
+    g_message("%sprivate bus %s restarted", prefix_.c_str(),
+              steps.bus ? "and its helpers" : steps.permission_store ? "permission store" : "document portal");
+    if (to_restart_.bus || to_restart_.permission_store || to_restart_.document_portal) schedule_restart();
+    if (on_restarted_) on_restarted_();
+  });
 }
 
 }  // namespace
 
 std::unique_ptr<PrivateBus> PrivateBus::start(const Options& options, GError** error) {
   auto bus = std::make_unique<PrivateBusImpl>(options);
-  if (!bus->start_all(error)) return nullptr;  // the destructor stops what did start
+  bool finished = false;
+  bool ok = false;
+  bus->start_async({true, true, true}, [&](GError* failure) {
+    ok = failure == nullptr;
+    if (failure != nullptr) g_propagate_error(error, g_error_copy(failure));
+    finished = true;
+  });
+  while (!finished) g_main_context_iteration(nullptr, TRUE);
+  if (!ok) return nullptr;  // the destructor stops what did start
   bus->watch_all();
   return bus;
 }

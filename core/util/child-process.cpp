@@ -52,7 +52,10 @@ ChildProcess::ChildProcess(std::string name, GSubprocess* process)
       pid_(pid_t(g_ascii_strtoll(g_subprocess_get_identifier(process), nullptr, 10))),
       process_(process) {}
 
-ChildProcess::~ChildProcess() { stop(); }
+ChildProcess::~ChildProcess() {
+  if (kill_timer_ != 0) g_source_remove(kill_timer_);
+  stop();
+}
 
 bool ChildProcess::has_exited() const {
   siginfo_t info = {};
@@ -109,6 +112,26 @@ void ChildProcess::stop() {
   if (!wait_exit(kStopGraceUs))
     g_warning("%s (pid %d) survived SIGKILL for %d s (stuck in the kernel, e.g. on a FUSE mount?)", name_.c_str(),
               pid_, int(kStopGraceUs / G_USEC_PER_SEC));
+}
+
+void ChildProcess::stop_async(std::function<void()> on_stopped) {
+  // The watch completes on a later iteration even if the process has exited
+  // already, and never after this object is gone (its wait is cancelled).
+  watch([this, on_stopped = std::move(on_stopped)] {
+    if (kill_timer_ != 0) g_source_remove(kill_timer_);
+    kill_timer_ = 0;
+    if (on_stopped) on_stopped();
+  });
+  if (has_exited() || kill_timer_ != 0) return;
+  g_subprocess_send_signal(process_.get(), SIGTERM);
+  kill_timer_ = g_timeout_add(guint(kStopGraceUs / 1000), [](gpointer data) -> gboolean {
+    auto* self = static_cast<ChildProcess*>(data);
+    self->kill_timer_ = 0;
+    g_warning("%s (pid %d) did not stop within %d s of SIGTERM; killing it", self->name_.c_str(), self->pid_,
+              int(kStopGraceUs / G_USEC_PER_SEC));
+    g_subprocess_force_exit(self->process_.get());
+    return G_SOURCE_REMOVE;
+  }, this);
 }
 
 void ChildProcess::on_wait_done(GObject* source, GAsyncResult* result, gpointer user_data) {

@@ -48,7 +48,13 @@ class ChildProcess {
   // ends; replaces an earlier watch.
   void watch(std::function<void()> on_exit);
   void unwatch();
+  // SIGTERM, a bounded wait, SIGKILL: blocks up to twice the grace period.
+  // For the broker's own exit; at run time use stop_async().
   void stop();
+  // The same without waiting: SIGTERM now, SIGKILL once the grace period
+  // passed; on_stopped (may be empty) runs on the thread-default main context
+  // once it has exited. Destroying the ChildProcess first stops it at once.
+  void stop_async(std::function<void()> on_stopped);
 
  private:
   ChildProcess(std::string name, GSubprocess* process);
@@ -59,6 +65,7 @@ class ChildProcess {
   GObjectPtr<GSubprocess> process_;
   GObjectPtr<GCancellable> watch_cancellable_;
   std::function<void()> on_exit_;
+  guint kill_timer_ = 0;  // stop_async()'s SIGKILL
 };
 
 }  // namespace sidebus
