@@ -52,7 +52,8 @@ const pw_core_events kRoundTripEvents = {
           trip->done = true;
           pw_main_loop_quit(trip->loop);
         },
-    .error = [](void* data, uint32_t, int, int, const char*) { pw_main_loop_quit(static_cast<RoundTrip*>(data)->loop); },
+    .error = [](void* data, uint32_t, int, int,
+                const char*) { pw_main_loop_quit(static_cast<RoundTrip*>(data)->loop); },
 };
 
 }  // namespace
@@ -64,9 +65,10 @@ bool pipewire_answers(const std::string& socket_path, Timeout timeout) {
   trip.loop = pw_main_loop_new(nullptr);
   pw_loop* loop = pw_main_loop_get_loop(trip.loop);
   pw_context* context = pw_context_new(loop, nullptr, 0);
-  pw_core* core = context != nullptr
-                      ? pw_context_connect(context, pw_properties_new(PW_KEY_REMOTE_NAME, socket_path.c_str(), nullptr), 0)
-                      : nullptr;
+  pw_core* core =
+      context != nullptr
+          ? pw_context_connect(context, pw_properties_new(PW_KEY_REMOTE_NAME, socket_path.c_str(), nullptr), 0)
+          : nullptr;
   if (core != nullptr) {
     spa_hook listener{};
     pw_core_add_listener(core, &listener, &kRoundTripEvents, &trip);
@@ -98,8 +100,7 @@ HostPipeWire::HostPipeWire() : dir_("sidebus-test-pipewire") {
       .cwd = dir_.path(),
       .stdout_path = dir_ / "pipewire.log",
   });
-  if (!wait_until([&] { return !daemon_->running() || pipewire_answers(socket_path()); }, 10s) ||
-      !daemon_->running())
+  if (!wait_until([&] { return !daemon_->running() || pipewire_answers(socket_path()); }, 10s) || !daemon_->running())
     throw FixtureError("pipewire did not come up (its log is printed below)");
 }
 

@@ -52,13 +52,13 @@ std::string remote_error_name(const GError* error) {
 // A method of the portal; the reply, or nullptr with @error set.
 VariantPtr call_portal(GDBusConnection* connection, const char* interface, const char* method, GVariant* parameters,
                        const char* reply_type, GError** error) {
-  return VariantPtr(g_dbus_connection_call_sync(connection, kPortalBusName, kPortalPath, interface, method,
-                                                parameters, reply_type ? G_VARIANT_TYPE(reply_type) : nullptr,
+  return VariantPtr(g_dbus_connection_call_sync(connection, kPortalBusName, kPortalPath, interface, method, parameters,
+                                                reply_type ? G_VARIANT_TYPE(reply_type) : nullptr,
                                                 G_DBUS_CALL_FLAGS_NONE, 30000, nullptr, error));
 }
 
-VariantPtr call_portal_ok(GDBusConnection* connection, const char* interface, const char* method,
-                          GVariant* parameters, const char* reply_type = nullptr) {
+VariantPtr call_portal_ok(GDBusConnection* connection, const char* interface, const char* method, GVariant* parameters,
+                          const char* reply_type = nullptr) {
   g_autoptr(GError) error = nullptr;
   VariantPtr reply = call_portal(connection, interface, method, parameters, reply_type, &error);
   g_assert_no_error(error);
@@ -85,16 +85,17 @@ VariantPtr portal_property(GDBusConnection* connection, const char* interface, c
 // Fully unboxed: Settings.Read in xdg-desktop-portal 1.16 answers <<value>>.
 VariantPtr unbox(GVariant* value) {
   VariantPtr current(g_variant_ref(value));
-  while (g_variant_is_of_type(current.get(), G_VARIANT_TYPE_VARIANT)) current.reset(g_variant_get_variant(current.get()));
+  while (g_variant_is_of_type(current.get(), G_VARIANT_TYPE_VARIANT))
+    current.reset(g_variant_get_variant(current.get()));
   return current;
 }
 
 // g_assert_cmpstr() keeps a pointer past the full expression, so it must not
 // see a temporary std::string.
-#define assert_str_eq(actual, expected)                 \
-  do {                                                  \
-    const std::string actual_ = (actual);               \
-    const std::string expected_ = (expected);           \
+#define assert_str_eq(actual, expected)                      \
+  do {                                                       \
+    const std::string actual_ = (actual);                    \
+    const std::string expected_ = (expected);                \
     g_assert_cmpstr(actual_.c_str(), ==, expected_.c_str()); \
   } while (0)
 
@@ -149,8 +150,8 @@ class SignalLog {
   SignalLog(GDBusConnection* connection, const char* interface, const char* member)
       : connection_(connection),
         subscription_(g_dbus_connection_signal_subscribe(connection, kPortalBusName, interface, member, nullptr,
-                                                         nullptr, G_DBUS_SIGNAL_FLAGS_NONE, on_signal, this,
-                                                         nullptr)) {}
+                                                         nullptr, G_DBUS_SIGNAL_FLAGS_NONE, on_signal, this, nullptr)) {
+  }
   ~SignalLog() { g_dbus_connection_signal_unsubscribe(connection_, subscription_); }
   SignalLog(const SignalLog&) = delete;
   SignalLog& operator=(const SignalLog&) = delete;
@@ -163,8 +164,8 @@ class SignalLog {
   size_t size() const { return received_.size(); }
 
  private:
-  static void on_signal(GDBusConnection*, const char*, const char* path, const char*, const char*,
-                        GVariant* parameters, gpointer user_data) {
+  static void on_signal(GDBusConnection*, const char*, const char* path, const char*, const char*, GVariant* parameters,
+                        gpointer user_data) {
     static_cast<SignalLog*>(user_data)->received_.emplace_back(path, VariantPtr(g_variant_ref(parameters)));
   }
   GDBusConnection* connection_;
@@ -245,7 +246,7 @@ class PipeWireClient {
     std::vector<uint32_t> numbers;  // frame numbers, in arrival order
     uint32_t width = 0;
     uint32_t height = 0;
-    size_t mismatches = 0;          // frames whose pixels are not the pattern
+    size_t mismatches = 0;  // frames whose pixels are not the pattern
   };
 
   explicit PipeWireClient(int fd) {
@@ -296,9 +297,9 @@ class PipeWireClient {
     spa_fraction rate = SPA_FRACTION(30, 1), min_rate = SPA_FRACTION(0, 1), max_rate = SPA_FRACTION(1000, 1);
     const spa_pod* params[1];
     params[0] = static_cast<const spa_pod*>(spa_pod_builder_add_object(
-        &builder, SPA_TYPE_OBJECT_Format, SPA_PARAM_EnumFormat, SPA_FORMAT_mediaType,
-        SPA_POD_Id(SPA_MEDIA_TYPE_video), SPA_FORMAT_mediaSubtype, SPA_POD_Id(SPA_MEDIA_SUBTYPE_raw),
-        SPA_FORMAT_VIDEO_format, SPA_POD_Id(SPA_VIDEO_FORMAT_BGRx), SPA_FORMAT_VIDEO_size,
+        &builder, SPA_TYPE_OBJECT_Format, SPA_PARAM_EnumFormat, SPA_FORMAT_mediaType, SPA_POD_Id(SPA_MEDIA_TYPE_video),
+        SPA_FORMAT_mediaSubtype, SPA_POD_Id(SPA_MEDIA_SUBTYPE_raw), SPA_FORMAT_VIDEO_format,
+        SPA_POD_Id(SPA_VIDEO_FORMAT_BGRx), SPA_FORMAT_VIDEO_size,
         SPA_POD_CHOICE_RANGE_Rectangle(&size, &min_size, &max_size), SPA_FORMAT_VIDEO_framerate,
         SPA_POD_CHOICE_RANGE_Fraction(&rate, &min_rate, &max_rate)));
     const auto flags = static_cast<pw_stream_flags>(PW_STREAM_FLAG_AUTOCONNECT | PW_STREAM_FLAG_MAP_BUFFERS);
@@ -397,6 +398,14 @@ int pipewire_fd(GDBusConnection* connection, const char* interface, GVariant* pa
   return g_unix_fd_list_get(fds, index, error);
 }
 
+// The video tests run a PipeWire daemon (.ci/install-deps installs it).
+bool skip_without_pipewire() {
+  g_autofree char* program = g_find_program_in_path("pipewire");
+  if (program != nullptr) return false;
+  g_test_skip("no pipewire program in PATH (package pipewire-bin, see .ci/install-deps)");
+  return true;
+}
+
 // ---- Settings ----------------------------------------------------------------
 
 void test_settings() {
@@ -404,8 +413,8 @@ void test_settings() {
   GDBusConnection* bus = host.connection();
   constexpr char kSettings[] = "org.freedesktop.portal.Settings";
 
-  VariantPtr reply = call_portal_ok(bus, kSettings, "Read", g_variant_new("(ss)", "org.freedesktop.appearance",
-                                                                          "color-scheme"), "(v)");
+  VariantPtr reply = call_portal_ok(bus, kSettings, "Read",
+                                    g_variant_new("(ss)", "org.freedesktop.appearance", "color-scheme"), "(v)");
   g_autoptr(GVariant) boxed = g_variant_get_child_value(reply.get(), 0);
   assert_same(unbox(boxed).get(), "u", "1");
   BackendCall read = only_call(host, "Read");
@@ -421,8 +430,7 @@ void test_settings() {
               "({'org.freedesktop.appearance': {'accent-color': <(0.2, 0.4, 0.8)>, 'color-scheme': <uint32 1>,"
               " 'contrast': <uint32 0>}},)");
   reply = call_portal_ok(bus, kSettings, "ReadAll", g_variant_new_parsed("(['org.gnome.*'],)"), "(a{sa{sv}})");
-  assert_same(reply.get(), "(a{sa{sv}})",
-              "({'org.gnome.desktop.privacy': {'remember-recent-files': <true>}},)");
+  assert_same(reply.get(), "(a{sa{sv}})", "({'org.gnome.desktop.privacy': {'remember-recent-files': <true>}},)");
   reply = call_portal_ok(bus, kSettings, "ReadAll", g_variant_new_parsed("(@as [],)"), "(a{sa{sv}})");
   g_autoptr(GVariant) all = g_variant_get_child_value(reply.get(), 0);
   g_assert_cmpuint(g_variant_n_children(all), ==, 2);
@@ -431,8 +439,8 @@ void test_settings() {
   assert_same(lookup(read_all[1].record.get(), "namespaces").get(), "as", "['org.gnome.*']");
 
   g_autoptr(GError) error = nullptr;
-  reply = call_portal(bus, kSettings, "Read", g_variant_new("(ss)", "org.freedesktop.appearance", "no-such-key"),
-                      "(v)", &error);
+  reply = call_portal(bus, kSettings, "Read", g_variant_new("(ss)", "org.freedesktop.appearance", "no-such-key"), "(v)",
+                      &error);
   g_assert_null(reply);
   assert_str_eq(remote_error_name(error), "org.freedesktop.portal.Error.NotFound");
 
@@ -508,8 +516,9 @@ void test_inhibit() {
   constexpr char kInhibit[] = "org.freedesktop.portal.Inhibit";
 
   // An inhibition lasts until the app closes its request.
-  PortalRequest inhibit(bus, kPortalBusName, kInhibit, "Inhibit",
-                        g_variant_new_parsed("('', uint32 12, {'handle_token': <'idle'>, 'reason': <'Playing a film'>})"));
+  PortalRequest inhibit(
+      bus, kPortalBusName, kInhibit, "Inhibit",
+      g_variant_new_parsed("('', uint32 12, {'handle_token': <'idle'>, 'reason': <'Playing a film'>})"));
   g_assert_no_error(inhibit.error());
   g_assert_true(inhibit.wait_for_response());
   g_assert_cmpuint(inhibit.response(), ==, kResponseSuccess);
@@ -524,25 +533,25 @@ void test_inhibit() {
 
   // A backend failure reaches the app as 2.
   host.set_reply("Inhibit", kResponseDBusError);
-  g_assert_cmpuint(request(host, kInhibit, "Inhibit",
-                           g_variant_new_parsed("('', uint32 4, {'handle_token': <'failing'>})")),
-                   ==, kResponseOther);
+  g_assert_cmpuint(
+      request(host, kInhibit, "Inhibit", g_variant_new_parsed("('', uint32 4, {'handle_token': <'failing'>})")), ==,
+      kResponseOther);
 
   // A monitor: a session; the desktop's state changes reach the app.
   host.set_reply("CreateMonitor", kResponseSuccess);
   VariantPtr results;
-  g_assert_cmpuint(request(host, kInhibit, "CreateMonitor",
-                           g_variant_new_parsed("('', {'handle_token': <'monitor'>, 'session_handle_token': <'m1'>})"),
-                           &results),
-                   ==, kResponseSuccess);
+  g_assert_cmpuint(
+      request(host, kInhibit, "CreateMonitor",
+              g_variant_new_parsed("('', {'handle_token': <'monitor'>, 'session_handle_token': <'m1'>})"), &results),
+      ==, kResponseSuccess);
   const std::string session = lookup_string(results.get(), "session_handle");
   BackendCall monitor = only_call(host, "CreateMonitor");
   assert_str_eq(lookup_string(monitor.record.get(), "session_handle"), session);
 
   SignalLog state_changed(bus, kInhibit, "StateChanged");
-  call_backend(host, "EmitStateChanged",
-               g_variant_new_parsed("(%o, {'screensaver-active': <true>, 'session-state': <uint32 2>})",
-                                    session.c_str()));
+  call_backend(
+      host, "EmitStateChanged",
+      g_variant_new_parsed("(%o, {'screensaver-active': <true>, 'session-state': <uint32 2>})", session.c_str()));
   g_assert_true(state_changed.wait_for(1));
   const char* changed_session = nullptr;
   g_autoptr(GVariant) state = nullptr;
@@ -556,9 +565,9 @@ void test_inhibit() {
   assert_str_eq(lookup_string(query.record.get(), "session_handle"), session);
 
   // The app ends the monitor: the backend's session is closed.
-  g_autoptr(GVariant) closed = g_dbus_connection_call_sync(bus, kPortalBusName, session.c_str(),
-                                                           "org.freedesktop.portal.Session", "Close", nullptr,
-                                                           nullptr, G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
+  g_autoptr(GVariant) closed =
+      g_dbus_connection_call_sync(bus, kPortalBusName, session.c_str(), "org.freedesktop.portal.Session", "Close",
+                                  nullptr, nullptr, G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
   g_assert_no_error(error);
   BackendCall session_close = only_call(host, "Session.Close");
   assert_str_eq(lookup_string(session_close.record.get(), "session_handle"), session);
@@ -568,10 +577,10 @@ void test_inhibit() {
     host.reset_backend();
     host.set_reply("CreateMonitor", response);
     g_autofree char* token = g_strdup_printf("refused%u", response);
-    g_assert_cmpuint(request(host, kInhibit, "CreateMonitor",
-                             g_variant_new_parsed("('', {'handle_token': <%s>, 'session_handle_token': <%s>})", token,
-                                                  token)),
-                     ==, response);
+    g_assert_cmpuint(
+        request(host, kInhibit, "CreateMonitor",
+                g_variant_new_parsed("('', {'handle_token': <%s>, 'session_handle_token': <%s>})", token, token)),
+        ==, response);
     only_call(host, "Session.Close");
   }
 }
@@ -639,9 +648,9 @@ void test_screenshot() {
   }
 
   host.set_reply("PickColor", kResponseSuccess);
-  g_assert_cmpuint(request(host, kScreenshot, "PickColor", g_variant_new_parsed("('', {'handle_token': <'c1'>})"),
-                           &results),
-                   ==, kResponseSuccess);
+  g_assert_cmpuint(
+      request(host, kScreenshot, "PickColor", g_variant_new_parsed("('', {'handle_token': <'c1'>})"), &results), ==,
+      kResponseSuccess);
   double red = 0, green = 0, blue = 0;
   g_assert_true(g_variant_lookup(results.get(), "color", "(ddd)", &red, &green, &blue));
   g_assert_cmpfloat(red, ==, patterns::kPickedColor[0]);
@@ -650,8 +659,9 @@ void test_screenshot() {
   for (guint32 response : {kResponseCancelled, kResponseOther}) {
     host.set_reply("PickColor", response);
     g_autofree char* token = g_strdup_printf("color%u", response);
-    g_assert_cmpuint(request(host, kScreenshot, "PickColor", g_variant_new_parsed("('', {'handle_token': <%s>})", token)),
-                     ==, response);
+    g_assert_cmpuint(
+        request(host, kScreenshot, "PickColor", g_variant_new_parsed("('', {'handle_token': <%s>})", token)), ==,
+        response);
   }
 }
 
@@ -676,10 +686,10 @@ constexpr char kScreenCast[] = "org.freedesktop.portal.ScreenCast";
 // CreateSession; the session handle.
 std::string create_screen_cast_session(HostPortal& host, const char* token) {
   VariantPtr results;
-  g_assert_cmpuint(request(host, kScreenCast, "CreateSession",
-                           g_variant_new_parsed("({'handle_token': <%s>, 'session_handle_token': <%s>},)", token, token),
-                           &results),
-                   ==, kResponseSuccess);
+  g_assert_cmpuint(
+      request(host, kScreenCast, "CreateSession",
+              g_variant_new_parsed("({'handle_token': <%s>, 'session_handle_token': <%s>},)", token, token), &results),
+      ==, kResponseSuccess);
   return lookup_string(results.get(), "session_handle");
 }
 
@@ -710,9 +720,9 @@ StartedStream start_screen_cast(HostPortal& host, const std::string& session, co
 
 void close_session(GDBusConnection* bus, const std::string& session) {
   g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(bus, kPortalBusName, session.c_str(),
-                                                          "org.freedesktop.portal.Session", "Close", nullptr, nullptr,
-                                                          G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
+  g_autoptr(GVariant) reply =
+      g_dbus_connection_call_sync(bus, kPortalBusName, session.c_str(), "org.freedesktop.portal.Session", "Close",
+                                  nullptr, nullptr, G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
   g_assert_no_error(error);
 }
 
@@ -735,6 +745,7 @@ std::unique_ptr<ChildProcess> start_camera(const HostPipeWire& pipewire, uint32_
 }
 
 void test_screen_cast() {
+  if (skip_without_pipewire()) return;
   HostPipeWire pipewire;
   HostPortal host(HostPortalOptions{.env = pipewire.env()});
   GDBusConnection* bus = host.connection();
@@ -815,25 +826,26 @@ void test_screen_cast() {
     g_assert_cmpstr(closed.path(0).c_str(), ==, restored.c_str());
     g_assert_true(wait_until([&] { return !app.sees(small.node_id); }));
   }
-  g_autoptr(GVariant) gone = g_dbus_connection_call_sync(bus, kPortalBusName, restored.c_str(),
-                                                         "org.freedesktop.portal.Session", "Close", nullptr, nullptr,
-                                                         G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
+  g_autoptr(GVariant) gone =
+      g_dbus_connection_call_sync(bus, kPortalBusName, restored.c_str(), "org.freedesktop.portal.Session", "Close",
+                                  nullptr, nullptr, G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
   g_assert_null(gone);  // the portal closed it too
   g_clear_error(&error);
 }
 
 // Every step's cancel (1) and other (2) reach the app.
 void test_screen_cast_refusals() {
+  if (skip_without_pipewire()) return;
   HostPipeWire pipewire;
   HostPortal host(HostPortalOptions{.env = pipewire.env()});
   for (guint32 response : {kResponseCancelled, kResponseOther}) {
     host.reset_backend();
     host.set_reply("CreateSession", response);
     g_autofree char* token = g_strdup_printf("create%u", response);
-    g_assert_cmpuint(request(host, kScreenCast, "CreateSession",
-                             g_variant_new_parsed("({'handle_token': <%s>, 'session_handle_token': <%s>},)", token,
-                                                  token)),
-                     ==, response);
+    g_assert_cmpuint(
+        request(host, kScreenCast, "CreateSession",
+                g_variant_new_parsed("({'handle_token': <%s>, 'session_handle_token': <%s>},)", token, token)),
+        ==, response);
     only_call(host, "Session.Close");  // the portal closes the backend's session
 
     host.set_reply("CreateSession", kResponseSuccess);
@@ -871,6 +883,7 @@ bool camera_present(GDBusConnection* bus) {
 // 1.19.0), so the camera must be there before the portal starts, and its
 // going away is not noticed: IsCameraPresent is checked right after start.
 void test_camera() {
+  if (skip_without_pipewire()) return;
   HostPipeWire pipewire;
   uint32_t camera_node = 0;
   std::unique_ptr<ChildProcess> camera = start_camera(pipewire, &camera_node);
@@ -885,7 +898,8 @@ void test_camera() {
   BackendCall access = only_call(host, "AccessDialog");
   g_assert_cmpstr(access.title.c_str(), ==, "Turn On Camera?");
   assert_str_eq(lookup_string(access.record.get(), "subtitle"), "An application wants to use your camera.");
-  assert_str_eq(lookup_string(access.record.get(), "body"), "Access to your camera can be changed at any time from the privacy settings.");
+  assert_str_eq(lookup_string(access.record.get(), "body"),
+                "Access to your camera can be changed at any time from the privacy settings.");
   assert_str_eq(lookup_string(access.options.get(), "icon"), "camera-web-symbolic");
 
   g_autoptr(GError) error = nullptr;
@@ -906,6 +920,7 @@ void test_camera() {
 
 // PipeWire without a camera node: no camera.
 void test_camera_absent() {
+  if (skip_without_pipewire()) return;
   HostPipeWire pipewire;
   HostPortal host(HostPortalOptions{.env = pipewire.env()});
   g_assert_false(camera_present(host.connection()));
@@ -914,6 +929,7 @@ void test_camera_absent() {
 // "The user" says no: AccessCamera answers 1, no fd is handed out, and the
 // portal does not ask again.
 void test_camera_denied() {
+  if (skip_without_pipewire()) return;
   HostPipeWire pipewire;
   HostPortal host(HostPortalOptions{.env = pipewire.env()});
   host.set_reply("AccessDialog", kResponseCancelled);
@@ -1012,10 +1028,10 @@ void test_print() {
     host.set_reply("PreparePrint", response);
     host.set_reply("Print", response);
     g_autofree char* prepare_token = g_strdup_printf("prepare%u", response);
-    g_assert_cmpuint(request(host, kPrint, "PreparePrint",
-                             g_variant_new_parsed("('', 'Report', @a{sv} {}, @a{sv} {}, {'handle_token': <%s>})",
-                                                  prepare_token)),
-                     ==, response);
+    g_assert_cmpuint(
+        request(host, kPrint, "PreparePrint",
+                g_variant_new_parsed("('', 'Report', @a{sv} {}, @a{sv} {}, {'handle_token': <%s>})", prepare_token)),
+        ==, response);
     const int again = file_fd(files, "again.pdf", document);
     g_autofree char* print_token = g_strdup_printf("print%u", response);
     FdRequest print(host.connection(), kPrint, "Print",
@@ -1053,10 +1069,10 @@ void test_wallpaper() {
   for (guint32 response : {kResponseCancelled, kResponseOther}) {
     host.set_reply("SetWallpaperURI", response);
     g_autofree char* token = g_strdup_printf("wall%u", response);
-    g_assert_cmpuint(request(host, kWallpaper, "SetWallpaperURI",
-                             g_variant_new_parsed("('', %s, {'handle_token': <%s>, 'show-preview': <true>})",
-                                                  uri.c_str(), token)),
-                     ==, response);
+    g_assert_cmpuint(
+        request(host, kWallpaper, "SetWallpaperURI",
+                g_variant_new_parsed("('', %s, {'handle_token': <%s>, 'show-preview': <true>})", uri.c_str(), token)),
+        ==, response);
   }
   g_assert_cmpuint(calls_of(host, "AccessDialog").size(), ==, 1);  // granted once, remembered
 }

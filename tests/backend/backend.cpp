@@ -230,8 +230,7 @@ gboolean Backend::on_session_close(GDBusInterfaceSkeleton* skeleton, GDBusMethod
   auto* session = static_cast<Session*>(user_data);
   Backend* backend = session->backend;
   const std::string handle = session->handle;
-  backend->record_call("Session.Close",
-                       g_variant_new_parsed("{'session_handle': <%o>}", handle.c_str()));
+  backend->record_call("Session.Close", g_variant_new_parsed("{'session_handle': <%o>}", handle.c_str()));
   test_impl_session_complete_close(TEST_IMPL_SESSION(skeleton), invocation);
   backend->end_session(handle, false);  // frees session
   return G_DBUS_METHOD_INVOCATION_HANDLED;
@@ -334,8 +333,8 @@ VariantPtr read_fd_bytes(int fd) {
       data.append(buffer, static_cast<size_t>(n));
     }
   }
-  return VariantPtr(g_variant_ref_sink(
-      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, data.data(), data.size(), sizeof(char))));
+  return VariantPtr(
+      g_variant_ref_sink(g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, data.data(), data.size(), sizeof(char))));
 }
 
 VariantPtr read_file_bytes(const char* path) {

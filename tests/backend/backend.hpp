@@ -121,10 +121,10 @@ class Backend {
 
   GObjectPtr<GDBusConnection> connection_;
   GObjectPtr<GDBusInterfaceSkeleton> control_;
-  std::map<std::string, Reply> replies_;                       // by method name
-  std::vector<CallRecord> calls_;                              // oldest first
-  std::map<std::string, std::unique_ptr<Pending>> pending_;    // by handle
-  std::map<std::string, std::unique_ptr<Session>> sessions_;   // by session handle
+  std::map<std::string, Reply> replies_;                      // by method name
+  std::vector<CallRecord> calls_;                             // oldest first
+  std::map<std::string, std::unique_ptr<Pending>> pending_;   // by handle
+  std::map<std::string, std::unique_ptr<Session>> sessions_;  // by session handle
   std::multimap<const void*, std::function<void()>> reset_hooks_;
 };
 
@@ -153,7 +153,7 @@ VariantPtr read_file_bytes(const char* path);
 
 // The portal interfaces, exported at kPortalPath; each returns its skeleton.
 using PortalExport = GObjectPtr<GDBusInterfaceSkeleton> (*)(Backend& backend, GDBusConnection* connection,
-                                                             GError** error);
+                                                            GError** error);
 GObjectPtr<GDBusInterfaceSkeleton> file_chooser_export(Backend& backend, GDBusConnection* connection, GError** error);
 GObjectPtr<GDBusInterfaceSkeleton> app_chooser_export(Backend& backend, GDBusConnection* connection, GError** error);
 GObjectPtr<GDBusInterfaceSkeleton> settings_export(Backend& backend, GDBusConnection* connection, GError** error);

@@ -18,7 +18,8 @@ GVariant* attachment_data(GDBusMethodInvocation* invocation, GVariant* options) 
   g_auto(GVariantBuilder) data = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE("aay"));
   g_autofree const char** paths = nullptr;
   if (g_variant_lookup(options, "attachments", "^a&s", &paths))
-    for (const char** path = paths; *path != nullptr; path++) g_variant_builder_add_value(&data, read_file_bytes(*path).get());
+    for (const char** path = paths; *path != nullptr; path++)
+      g_variant_builder_add_value(&data, read_file_bytes(*path).get());
   g_autoptr(GVariant) handles = g_variant_lookup_value(options, "attachment_fds", G_VARIANT_TYPE("ah"));
   GUnixFDList* fds = g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
   if (handles != nullptr && fds != nullptr) {
@@ -34,8 +35,8 @@ GVariant* attachment_data(GDBusMethodInvocation* invocation, GVariant* options) 
   return g_variant_builder_end(&data);
 }
 
-gboolean on_compose_email(TestImplEmail*, GDBusMethodInvocation* invocation, const char* handle,
-                          const char* app_id, const char* parent_window, GVariant* options, gpointer user_data) {
+gboolean on_compose_email(TestImplEmail*, GDBusMethodInvocation* invocation, const char* handle, const char* app_id,
+                          const char* parent_window, GVariant* options, gpointer user_data) {
   auto* backend = static_cast<Backend*>(user_data);
   g_auto(GVariantBuilder) arguments = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add(&arguments, "{sv}", "handle", g_variant_new_object_path(handle));

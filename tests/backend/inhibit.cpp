@@ -56,8 +56,8 @@ gboolean on_create_monitor(TestImplInhibit*, GDBusMethodInvocation* invocation, 
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-gboolean on_query_end_response(TestImplInhibit* object, GDBusMethodInvocation* invocation,
-                               const char* session_handle, gpointer user_data) {
+gboolean on_query_end_response(TestImplInhibit* object, GDBusMethodInvocation* invocation, const char* session_handle,
+                               gpointer user_data) {
   auto* state = static_cast<InhibitState*>(user_data);
   state->backend->record_call("QueryEndResponse", g_variant_new_parsed("{'session_handle': <%o>}", session_handle));
   test_impl_inhibit_complete_query_end_response(object, invocation);

@@ -39,11 +39,10 @@ gboolean on_add_notification(TestImplNotification* object, GDBusMethodInvocation
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-gboolean on_remove_notification(TestImplNotification* object, GDBusMethodInvocation* invocation,
-                                const char* app_id, const char* id, gpointer user_data) {
+gboolean on_remove_notification(TestImplNotification* object, GDBusMethodInvocation* invocation, const char* app_id,
+                                const char* id, gpointer user_data) {
   auto* state = static_cast<NotificationState*>(user_data);
-  state->backend->record_call("RemoveNotification",
-                              g_variant_new_parsed("{'app_id': <%s>, 'id': <%s>}", app_id, id));
+  state->backend->record_call("RemoveNotification", g_variant_new_parsed("{'app_id': <%s>, 'id': <%s>}", app_id, id));
   if (scripted_ok(state->backend, invocation, "RemoveNotification"))
     test_impl_notification_complete_remove_notification(object, invocation);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
@@ -59,8 +58,7 @@ gboolean on_emit_action_invoked(TestControlBackend* control, GDBusMethodInvocati
 
 }  // namespace
 
-GObjectPtr<GDBusInterfaceSkeleton> notification_export(Backend& backend, GDBusConnection* connection,
-                                                       GError** error) {
+GObjectPtr<GDBusInterfaceSkeleton> notification_export(Backend& backend, GDBusConnection* connection, GError** error) {
   GObjectPtr<GDBusInterfaceSkeleton> skeleton(G_DBUS_INTERFACE_SKELETON(test_impl_notification_skeleton_new()));
   auto owned = std::make_unique<NotificationState>();
   owned->backend = &backend;

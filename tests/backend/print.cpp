@@ -30,9 +30,10 @@ gboolean on_prepare_print(TestImplPrint*, GDBusMethodInvocation* invocation, con
   CallOptions call;
   call.results = [](guint32 response, GVariant* scripted) {
     if (response != kResponseSuccess) return VariantPtr(g_variant_ref(scripted));
-    VariantPtr results = with_default(
-        scripted, "settings",
-        g_variant_new_parsed("{'printer': <'sidebus-test-printer'>, 'n-copies': <'1'>, 'output-file-format': <'pdf'>}"));
+    VariantPtr results =
+        with_default(scripted, "settings",
+                     g_variant_new_parsed(
+                         "{'printer': <'sidebus-test-printer'>, 'n-copies': <'1'>, 'output-file-format': <'pdf'>}"));
     results = with_default(results.get(), "page-setup",
                            g_variant_new_parsed("{'PPDName': <'iso_a4'>, 'DisplayName': <'A4'>, 'Width': <210.0>,"
                                                 " 'Height': <297.0>, 'Orientation': <'portrait'>}"));

@@ -95,7 +95,8 @@ gboolean on_create_session(TestImplScreenCast*, GDBusMethodInvocation* invocatio
   g_variant_builder_add(&arguments, "{sv}", "options", options);
   const std::string key = session_handle;
   g_autoptr(GError) error = nullptr;
-  if (!state->backend->export_session(session_handle, [state, key] { state->sessions.erase(key); }, &error)) {
+  if (!state->backend->export_session(
+          session_handle, [state, key] { state->sessions.erase(key); }, &error)) {
     state->backend->record_call("CreateSession", g_variant_builder_end(&arguments));
     g_dbus_method_invocation_return_gerror(invocation, error);
     return G_DBUS_METHOD_INVOCATION_HANDLED;
@@ -159,8 +160,7 @@ gboolean on_set_video_format(TestControlBackend* control, GDBusMethodInvocation*
 
 }  // namespace
 
-GObjectPtr<GDBusInterfaceSkeleton> screen_cast_export(Backend& backend, GDBusConnection* connection,
-                                                      GError** error) {
+GObjectPtr<GDBusInterfaceSkeleton> screen_cast_export(Backend& backend, GDBusConnection* connection, GError** error) {
   GObjectPtr<GDBusInterfaceSkeleton> skeleton(G_DBUS_INTERFACE_SKELETON(test_impl_screen_cast_skeleton_new()));
   TestImplScreenCast* screen_cast = TEST_IMPL_SCREEN_CAST(skeleton.get());
   test_impl_screen_cast_set_available_source_types(screen_cast, kSourceMonitor | kSourceWindow);

@@ -57,13 +57,12 @@ GVariant* call_arguments(const char* handle, const char* app_id, const char* par
   return g_variant_builder_end(&arguments);
 }
 
-gboolean on_screenshot(TestImplScreenshot*, GDBusMethodInvocation* invocation, const char* handle,
-                       const char* app_id, const char* parent_window, GVariant* options, gpointer user_data) {
+gboolean on_screenshot(TestImplScreenshot*, GDBusMethodInvocation* invocation, const char* handle, const char* app_id,
+                       const char* parent_window, GVariant* options, gpointer user_data) {
   auto* backend = static_cast<Backend*>(user_data);
   CallOptions call;
   call.results = [](guint32 response, GVariant* scripted) {
-    if (response != kResponseSuccess || has_key(scripted, "uri"))
-      return VariantPtr(g_variant_ref(scripted));
+    if (response != kResponseSuccess || has_key(scripted, "uri")) return VariantPtr(g_variant_ref(scripted));
     const std::string uri = write_screenshot();
     if (uri.empty()) return VariantPtr(g_variant_ref(scripted));
     return with_default(scripted, "uri", g_variant_new_string(uri.c_str()));
@@ -73,8 +72,8 @@ gboolean on_screenshot(TestImplScreenshot*, GDBusMethodInvocation* invocation, c
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-gboolean on_pick_color(TestImplScreenshot*, GDBusMethodInvocation* invocation, const char* handle,
-                       const char* app_id, const char* parent_window, GVariant* options, gpointer user_data) {
+gboolean on_pick_color(TestImplScreenshot*, GDBusMethodInvocation* invocation, const char* handle, const char* app_id,
+                       const char* parent_window, GVariant* options, gpointer user_data) {
   auto* backend = static_cast<Backend*>(user_data);
   CallOptions call;
   call.results = [](guint32 response, GVariant* scripted) {
@@ -89,8 +88,7 @@ gboolean on_pick_color(TestImplScreenshot*, GDBusMethodInvocation* invocation, c
 
 }  // namespace
 
-GObjectPtr<GDBusInterfaceSkeleton> screenshot_export(Backend& backend, GDBusConnection* connection,
-                                                     GError** error) {
+GObjectPtr<GDBusInterfaceSkeleton> screenshot_export(Backend& backend, GDBusConnection* connection, GError** error) {
   GObjectPtr<GDBusInterfaceSkeleton> skeleton(G_DBUS_INTERFACE_SKELETON(test_impl_screenshot_skeleton_new()));
   test_impl_screenshot_set_version(TEST_IMPL_SCREENSHOT(skeleton.get()), 2);
   g_signal_connect(skeleton.get(), "handle-screenshot", G_CALLBACK(on_screenshot), &backend);

@@ -15,7 +15,7 @@ namespace {
 
 struct SettingsState {
   Backend* backend = nullptr;
-  TestImplSettings* skeleton = nullptr;  // borrowed: the state lives as long as it
+  TestImplSettings* skeleton = nullptr;                             // borrowed: the state lives as long as it
   std::map<std::string, std::map<std::string, VariantPtr>> values;  // namespace → key → value
   gulong set_setting_handler = 0;
 
@@ -68,8 +68,8 @@ gboolean on_read_all(TestImplSettings* object, GDBusMethodInvocation* invocation
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-gboolean on_read(TestImplSettings* object, GDBusMethodInvocation* invocation, const char* name_space,
-                 const char* key, gpointer user_data) {
+gboolean on_read(TestImplSettings* object, GDBusMethodInvocation* invocation, const char* name_space, const char* key,
+                 gpointer user_data) {
   auto* state = static_cast<SettingsState*>(user_data);
   state->backend->record_call("Read", g_variant_new_parsed("{'namespace': <%s>, 'key': <%s>}", name_space, key));
   auto found_namespace = state->values.find(name_space);

@@ -43,9 +43,9 @@ struct VideoSource::Impl {
     bool is_node = false;
     pw_proxy* proxy = nullptr;
     spa_hook listener{};
-    bool consumer = false;       // a node that asked for this source
-    pw_proxy* link = nullptr;    // our link to it
-    bool granted = false;        // a client we gave the node to
+    bool consumer = false;     // a node that asked for this source
+    pw_proxy* link = nullptr;  // our link to it
+    bool granted = false;      // a client we gave the node to
   };
   struct Port {
     uint32_t node = 0;
@@ -160,10 +160,9 @@ bool VideoSource::Impl::connect(std::string* error_out) {
   pw_core_add_listener(core, &core_listener, &kCoreEvents, this);
   timer = pw_loop_add_timer(pw_thread_loop_get_loop(loop), on_timeout, this);
 
-  pw_properties* props = pw_properties_new(PW_KEY_MEDIA_TYPE, "Video", PW_KEY_MEDIA_CATEGORY, "Source",
-                                           PW_KEY_MEDIA_CLASS, "Video/Source", PW_KEY_NODE_NAME,
-                                           options.node_name.c_str(), PW_KEY_NODE_DESCRIPTION,
-                                           options.description.c_str(), nullptr);
+  pw_properties* props =
+      pw_properties_new(PW_KEY_MEDIA_TYPE, "Video", PW_KEY_MEDIA_CLASS, "Video/Source", PW_KEY_NODE_NAME,
+                        options.node_name.c_str(), PW_KEY_NODE_DESCRIPTION, options.description.c_str(), nullptr);
   if (!options.media_role.empty()) pw_properties_set(props, PW_KEY_MEDIA_ROLE, options.media_role.c_str());
   stream = pw_stream_new(core, options.node_name.c_str(), props);
   if (stream == nullptr) {
@@ -180,8 +179,8 @@ bool VideoSource::Impl::connect(std::string* error_out) {
   params[0] = static_cast<const spa_pod*>(spa_pod_builder_add_object(
       &builder, SPA_TYPE_OBJECT_Format, SPA_PARAM_EnumFormat, SPA_FORMAT_mediaType, SPA_POD_Id(SPA_MEDIA_TYPE_video),
       SPA_FORMAT_mediaSubtype, SPA_POD_Id(SPA_MEDIA_SUBTYPE_raw), SPA_FORMAT_VIDEO_format,
-      SPA_POD_Id(SPA_VIDEO_FORMAT_BGRx), SPA_FORMAT_VIDEO_size, SPA_POD_Rectangle(&size),
-      SPA_FORMAT_VIDEO_framerate, SPA_POD_Fraction(&rate)));
+      SPA_POD_Id(SPA_VIDEO_FORMAT_BGRx), SPA_FORMAT_VIDEO_size, SPA_POD_Rectangle(&size), SPA_FORMAT_VIDEO_framerate,
+      SPA_POD_Fraction(&rate)));
   const auto flags = static_cast<pw_stream_flags>(PW_STREAM_FLAG_DRIVER | PW_STREAM_FLAG_MAP_BUFFERS);
   if (int res = pw_stream_connect(stream, PW_DIRECTION_OUTPUT, PW_ID_ANY, flags, params, 1); res < 0) {
     *error_out = std::string("cannot connect the stream: ") + spa_strerror(res);
@@ -270,7 +269,8 @@ void VideoSource::Impl::on_process(void* data) {
     plane.chunk->offset = 0;
     plane.chunk->size = size;
     plane.chunk->stride = static_cast<int32_t>(impl->stride);
-    auto* header = static_cast<spa_meta_header*>(spa_buffer_find_meta_data(spa, SPA_META_Header, sizeof(spa_meta_header)));
+    auto* header =
+        static_cast<spa_meta_header*>(spa_buffer_find_meta_data(spa, SPA_META_Header, sizeof(spa_meta_header)));
     if (header != nullptr) {
       header->flags = 0;
       header->offset = 0;
@@ -303,15 +303,14 @@ void VideoSource::Impl::bind(uint32_t id, bool is_node) {
   entry->impl = this;
   entry->id = id;
   entry->is_node = is_node;
-  entry->proxy = static_cast<pw_proxy*>(
-      pw_registry_bind(registry, id, is_node ? PW_TYPE_INTERFACE_Node : PW_TYPE_INTERFACE_Client,
-                       is_node ? PW_VERSION_NODE : PW_VERSION_CLIENT, 0));
+  entry->proxy =
+      static_cast<pw_proxy*>(pw_registry_bind(registry, id, is_node ? PW_TYPE_INTERFACE_Node : PW_TYPE_INTERFACE_Client,
+                                              is_node ? PW_VERSION_NODE : PW_VERSION_CLIENT, 0));
   if (entry->proxy == nullptr) return;
   if (is_node)
     pw_node_add_listener(reinterpret_cast<pw_node*>(entry->proxy), &entry->listener, &kNodeEvents, entry.get());
   else
-    pw_client_add_listener(reinterpret_cast<pw_client*>(entry->proxy), &entry->listener, &kClientEvents,
-                           entry.get());
+    pw_client_add_listener(reinterpret_cast<pw_client*>(entry->proxy), &entry->listener, &kClientEvents, entry.get());
   bound[id] = std::move(entry);
 }
 

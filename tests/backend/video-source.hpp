@@ -34,10 +34,10 @@ struct VideoFormat {
 };
 
 struct VideoSourceOptions {
-  std::string node_name;       // node.name
-  std::string description;     // node.description
-  std::string media_role;      // media.role; empty: none ("Camera" for a camera)
-  uint8_t tag = 0;             // test_patterns tag painted into the gradient
+  std::string node_name;    // node.name
+  std::string description;  // node.description
+  std::string media_role;   // media.role; empty: none ("Camera" for a camera)
+  uint8_t tag = 0;          // test_patterns tag painted into the gradient
   VideoFormat format;
   bool grant_camera_clients = false;
 };

@@ -29,8 +29,7 @@ gboolean on_set_wallpaper_uri(TestImplWallpaper*, GDBusMethodInvocation* invocat
 
 }  // namespace
 
-GObjectPtr<GDBusInterfaceSkeleton> wallpaper_export(Backend& backend, GDBusConnection* connection,
-                                                    GError** error) {
+GObjectPtr<GDBusInterfaceSkeleton> wallpaper_export(Backend& backend, GDBusConnection* connection, GError** error) {
   GObjectPtr<GDBusInterfaceSkeleton> skeleton(G_DBUS_INTERFACE_SKELETON(test_impl_wallpaper_skeleton_new()));
   g_signal_connect(skeleton.get(), "handle-set-wallpaper-uri", G_CALLBACK(on_set_wallpaper_uri), &backend);
   if (!g_dbus_interface_skeleton_export(skeleton.get(), connection, kPortalPath, error)) return nullptr;
