@@ -68,7 +68,7 @@ Backend::~Backend() {
   g_dbus_interface_skeleton_unexport(control_.get());
 }
 
-size_t Backend::record_call(const char* method, GVariant* arguments) {
+void Backend::record_call(const char* method, GVariant* arguments) {
   g_autoptr(GVariant) owned = g_variant_ref_sink(arguments);
   g_auto(GVariantBuilder) builder = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add(&builder, "{sv}", "method", g_variant_new_string(method));
@@ -82,12 +82,6 @@ size_t Backend::record_call(const char* method, GVariant* arguments) {
   }
   calls_.push_back(CallRecord{VariantPtr(g_variant_ref_sink(g_variant_builder_end(&builder)))});
   g_message("%s call recorded", method);
-  return calls_.size() - 1;
-}
-
-void Backend::add_to_call(size_t index, const char* key, GVariant* value) {
-  VariantPtr owned(g_variant_ref_sink(value));
-  if (index < calls_.size()) calls_[index].extra.emplace_back(key, std::move(owned));
 }
 
 guint32 Backend::scripted_response(const char* method) const {
@@ -166,10 +160,6 @@ void Backend::answer(const std::string& handle, guint32 response, GVariant* resu
     }
     calls_[index].answered = true;
     calls_[index].response = response;
-    // A results hook may have ended the call (e.g. a session closed meanwhile).
-    found = pending_.find(handle);
-    if (found == pending_.end()) return;
-    pending = found->second.get();
     if (pending->options.request_outlives_answer && !calls_[index].closed) return;
   }
   pending_.erase(found);

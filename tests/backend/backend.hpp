@@ -31,11 +31,12 @@ inline constexpr char kBusName[] = "org.freedesktop.impl.portal.Test";
 inline constexpr char kPortalPath[] = "/org/freedesktop/portal/desktop";
 inline constexpr char kControlPath[] = "/dev/sidebus/test/Backend";
 
-// Special responses for SetReply (besides 0, 1, 2).
-inline constexpr guint32 kResponseWaitForClose = 0xFFFFFFFF;
-inline constexpr guint32 kResponseDBusError = 0xFFFFFFFE;
+// Responses: the portal's 0 (success) and 2 (other), and the special ones
+// of SetReply.
 inline constexpr guint32 kResponseSuccess = 0;
 inline constexpr guint32 kResponseOther = 2;
+inline constexpr guint32 kResponseWaitForClose = 0xFFFFFFFF;
+inline constexpr guint32 kResponseDBusError = 0xFFFFFFFE;
 
 using sidebus::GObjectPtr;
 using sidebus::VariantPtr;
@@ -65,15 +66,13 @@ class Backend {
 
   // A portal method call with a Request @handle: records @arguments (a{sv},
   // floating is fine), exports the Request at @handle and answers
-  // @invocation with (u response, a{sv} results) as scripted for @method.
+  // @invocation as scripted for @method, in @options' shape.
   void handle_call(GDBusMethodInvocation* invocation, const char* method, const char* handle, GVariant* arguments,
                    CallOptions options = {});
   // A call that needs no scripted answer (UpdateChoices): only recorded.
-  // Returns the record's index, for add_to_call().
-  size_t record_call(const char* method, GVariant* arguments);
-  // Adds @key (floating is fine) to call record @index.
-  void add_to_call(size_t index, const char* key, GVariant* value);
-  // The answer scripted for @method (its response; SetReply's defaults if none).
+  void record_call(const char* method, GVariant* arguments);
+  // The response scripted for @method (2 if none): for methods without a
+  // Request that can only succeed or fail.
   guint32 scripted_response(const char* method) const;
 
   // Exports org.freedesktop.impl.portal.Session at @session_handle.
@@ -81,7 +80,6 @@ class Backend {
   // (Session.Close, recorded as method "Session.Close") or a test did
   // (CloseSession, which emits Closed first).
   bool export_session(const char* session_handle, std::function<void()> on_closed, GError** error);
-  bool has_session(const char* session_handle) const { return sessions_.contains(session_handle); }
 
   // The control interface (a TestControlBackend), for portals' own control
   // methods; and what Reset must also undo, by owner (a portal's state,
@@ -98,7 +96,7 @@ class Backend {
   };
   struct CallRecord {
     VariantPtr arguments;  // a{sv}: method, handle and the method's arguments
-    std::vector<std::pair<std::string, VariantPtr>> extra;  // add_to_call()
+    std::vector<std::pair<std::string, VariantPtr>> extra;  // known at answer time: "results"
     bool closed = false;
     bool answered = false;
     guint32 response = 0;
