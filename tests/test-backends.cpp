@@ -11,6 +11,9 @@
 // the fd OpenPipeWireRemote returns (PipeWireClient below), checking the
 // frame numbers and pixels of tests/backend/test-patterns.hpp.
 //
+// Plain D-Bus calls rather than libportal: an XdpPortal talks to the
+// process's one session bus, and every test here starts its own host bus.
+//
 // Permissions xdg-desktop-portal keeps (screenshot, wallpaper, camera) live
 // in the permission store of each HostPortal's temp dir, so tests that need a
 // first-time question start their own HostPortal.
