@@ -717,6 +717,7 @@ HostPortal::HostPortal(HostPortalOptions options) : dir_("sidebus-test-host") {
                            &bus_address_);
   env["DBUS_SESSION_BUS_ADDRESS"] = bus_address_;
   connection_ = connect_bus(bus_address_);
+  for (const auto& [name, value] : options.env) env[name] = value;
 
   backend_ = std::make_unique<ChildProcess>(SpawnOptions{
       .name = "test-backend",

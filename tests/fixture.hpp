@@ -233,6 +233,9 @@ struct HostPortalOptions {
   // OpenURI an application to offer and launch (GLib finds handlers for a
   // type only through "data/applications/mimeinfo.cache": write it too).
   std::vector<std::pair<std::string, std::string>> files;
+  // Extra environment of the test backend and xdg-desktop-portal (on top of
+  // the fixture's), e.g. HostPipeWire::env().
+  std::map<std::string, std::string> env;
 };
 
 class HostPortal {

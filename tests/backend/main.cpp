@@ -1,6 +1,7 @@
 // main.cpp — sidebus-test-backend: a portal backend for the integration
 // tests. Connects to $DBUS_SESSION_BUS_ADDRESS (the test's host bus), exports
-// the portal interfaces and the control interface, then owns
+// the portal interfaces (kPortals; tests/portals/sidebus-test.portal lists
+// the same) and the control interface, then owns
 // org.freedesktop.impl.portal.Test, so once the name is owned everything is
 // ready. Exits when the bus goes away or on SIGTERM/SIGINT.
 #include <glib-unix.h>
@@ -10,6 +11,12 @@
 using namespace sidebus::test_backend;
 
 namespace {
+
+constexpr PortalExport kPortals[] = {
+    file_chooser_export, app_chooser_export, settings_export, notification_export,
+    inhibit_export,      screenshot_export,  access_export,   screen_cast_export,
+    email_export,        print_export,       wallpaper_export,
+};
 
 gboolean quit(gpointer loop) {
   g_main_loop_quit(static_cast<GMainLoop*>(loop));
@@ -35,19 +42,23 @@ int main() {
   g_unix_signal_add(SIGINT, quit, loop);
   {
     Backend backend(connection);
-    GObjectPtr<GDBusInterfaceSkeleton> file_chooser = file_chooser_export(backend, connection, &error);
-    GObjectPtr<GDBusInterfaceSkeleton> app_chooser =
-        file_chooser ? app_chooser_export(backend, connection, &error) : nullptr;
-    if (!app_chooser) {
-      g_printerr("sidebus-test-backend: cannot export: %s\n", error->message);
-      return 1;
+    std::vector<GObjectPtr<GDBusInterfaceSkeleton>> portals;
+    for (PortalExport export_portal : kPortals) {
+      portals.push_back(export_portal(backend, connection, &error));
+      if (!portals.back()) {
+        g_printerr("sidebus-test-backend: cannot export: %s\n", error->message);
+        return 1;
+      }
     }
     guint owner = g_bus_own_name_on_connection(connection, kBusName, G_BUS_NAME_OWNER_FLAGS_NONE, nullptr,
                                                on_name_lost, loop, nullptr);
     g_main_loop_run(loop);
     g_bus_unown_name(owner);
-    g_dbus_interface_skeleton_unexport(app_chooser.get());
-    g_dbus_interface_skeleton_unexport(file_chooser.get());
+    // Last exported first; each portal's state goes with its skeleton.
+    while (!portals.empty()) {
+      g_dbus_interface_skeleton_unexport(portals.back().get());
+      portals.pop_back();
+    }
   }
   return 0;
 }
