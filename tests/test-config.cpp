@@ -515,7 +515,7 @@ void test_missing_dirs() {
   g_assert_cmpuint(config->files().size(), ==, 0);
   g_assert_false(config->portal_enabled("filechooser"));
   g_assert_cmpuint(json_object_get_size(config->portal_section("filechooser")), ==, 0);
-  g_assert_cmpuint(config->max_pending_requests(), ==, Config::kDefaultMaxPendingRequests);
+  g_assert_cmpuint(config->limits().max_pending_requests, ==, Config::BrokerLimits{}.max_pending_requests);
 
   // Only a missing directory is fine; one that is a file is an error.
   tree.write("etc", "");
@@ -567,21 +567,21 @@ void test_broker_limits() {
     TempTree tree;
     tree.write("etc/50-a.json", R"({"portals": {}})");
     auto config = tree.load();
-    g_assert_cmpuint(config->max_pending_requests(), ==, 64);
-    g_assert_cmpuint(config->max_message_size(), ==, 16 * 1024 * 1024);
+    g_assert_cmpuint(config->limits().max_pending_requests, ==, 64);
+    g_assert_cmpuint(config->limits().link.traffic.max_message_size, ==, 16 * 1024 * 1024);
   }
   {
     TempTree tree;
     tree.write("vendor/10-a.json", R"({"broker": {"max_pending_requests": 10, "max_message_size": 8192}})");
     tree.write("etc/50-b.json", R"({"broker": {"max_pending_requests": 20}})");
     auto config = tree.load();
-    g_assert_cmpuint(config->max_pending_requests(), ==, 20);
-    g_assert_cmpuint(config->max_message_size(), ==, 8192);
+    g_assert_cmpuint(config->limits().max_pending_requests, ==, 20);
+    g_assert_cmpuint(config->limits().link.traffic.max_message_size, ==, 8192);
     // null goes back to the default.
     tree.write("run/50-c.json", R"({"broker": {"max_message_size": null}})");
-    g_assert_cmpuint(tree.load()->max_message_size(), ==, Config::kDefaultMaxMessageSize);
+    g_assert_cmpuint(tree.load()->limits().link.traffic.max_message_size, ==, Config::BrokerLimits{}.link.traffic.max_message_size);
     tree.write("run/50-c.json", R"({"broker": null})");
-    g_assert_cmpuint(tree.load()->max_pending_requests(), ==, Config::kDefaultMaxPendingRequests);
+    g_assert_cmpuint(tree.load()->limits().max_pending_requests, ==, Config::BrokerLimits{}.max_pending_requests);
   }
 
   struct Limit {
@@ -603,8 +603,8 @@ void test_broker_limits() {
     std::string path = tree.write("etc/50-limit.json", json);
     if (limit.accepted) {
       auto config = tree.load();
-      gint64 got = g_str_equal(limit.key, "max_pending_requests") ? gint64(config->max_pending_requests())
-                                                                  : gint64(config->max_message_size());
+      gint64 got = g_str_equal(limit.key, "max_pending_requests") ? gint64(config->limits().max_pending_requests)
+                                                                  : gint64(config->limits().link.traffic.max_message_size);
       g_assert_cmpint(got, ==, limit.value);
     } else {
       std::string message = tree.load_error();
@@ -641,7 +641,7 @@ void test_unknown_keys() {
   // Keys inside a portal's section belong to its plugin: kept, no warning.
   JsonObject* section = config->portal_section("filechooser");
   g_assert_cmpuint(json_array_get_length(json_object_get_array_member(section, "plugin_option")), ==, 2);
-  g_assert_cmpuint(config->max_pending_requests(), ==, Config::kDefaultMaxPendingRequests);
+  g_assert_cmpuint(config->limits().max_pending_requests, ==, Config::BrokerLimits{}.max_pending_requests);
   assert_no_warnings();
 }
 
@@ -692,8 +692,8 @@ void test_shipped_defaults() {
   g_assert_false(config->portal_enabled("filechooser"));
   g_assert_false(config->portal_enabled("openuri"));
   assert_strings(strings_in(*config, "openuri", "schemes"), {"http", "https", "mailto"});
-  g_assert_cmpuint(config->max_pending_requests(), ==, Config::kDefaultMaxPendingRequests);
-  g_assert_cmpuint(config->max_message_size(), ==, Config::kDefaultMaxMessageSize);
+  g_assert_cmpuint(config->limits().max_pending_requests, ==, Config::BrokerLimits{}.max_pending_requests);
+  g_assert_cmpuint(config->limits().link.traffic.max_message_size, ==, Config::BrokerLimits{}.link.traffic.max_message_size);
   assert_no_warnings();
 }
 

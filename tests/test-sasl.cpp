@@ -23,20 +23,18 @@
 #include <thread>
 #include <vector>
 
-#include "splice-harness.hpp"
 #include "link/handshake.hpp"
 #include "agent/agent-session.hpp"
+#include "socket-pair.hpp"
 #include "broker/accepted-link.hpp"
 #include "link/listener.hpp"
 #include "link/connect.hpp"
 #include "link/sasl.hpp"
-#include "link/splice.hpp"
 
 using namespace sidebus;
 using sidebus::test::Pair;
 using sidebus::test::receive_with_fds;
 using sidebus::test::send_with_fd;
-using sidebus::test::SpliceRun;
 
 namespace {
 
@@ -590,103 +588,6 @@ void test_broker_refuses_garbage() {
   g_assert_cmpstr(line.c_str(), ==, "ERROR malformed handshake\n");
 }
 
-// ---- the splice on its own ----
-
-
-
-std::string message_blob(const char* member) {
-  g_autoptr(GDBusMessage) message = g_dbus_message_new_signal("/dev/sidebus/Test", "dev.sidebus.Test", member);
-  g_dbus_message_set_serial(message, 7);
-  g_dbus_message_set_body(message, g_variant_new("(s)", member));
-  gsize size = 0;
-  g_autofree guchar* blob = g_dbus_message_to_blob(message, &size, G_DBUS_CAPABILITY_FLAGS_NONE, nullptr);
-  return std::string(reinterpret_cast<char*>(blob), size);
-}
-
-
-// Two messages written back to back, the second with an fd: the fd comes out
-// with the second message, not with the first (which one recvmsg() of both
-// would do).
-void test_splice_passes_fds() {
-  SpliceRun run(true);
-  int pipe_fds[2];
-  g_assert_cmpint(pipe2(pipe_fds, O_CLOEXEC), ==, 0);
-  std::string first = message_blob("First"), second = message_blob("Second");
-  g_assert_cmpint(write(run.left.fds[1], first.data(), first.size()), ==, static_cast<ssize_t>(first.size()));
-  g_assert_cmpint(write(run.left.fds[1], second.data(), 1), ==, 1);
-  send_with_fd(run.left.fds[1], second[1], pipe_fds[1]);
-  g_assert_cmpint(write(run.left.fds[1], second.data() + 2, second.size() - 2), ==,
-                  static_cast<ssize_t>(second.size() - 2));
-  close(pipe_fds[1]);
-  g_assert_cmpuint(receive_with_fds(run.right.fds[1], first.size()).size(), ==, 0);
-  std::vector<int> fds = receive_with_fds(run.right.fds[1], second.size());
-  g_assert_cmpuint(fds.size(), ==, 1);
-  char buffer[8];
-  g_assert_cmpint(write(fds[0], "x", 1), ==, 1);
-  g_assert_cmpint(read(pipe_fds[0], buffer, 1), ==, 1);
-  close(fds[0]);
-  close(pipe_fds[0]);
-
-  // A message longer than the spec allows stops the splice.
-  std::string huge = message_blob("Huge");
-  huge[4] = huge[5] = huge[6] = huge[7] = '\x7f';  // body length ~2 GiB (little endian)
-  g_assert_cmpint(huge[0], ==, 'l');
-  g_assert_cmpint(write(run.right.fds[1], huge.data(), 16), ==, 16);
-  spin_until([&] { return run.done; });
-  g_assert_error(run.error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
-  g_assert_true(run.ended == Splice::Side::B);
-}
-
-// EOF travels as a half-close; the splice ends when both directions did.
-void test_splice_eof() {
-  SpliceRun run(false);
-  g_assert_cmpint(write(run.left.fds[1], "abc", 3), ==, 3);
-  shutdown(run.left.fds[1], SHUT_WR);
-  char buffer[4];
-  g_assert_true(read_exact(run.right.fds[1], buffer, 3));
-  g_assert_cmpint(read(run.right.fds[1], buffer, 1), ==, 0);
-  g_assert_cmpint(write(run.right.fds[1], "back", 4), ==, 4);  // the other way still works
-  g_assert_true(read_exact(run.left.fds[1], buffer, 4));
-  g_assert_false(run.done);
-  shutdown(run.right.fds[1], SHUT_WR);
-  spin_until([&] { return run.done; });
-  g_assert_no_error(run.error);
-  g_assert_true(run.ended == Splice::Side::A);
-}
-
-void test_splice_refuses_fds() {
-  SpliceRun run(false);
-  int pipe_fds[2];
-  g_assert_cmpint(pipe2(pipe_fds, O_CLOEXEC), ==, 0);
-  send_with_fd(run.right.fds[1], 'x', pipe_fds[1]);
-  close(pipe_fds[1]);
-  spin_until([&] { return run.done; });
-  g_assert_error(run.error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
-  g_assert_nonnull(strstr(run.error->message, "right"));
-  g_assert_true(run.ended == Splice::Side::B);
-  // The fd was closed, not forwarded and not kept: the pipe has no writer left.
-  char byte;
-  g_assert_cmpint(read(pipe_fds[0], &byte, 1), ==, 0);
-  close(pipe_fds[0]);
-  // And nothing reached the other side; both ends were closed.
-  g_assert_cmpint(read(run.left.fds[1], &byte, 1), ==, 0);
-}
-
-void test_splice_destroy() {
-  for (int i = 0; i < 20; i++) {
-    SpliceRun run(false);
-    g_assert_cmpint(write(run.left.fds[1], "ping", 4), ==, 4);
-    char buffer[4];
-    g_assert_true(read_exact(run.right.fds[1], buffer, 4));
-    run.splice.reset();  // both threads are blocked waiting: must not hang
-    g_assert_cmpint(read(run.right.fds[1], buffer, 1), ==, 0);
-  }
-  // on_done never runs after destruction.
-  g_main_context_iteration(nullptr, FALSE);
-}
-
-// ---- the real sidebus-agent binary ----
-
 // The agent links the guest bus, and when the broker drops the link it comes
 // back; a second agent on the same bus exits 0 at once; SIGTERM exits 0.
 void test_agent_binary() {
@@ -787,10 +688,6 @@ int main(int argc, char** argv) {
   g_test_add_func("/link/refuses-garbage", test_broker_refuses_garbage);
   g_test_add_func("/link/debug-access", test_debug_access_shape);
   g_test_add_func("/link/char-device", test_char_device_link);
-  g_test_add_func("/splice/passes-fds", test_splice_passes_fds);
-  g_test_add_func("/splice/refuses-fds", test_splice_refuses_fds);
-  g_test_add_func("/splice/eof", test_splice_eof);
-  g_test_add_func("/splice/destroy", test_splice_destroy);
   g_test_add_func("/agent/reconnects", test_agent_binary);
   g_test_add_func("/agent/exits-with-bus", test_agent_exits_with_bus);
   return g_test_run();

@@ -1,5 +1,5 @@
 // agent-session.cpp — the guest end of one link: handshake (client side),
-// connect and authenticate to the guest bus as ourselves, then splice
+// connect and authenticate to the guest bus as ourselves, then relay
 // link ↔ guest bus. Used by sidebus-agent and by the broker's --debug-access
 // mode (with a socketpair as the link).
 //
@@ -23,7 +23,7 @@
 #include "agent/agent-session.hpp"
 #include "link/sasl.hpp"
 #include "sidebus-config.h"
-#include "link/splice.hpp"
+#include "link/relay.hpp"
 
 namespace sidebus {
 
@@ -31,7 +31,7 @@ namespace {
 
 class AgentSessionImpl : public AgentSession {
  public:
-  std::unique_ptr<Splice> splice;
+  std::unique_ptr<Relay> relay;
 };
 
 
@@ -88,15 +88,17 @@ std::unique_ptr<AgentSession> AgentSession::start(UniqueFd link, bool transport_
   g_debug("link %s ready: fd passing %s", transport.c_str(), bus_fds ? "on" : "off");
 
   auto session = std::make_unique<AgentSessionImpl>();
-  session->splice = Splice::start(
-      std::move(link), "link " + transport, std::move(bus), "guest bus", bus_fds,
-      [on_closed = std::move(on_closed)](Splice::Side ended_first, const GError* error) {
+  Relay::Options options;
+  options.pass_fds = bus_fds;
+  session->relay = Relay::start(
+      std::move(bus), "the guest bus", std::move(link), "link " + transport, options,
+      [on_closed = std::move(on_closed)](Relay::Side ended_first, const GError* error) {
         GError* copy = error ? g_error_copy(error) : nullptr;
-        on_closed(ended_first == Splice::Side::B, copy);
+        on_closed(ended_first == Relay::Side::Local, copy);
         g_clear_error(&copy);
       },
       error);
-  if (!session->splice) return nullptr;
+  if (!session->relay) return nullptr;
   return session;
 }
 

@@ -9,10 +9,11 @@
 //      guest bus, MESSAGE_BUS flag: it sends Hello itself) on one end of a
 //      socketpair, while the thread answers its SASL on the other end (the
 //      "pump" end) with sasl::run_server();
-//   3. the main loop splices pump ↔ link; GDBus's Hello crosses the link, the
-//      guest bus answers, g_dbus_connection_new() completes and done() gets the
-//      GuestLink. The splice enforces the GuestLinkLimits on what comes from
-//      the link (message size and rate), from the first byte of D-Bus on.
+//   3. the main loop relays pump ↔ link (link/relay.hpp); GDBus's Hello
+//      crosses the link, the guest bus answers, g_dbus_connection_new()
+//      completes and done() gets the GuestLink. The relay enforces the
+//      GuestLinkLimits on what comes from the link, from the first byte of
+//      D-Bus on.
 // Everything is also bounded by kSetupTimeoutSeconds. All callbacks run on
 // the main context; results from the thread are checked against `finished`,
 // so a late one is dropped (and its fds closed).
@@ -26,7 +27,7 @@
 #include "link/handshake.hpp"
 #include "broker/accepted-link.hpp"
 #include "link/sasl.hpp"
-#include "link/splice.hpp"
+#include "link/relay.hpp"
 #include "util/main-context.hpp"
 
 namespace sidebus {
@@ -49,7 +50,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
 
   UniqueFd client_end;  // until GDBus takes it
   GObjectPtr<GCancellable> cancellable{g_cancellable_new()};
-  std::unique_ptr<Splice> splice;
+  std::unique_ptr<Relay> relay;
   GDBusConnection* connection = nullptr;  // owned
   gulong closed_handler = 0;
   guint timeout = 0;
@@ -73,7 +74,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
     g_error_free(error);
   }
 
-  // Either the splice ended or GDBus saw its stream end. D-Bus has no
+  // Either the relay ended or GDBus saw its stream end. D-Bus has no
   // half-open state, so the whole link goes down now, whatever the owner does
   // with the GuestLink: the agent sees EOF and reconnects.
   void link_closed() {
@@ -89,17 +90,16 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   }
 
   // A guest that broke the limits or sent garbage is worth a warning; a link
-  // that just went away is not. Asks the splice rather than waiting for its
-  // on_done: GDBus may see the stream end first. (The splice's messages name
+  // that just went away is not. Asks the relay rather than waiting for its
+  // on_done: GDBus may see the stream end first. (The relay's messages name
   // the transport.)
   void say_why_closed() {
-    Splice::Side side;
+    Relay::Side side;
     g_autoptr(GError) error = nullptr;
-    if (!splice || !splice->failed(&side, &error)) return;
-    bool from_guest = side == Splice::Side::B;
-    if (from_guest && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE))
-      g_warning("%s; closed the link (the limit is broker.max_message_size)", error->message);
-    else if (from_guest && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA))
+    if (!relay || !relay->failed(&side, &error)) return;
+    bool from_guest = side == Relay::Side::Link;
+    if (from_guest && (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA) ||
+                       g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED)))
       g_warning("%s; closed the link", error->message);
     else
       g_debug("guest link %s: %s", peer.transport.c_str(), error->message);
@@ -118,7 +118,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
     }
     if (connection && !g_dbus_connection_is_closed(connection))
       g_dbus_connection_close(connection, nullptr, nullptr, nullptr);
-    splice.reset();  // stops and joins the pump threads, closes link and pump
+    relay.reset();  // stops and joins the relay thread, closes link and pump
     client_end.reset();
   }
 
@@ -195,19 +195,23 @@ void on_handshake_done(const std::shared_ptr<LinkCore>& core, const handshake::H
                         nullptr, core->cancellable.get(), on_connection_ready, new WeakCore(core));
 }
 
-// ---- step 2½: SASL answered; splice so Hello reaches the guest bus ----
+// ---- step 2½: SASL answered; relay so Hello reaches the guest bus ----
 
 void on_auth_done(const std::shared_ptr<LinkCore>& core, UniqueFd link, UniqueFd pump, bool fds) {
   core->peer.carries_fds = fds;
   GError* error = nullptr;
   WeakCore weak = core;
-  core->splice = Splice::start(
-      std::move(pump), "the broker's guest connection", std::move(link), "link " + core->peer.transport, fds,
-      [weak](Splice::Side, const GError*) {
+  Relay::Options options;
+  options.pass_fds = fds;
+  options.guest_limits = core->limits.traffic;
+  options.guest_messages_per_second = core->limits.max_messages_per_second;
+  core->relay = Relay::start(
+      std::move(pump), "the broker's guest connection", std::move(link), "link " + core->peer.transport, options,
+      [weak](Relay::Side, const GError*) {
         if (auto core = weak.lock()) core->link_closed();  // which logs why
       },
-      &error, SpliceLimits{core->limits.max_message_size, core->limits.max_messages_per_second});
-  if (!core->splice) core->fail(error);
+      &error);
+  if (!core->relay) core->fail(error);
 }
 
 // ---- step 1 (thread): handshake, then SASL for the local GDBus client ----

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "link/guest-traffic.hpp"
 #include "link/peer.hpp"
 #include "util/unique-fd.hpp"
 
@@ -34,14 +35,13 @@ class GuestLink {
 // What one guest may push at the broker through its link; only the guest →
 // broker direction is limited. The defaults are Config's (broker.* keys).
 struct GuestLinkLimits {
-  // Largest D-Bus message in bytes (broker.max_message_size). A bigger one,
-  // or a malformed message header, closes the link with a warning before any
-  // of that message reaches the broker.
-  size_t max_message_size = 16 * 1024 * 1024;
-  // Messages per second, burst as many (broker.max_messages_per_second).
-  // Above it the broker reads the link more slowly, so the guest's sends
-  // wait; nothing is dropped.
-  unsigned max_messages_per_second = 1000;
+  // Per message and per guest client (link/guest-traffic.hpp): refused with
+  // an error reply, the link stays up.
+  GuestTrafficLimits traffic;
+  // Messages per second the guest originates, burst as many
+  // (broker.max_messages_per_second). Above it the broker reads the link
+  // more slowly, so the guest's sends wait; nothing is dropped.
+  unsigned max_messages_per_second = 20000;
 };
 
 // Runs the handshake on an accepted link (off the main thread, so a slow or

@@ -35,10 +35,6 @@ namespace sidebus {
 
 namespace {
 
-static_assert(GuestLinkLimits{}.max_message_size == Config::kDefaultMaxMessageSize &&
-                  GuestLinkLimits{}.max_messages_per_second == Config::kDefaultMaxMessagesPerSecond,
-              "the link's built-in limits are the configuration's defaults");
-
 // How long a stopping broker waits for exports to reach the disk.
 constexpr gint64 kPersistTimeoutUs = 3 * G_USEC_PER_SEC;
 
@@ -184,7 +180,7 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
       [alive, serial]() {
         if (*alive) (*alive)->on_link_closed(serial);
       },
-      GuestLinkLimits{config_->max_message_size(), config_->max_messages_per_second()});
+      config_->limits().link);
 }
 
 void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error) {
@@ -203,8 +199,8 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
   options.vm_name = options_.vm_name;
   options.transport = peer.transport;
   options.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
-  options.max_pending_requests = config_->max_pending_requests();
-  options.max_sessions = config_->max_sessions();
+  options.max_pending_requests = config_->limits().max_pending_requests;
+  options.max_sessions = config_->limits().max_sessions;
   active->portals =
       std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(), std::move(options));
   g_message("guest link %" G_GUINT64_FORMAT " up on %s: agent %s, guest uid %u, fds %s, guest name %s", serial,

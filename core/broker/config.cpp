@@ -25,6 +25,7 @@
 #include <cstring>
 #include <map>
 #include <utility>
+#include <vector>
 
 #include "sidebus-config.h"
 
@@ -284,17 +285,41 @@ bool check_integer_range(const Rule& rule, JsonNode* value, std::string& problem
   return false;
 }
 
-// Every key the core reads (plugins declare theirs: check_portal()). Adding a
-// key is one line.
-const Rule kRules[] = {
-    {"portals.*", "enabled", check_boolean},
-    {"broker", "max_pending_requests", check_integer_range, Config::kMinPendingRequests,
-     Config::kMaxPendingRequests},
-    {"broker", "max_message_size", check_integer_range, Config::kMinMessageSize, Config::kMaxMessageSize},
-    {"broker", "max_messages_per_second", check_integer_range, Config::kMinMessagesPerSecond,
-     Config::kMaxMessagesPerSecond},
-    {"broker", "max_sessions", check_integer_range, Config::kMinSessions, Config::kMaxSessions},
+// The broker section: every key an integer in a range, and where it goes.
+// Adding a limit is one line.
+struct BrokerKey {
+  const char* key;
+  gint64 min, max;
+  void (*apply)(Config::BrokerLimits& limits, gint64 value);
 };
+constexpr gint64 kKiB = 1024, kMiB = 1024 * 1024;
+const BrokerKey kBrokerKeys[] = {
+    {"max_pending_requests", 1, 10000, [](Config::BrokerLimits& l, gint64 v) { l.max_pending_requests = unsigned(v); }},
+    {"max_sessions", 1, 1000, [](Config::BrokerLimits& l, gint64 v) { l.max_sessions = unsigned(v); }},
+    {"max_message_size", 4 * kKiB, 128 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_message_size = size_t(v); }},
+    {"max_message_values", 256, 10000000,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_message_values = uint64_t(v); }},
+    {"max_pending_calls", 1, 100000,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_calls = unsigned(v); }},
+    {"max_pending_calls_per_client", 1, 100000,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_calls_per_client = unsigned(v); }},
+    {"max_pending_bytes", 64 * kKiB, 1024 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_bytes = size_t(v); }},
+    {"max_pending_bytes_per_client", 64 * kKiB, 1024 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.max_bytes_per_client = size_t(v); }},
+    {"max_signals_per_second", 1, 1000000,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.signals_per_second = unsigned(v); }},
+    {"max_messages_per_second", 10, 1000000,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.max_messages_per_second = unsigned(v); }},
+};
+
+// Every key the core reads (plugins declare theirs: check_portal()).
+const std::vector<Rule> kRules = [] {
+  std::vector<Rule> rules = {{"portals.*", "enabled", check_boolean}};
+  for (const BrokerKey& key : kBrokerKeys) rules.push_back({"broker", key.key, check_integer_range, key.min, key.max});
+  return rules;
+}();
 
 bool rule_applies(const Rule& rule, const std::string& section) {
   if (std::strcmp(rule.section, "portals.*") == 0)
@@ -715,14 +740,9 @@ class LoadedConfig final : public Config {
                              : nullptr;
     if (broker == nullptr)
       return;
-    max_pending_requests_ = static_cast<unsigned>(
-        json_object_get_int_member_with_default(broker, "max_pending_requests", kDefaultMaxPendingRequests));
-    max_message_size_ = static_cast<std::size_t>(
-        json_object_get_int_member_with_default(broker, "max_message_size", kDefaultMaxMessageSize));
-    max_messages_per_second_ = static_cast<unsigned>(
-        json_object_get_int_member_with_default(broker, "max_messages_per_second", kDefaultMaxMessagesPerSecond));
-    max_sessions_ =
-        static_cast<unsigned>(json_object_get_int_member_with_default(broker, "max_sessions", kDefaultMaxSessions));
+    for (const BrokerKey& key : kBrokerKeys)
+      if (json_object_has_member(broker, key.key))
+        key.apply(limits_, json_object_get_int_member(broker, key.key));
   }
 
   bool portal_enabled(const std::string& name) const override {
@@ -758,10 +778,7 @@ class LoadedConfig final : public Config {
   }
 
   const std::vector<std::string>& files() const override { return files_; }
-  unsigned max_pending_requests() const override { return max_pending_requests_; }
-  std::size_t max_message_size() const override { return max_message_size_; }
-  unsigned max_messages_per_second() const override { return max_messages_per_second_; }
-  unsigned max_sessions() const override { return max_sessions_; }
+  const BrokerLimits& limits() const override { return limits_; }
 
  private:
   JsonObjectPtr root_;
@@ -779,10 +796,7 @@ class LoadedConfig final : public Config {
     }
   };
   std::vector<Applied> applied_;
-  unsigned max_sessions_ = kDefaultMaxSessions;
-  unsigned max_pending_requests_ = kDefaultMaxPendingRequests;
-  std::size_t max_message_size_ = kDefaultMaxMessageSize;
-  unsigned max_messages_per_second_ = kDefaultMaxMessagesPerSecond;
+  BrokerLimits limits_;
 };
 
 }  // namespace

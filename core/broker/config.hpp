@@ -12,6 +12,7 @@
 
 #include <json-glib/json-glib.h>
 
+#include "broker/accepted-link.hpp"
 #include "sidebus-plugin.h"
 
 #include <cstddef>
@@ -50,32 +51,15 @@ class Config {
   // Every portals.<name> that some file configures (enabled or not), sorted.
   virtual std::vector<std::string> configured_portals() const = 0;
 
-  // "broker": { "max_pending_requests": N }: portal requests one VM may have
-  // in flight at once (1..10000).
-  static constexpr unsigned kDefaultMaxPendingRequests = 64;
-  static constexpr unsigned kMinPendingRequests = 1;
-  static constexpr unsigned kMaxPendingRequests = 10000;
-  virtual unsigned max_pending_requests() const = 0;
-  // "broker": { "max_message_size": BYTES }: the largest D-Bus message
-  // accepted from the guest (4 KiB..128 MiB, the D-Bus maximum).
-  static constexpr std::size_t kDefaultMaxMessageSize = 16 * 1024 * 1024;
-  static constexpr std::size_t kMinMessageSize = 4096;
-  static constexpr std::size_t kMaxMessageSize = 128 * 1024 * 1024;
-  virtual std::size_t max_message_size() const = 0;
-  // "broker": { "max_messages_per_second": N }: D-Bus messages per second
-  // read from the guest, burst as many (10..1000000); above it the broker
-  // reads the link more slowly.
-  static constexpr unsigned kDefaultMaxMessagesPerSecond = 1000;
-  static constexpr unsigned kMinMessagesPerSecond = 10;
-  static constexpr unsigned kMaxMessagesPerSecond = 1000000;
-  virtual unsigned max_messages_per_second() const = 0;
-
-  // "broker": { "max_sessions": N }: portal sessions (screen casts, monitors,
-  // …) one VM may hold at once (1..1000).
-  static constexpr unsigned kDefaultMaxSessions = 16;
-  static constexpr unsigned kMinSessions = 1;
-  static constexpr unsigned kMaxSessions = 1000;
-  virtual unsigned max_sessions() const = 0;
+  // "broker": { ... }: what one VM may make the broker hold. The defaults are
+  // BrokerLimits' initializers; every key, its range and what it bounds:
+  // docs/configuration.md.
+  struct BrokerLimits {
+    unsigned max_pending_requests = 64;  // portal requests in flight at once
+    unsigned max_sessions = 16;          // portal sessions held at once
+    GuestLinkLimits link;                // what the link's relay lets through
+  };
+  virtual const BrokerLimits& limits() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

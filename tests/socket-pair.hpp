@@ -1,7 +1,7 @@
-// splice-harness.hpp — what the splice tests (test-sasl, test-link-limits)
-// share: a Splice between two socket pairs the test talks through, and raw
-// SCM_RIGHTS helpers that drive a socket byte by byte, under GDBus's level,
-// to check that fds stay with the bytes of their own message.
+// socket-pair.hpp — what the link tests (test-sasl, test-relay) share: a
+// socket pair, and raw SCM_RIGHTS helpers that drive a socket byte by byte,
+// under GDBus's level, to check that fds stay with the bytes of their own
+// message.
 #pragma once
 
 #include <glib.h>
@@ -11,11 +11,9 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
-#include "link/splice.hpp"
 
 namespace sidebus::test {
 
@@ -25,44 +23,6 @@ struct Pair {
   ~Pair() {
     for (int fd : fds)
       if (fd >= 0) close(fd);
-  }
-};
-
-// left.fds[0] ← splice → right.fds[0]; the test talks on fds[1]. @limits
-// apply to what the right side sends (side B: the guest on a real link).
-struct SpliceRun {
-  Pair left, right;
-  std::unique_ptr<Splice> splice;
-  bool done = false;
-  Splice::Side ended = Splice::Side::A;
-  GError* error = nullptr;
-
-  explicit SpliceRun(bool pass_fds, SpliceLimits limits = {}, const char* left_name = "left",
-                     const char* right_name = "right") {
-    g_autoptr(GError) start_error = nullptr;
-    splice = Splice::start(
-        UniqueFd(left.fds[0]), left_name, UniqueFd(right.fds[0]), right_name, pass_fds,
-        [this](Splice::Side side, const GError* e) {
-          done = true;
-          ended = side;
-          if (e) error = g_error_copy(e);
-        },
-        &start_error, limits);
-    g_assert_no_error(start_error);
-    left.fds[0] = right.fds[0] = -1;
-  }
-  ~SpliceRun() {
-    splice.reset();
-    g_clear_error(&error);
-  }
-
-  // Iterates the main context until the splice reported its end (15 s bound).
-  void wait_done() {
-    gint64 deadline = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
-    while (!done) {
-      g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-      if (!g_main_context_iteration(nullptr, FALSE)) g_usleep(1000);
-    }
   }
 };
 
