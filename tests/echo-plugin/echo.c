@@ -4,12 +4,23 @@
  * installed prefix). The tests also load it from the build tree.
  *
  * It exports dev.sidebus.test.Echo on the portal object:
- *   Echo(s) → s          the string, unchanged
- *   ReadFd(h) → s        the first bytes read from the fd the guest sent
- *   GetConfig() → s      this plugin's configuration section as JSON
+ *   Echo(s) → s                 the string, unchanged
+ *   ReadFd(h) → s               the first bytes read from the fd the guest sent
+ *   OpenPipe(s) → h             a pipe the plugin wrote the string into (an fd
+ *                               in a reply, host → guest)
+ *   GetConfig() → s             this plugin's configuration section as JSON
+ *   CreateMonitor(a{sv}) → o    a session-based portal call: the host's
+ *                               Inhibit.CreateMonitor, whose Response carries
+ *                               the guest's session handle
+ *   SessionState(o) → s         "active" for the caller's own session; other
+ *                               clients get NotAllowed
+ * and declares its configuration keys: "greeting" and "vm", strings the tests
+ * set to tell configurations apart (GetConfig shows them).
  */
 #include <sidebus-plugin.h>
 #include <libpeas/peas.h>
+#include <glib-unix.h>
+#include <string.h>
 #include <unistd.h>
 
 #define ECHO_INTERFACE "dev.sidebus.test.Echo"
@@ -19,7 +30,10 @@ static const char echo_xml[] =
     "  <interface name='" ECHO_INTERFACE "'>"
     "    <method name='Echo'><arg type='s' direction='in'/><arg type='s' direction='out'/></method>"
     "    <method name='ReadFd'><arg type='h' direction='in'/><arg type='s' direction='out'/></method>"
+    "    <method name='OpenPipe'><arg type='s' direction='in'/><arg type='h' direction='out'/></method>"
     "    <method name='GetConfig'><arg type='s' direction='out'/></method>"
+    "    <method name='CreateMonitor'><arg type='a{sv}' direction='in'/><arg type='o' direction='out'/></method>"
+    "    <method name='SessionState'><arg type='o' direction='in'/><arg type='s' direction='out'/></method>"
     "  </interface>"
     "</node>";
 
@@ -72,6 +86,69 @@ read_fd (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *paramete
 }
 
 static void
+open_pipe (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  const char *text;
+  int fds[2];
+  g_autoptr(GUnixFDList) fd_list = NULL;
+
+  if (!sidebus_context_require_fds (self->context, &error))
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  g_variant_get (parameters, "(&s)", &text);
+  if (!g_unix_open_pipe (fds, FD_CLOEXEC, &error))
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  if (write (fds[1], text, strlen (text)) < 0)
+    g_warning ("echo: writing the pipe failed");
+  close (fds[1]);
+  fd_list = g_unix_fd_list_new_from_array (&fds[0], 1);  /* takes fds[0] */
+  g_dbus_method_invocation_return_value_with_unix_fd_list (invocation, g_variant_new ("(h)", 0), fd_list);
+}
+
+/* CreateMonitor: the core makes the guest's Request and Session, the host
+ * makes its own, and the host's Response (passed on as it is: NULL results
+ * func) reaches the guest with the guest's session handle in it. */
+static void
+create_monitor (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  g_autoptr(GVariant) options = NULL;
+  SidebusSession *session = NULL;
+  SidebusRequest *request;
+
+  g_variant_get (parameters, "(@a{sv})", &options);
+  request = sidebus_request_new_with_session (self->context, invocation, options, &session, &error);
+  if (request == NULL)
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  sidebus_request_call_host (request, "org.freedesktop.portal.Inhibit", "CreateMonitor",
+                             g_variant_new ("(s@a{sv})", "", g_variant_new ("a{sv}", NULL)), NULL, NULL);
+}
+
+static void
+session_state (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  const char *handle;
+
+  g_variant_get (parameters, "(&o)", &handle);
+  if (sidebus_context_lookup_session (self->context, invocation, handle, &error) == NULL)
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  g_dbus_method_invocation_return_value (invocation, g_variant_new ("(s)", "active"));
+}
+
+static void
 handle_method (GDBusConnection *connection, const char *sender, const char *path, const char *interface,
                const char *method, GVariant *parameters, GDBusMethodInvocation *invocation, gpointer user_data)
 {
@@ -84,6 +161,18 @@ handle_method (GDBusConnection *connection, const char *sender, const char *path
   else if (g_str_equal (method, "ReadFd"))
     {
       read_fd (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "OpenPipe"))
+    {
+      open_pipe (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "CreateMonitor"))
+    {
+      create_monitor (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "SessionState"))
+    {
+      session_state (self, invocation, parameters);
     }
   else if (g_str_equal (method, "GetConfig"))
     {
@@ -125,11 +214,24 @@ echo_portal_stop (SidebusPortal *portal)
   self->context = NULL;
 }
 
+static const SidebusConfigKey echo_config_keys[] = {
+  { .key = "greeting", .type = SIDEBUS_CONFIG_STRING },
+  { .key = "vm", .type = SIDEBUS_CONFIG_STRING },
+};
+
+static const SidebusConfigKey *
+echo_portal_get_config_schema (SidebusPortal *portal, gsize *n_keys)
+{
+  *n_keys = G_N_ELEMENTS (echo_config_keys);
+  return echo_config_keys;
+}
+
 static void
 echo_portal_iface_init (SidebusPortalInterface *iface)
 {
   iface->start = echo_portal_start;
   iface->stop = echo_portal_stop;
+  iface->get_config_schema = echo_portal_get_config_schema;
 }
 
 static void echo_portal_init (EchoPortal *self) {}
