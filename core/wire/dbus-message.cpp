@@ -290,13 +290,12 @@ class Walker {
   bool string_like(char type, std::string_view* out, const char* label = nullptr);
   bool count(uint64_t n = 1);
 
-  // Reads are limited to [pos, limit): the block, or the array being walked.
-  size_t limit() const { return limit_; }
+  // Reads are limited to [pos, limit): the block, or the array being walked
+  // (@name, for messages; nullptr: the block).
   void set_limit(size_t limit, const char* name) {
     limit_ = limit;
     limit_name_ = name;
   }
-  const char* limit_name() const { return limit_name_; }
 
   bool fail_at(size_t offset, const char* format, ...) G_GNUC_PRINTF(3, 4);
 
