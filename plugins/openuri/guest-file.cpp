@@ -182,7 +182,8 @@ struct CopyStore::Job {
   Done done;
 };
 
-CopyStore::CopyStore(std::string vm_name) : vm_name_(std::move(vm_name)), cancellable_(g_cancellable_new()) {}
+CopyStore::CopyStore(std::string vm_name, Limits limits)
+    : vm_name_(std::move(vm_name)), limits_(limits), cancellable_(g_cancellable_new()) {}
 
 CopyStore::~CopyStore() {
   g_cancellable_cancel(cancellable_);
@@ -246,15 +247,16 @@ void CopyStore::copy_in_thread(GTask* task, gpointer, gpointer task_data, GCance
 
 void CopyStore::copy(GuestFd source, Done done) {
   g_autoptr(GError) error = nullptr;
-  if (source.st.st_size > kMaxCopySize) {
+  if (source.st.st_size > limits_.max_file) {
     g_set_error(&error, SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
-                "the file is larger than %" G_GOFFSET_FORMAT " MiB, the most copied to the host",
-                kMaxCopySize / (1024 * 1024));
-  } else if (reserved_total_ + source.st.st_size > kMaxCopiedTotal) {
+                "the file is larger than %" G_GOFFSET_FORMAT " bytes, the most copied to the host "
+                "(portals.openuri.max_copy_size)",
+                limits_.max_file);
+  } else if (reserved_total_ + source.st.st_size > limits_.max_total) {
     g_set_error(&error, SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
-                "this VM's copies on the host already take %" G_GOFFSET_FORMAT " MiB (at most %" G_GOFFSET_FORMAT
-                " MiB until it reconnects)",
-                reserved_total_ / (1024 * 1024), kMaxCopiedTotal / (1024 * 1024));
+                "this VM's copies on the host already take %" G_GOFFSET_FORMAT " bytes (at most %" G_GOFFSET_FORMAT
+                " until it reconnects, portals.openuri.max_copied_total)",
+                reserved_total_, limits_.max_total);
   }
   if (error != nullptr || !ensure_dir(&error)) {
     done(std::nullopt, error);
@@ -265,7 +267,7 @@ void CopyStore::copy(GuestFd source, Done done) {
   job->store = this;
   job->done = std::move(done);
   // Reserved before the copy starts, so copies in flight at once can never
-  // take more than kMaxCopiedTotal between them.
+  // take more than max_total between them.
   job->reserved = source.st.st_size;
   std::string name = copy_name(source.path, source.st);
   job->source = std::move(source.fd);

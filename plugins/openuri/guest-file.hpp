@@ -77,14 +77,17 @@ std::optional<GuestFd> take_guest_fd(GUnixFDList* fd_list, gint32 handle, GError
 // Copies of guest files that are not documents, in a private directory of
 // the broker's user (0700, under $XDG_RUNTIME_DIR), each as
 // <dir>/<n>/<original name>. Copying runs in a thread; it is bounded by
-// kMaxCopySize per file and kMaxCopiedTotal per link, the file's size
-// reserved against the total before the copy starts.
+// max_file per file and max_total per link (portals.openuri.max_copy_size,
+// max_copied_total), the file's size reserved against the total before the
+// copy starts.
 class CopyStore {
  public:
-  static constexpr goffset kMaxCopySize = 256 * 1024 * 1024;
-  static constexpr goffset kMaxCopiedTotal = 1024 * 1024 * 1024;
+  struct Limits {
+    goffset max_file = 256 * 1024 * 1024;
+    goffset max_total = 1024 * 1024 * 1024;
+  };
 
-  explicit CopyStore(std::string vm_name);
+  CopyStore(std::string vm_name, Limits limits);
   ~CopyStore();  // cancels copies in flight and deletes every copy
   CopyStore(const CopyStore&) = delete;
   CopyStore& operator=(const CopyStore&) = delete;
@@ -104,6 +107,7 @@ class CopyStore {
   bool ensure_dir(GError** error);
 
   std::string vm_name_;
+  Limits limits_;
   std::string dir_;  // created on first use
   guint64 next_ = 0;
   goffset reserved_total_ = 0;  // copies done and in flight

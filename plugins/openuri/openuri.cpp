@@ -142,12 +142,15 @@ gboolean validate_schemes(const char*, JsonNode* value, GError** error) {
 const SidebusConfigKey kConfigKeys[] = {
     {"schemes", SIDEBUS_CONFIG_STRING_ARRAY, 0, 0, validate_schemes, {}},
     {"copy_outside_documents", SIDEBUS_CONFIG_BOOLEAN, 0, 0, nullptr, {}},
+    {"max_copy_size", SIDEBUS_CONFIG_INTEGER, 1, G_GINT64_CONSTANT(1) << 40, nullptr, {}},
+    {"max_copied_total", SIDEBUS_CONFIG_INTEGER, 1, G_GINT64_CONSTANT(1) << 40, nullptr, {}},
 };
 
 // portals.openuri, checked against kConfigKeys when the broker started.
 struct Settings {
   std::vector<std::string> schemes = kDefaultSchemes;
   bool copy_outside_documents = false;
+  CopyStore::Limits copy_limits;
 
   static Settings from_config(JsonObject* config) {
     Settings settings;
@@ -159,6 +162,10 @@ struct Settings {
         settings.schemes.emplace_back(json_array_get_string_element(schemes, i));
     }
     settings.copy_outside_documents = json_object_get_boolean_member_with_default(config, "copy_outside_documents", FALSE);
+    settings.copy_limits.max_file =
+        json_object_get_int_member_with_default(config, "max_copy_size", settings.copy_limits.max_file);
+    settings.copy_limits.max_total =
+        json_object_get_int_member_with_default(config, "max_copied_total", settings.copy_limits.max_total);
     return settings;
   }
 };
@@ -233,7 +240,8 @@ OpenUri::OpenUri(SidebusContext* context, Settings settings, guint32 host_versio
       settings_(std::move(settings)),
       host_version_(host_version),
       skeleton_(open_uri_gen_open_uri_skeleton_new()) {
-  if (settings_.copy_outside_documents) copies_ = std::make_unique<CopyStore>(sidebus_context_get_vm_name(context));
+  if (settings_.copy_outside_documents)
+    copies_ = std::make_unique<CopyStore>(sidebus_context_get_vm_name(context), settings_.copy_limits);
   open_uri_gen_open_uri_set_version(skeleton_.get(), MIN(host_version_, kImplementedVersion));
   g_signal_connect(skeleton_.get(), "handle-open-uri", G_CALLBACK(on_open_uri), this);
   g_signal_connect(skeleton_.get(), "handle-open-file", G_CALLBACK(on_open_file), this);
