@@ -22,7 +22,7 @@
 
 #include "broker/config.hpp"
 #include "splice-harness.hpp"
-#include "fixture.hpp"
+#include "support/topology.hpp"
 #include "broker/accepted-link.hpp"
 #include "link/splice.hpp"
 
