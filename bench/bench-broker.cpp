@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "fixture.hpp"
+#include "support/topology.hpp"
 
 using namespace sidebus::test;
 using Clock = std::chrono::steady_clock;
@@ -80,15 +80,7 @@ int main(int argc, char** argv) {
       Broker broker(options);
       Agent agent({broker.link_address(), guest.address()});
       GDBusConnection* bus = guest.connection();
-      bool owned = wait_until([&] {
-        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-            bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
-            g_variant_new("(s)", "org.freedesktop.portal.Desktop"), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE,
-            -1, nullptr, nullptr);
-        gboolean has_owner = FALSE;
-        if (reply != nullptr) g_variant_get(reply, "(b)", &has_owner);
-        return has_owner != FALSE;
-      }, 30s);
+      bool owned = wait_until([&] { return name_has_owner(bus, kPortalBusName); }, 30s);
       if (!owned) throw FixtureError("the portal name never appeared on the guest bus:\n" + broker.process().log());
       broker_ms.push_back(ms_since(broker_start));
       if (round == rounds - 1) {

@@ -1,6 +1,6 @@
 // bench-filechooser.cpp — what the VM boundary costs a FileChooser call.
 //
-// One run, one topology (the fixture's: host bus, xdg-desktop-portal, the test
+// One run, one topology (tests/support's Topology: host bus, xdg-desktop-portal, the test
 // backend answering at once, the broker with the filechooser plugin, a guest
 // bus and the agent), two measurements:
 //
@@ -26,13 +26,12 @@
 #include <vector>
 
 #include "bench-env.h"
-#include "fixture.hpp"
+#include "support/topology.hpp"
 
 using namespace sidebus::test;
 
 namespace {
 
-constexpr char kPortalBusName[] = "org.freedesktop.portal.Desktop";
 constexpr char kFileChooser[] = "org.freedesktop.portal.FileChooser";
 
 using Clock = std::chrono::steady_clock;

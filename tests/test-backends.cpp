@@ -30,27 +30,17 @@
 #include <vector>
 
 #include "backend/test-patterns.hpp"
-#include "fixture.hpp"
-#include "pipewire-daemon.hpp"
+#include "support/assert.hpp"
+#include "support/files.hpp"
+#include "support/host-pipewire.hpp"
+#include "support/host-portal.hpp"
 
 using namespace sidebus::test;
 namespace patterns = sidebus::test_patterns;
 
 namespace {
 
-constexpr char kPortalBusName[] = "org.freedesktop.portal.Desktop";
-constexpr char kPortalPath[] = "/org/freedesktop/portal/desktop";
-constexpr char kBackendBusName[] = "org.freedesktop.impl.portal.Test";
-constexpr char kBackendPath[] = "/dev/sidebus/test/Backend";
-constexpr char kBackendInterface[] = "dev.sidebus.test.Backend";
-
 // ---- D-Bus helpers ---------------------------------------------------------
-
-std::string remote_error_name(const GError* error) {
-  if (error == nullptr) return "(no error)";
-  g_autofree char* name = g_dbus_error_get_remote_error(error);
-  return name != nullptr ? name : std::string("(local) ") + error->message;
-}
 
 // A method of the portal; the reply, or nullptr with @error set.
 VariantPtr call_portal(GDBusConnection* connection, const char* interface, const char* method, GVariant* parameters,
@@ -68,67 +58,12 @@ VariantPtr call_portal_ok(GDBusConnection* connection, const char* interface, co
   return reply;
 }
 
-// A control method of the test backend.
-void call_backend(HostPortal& host, const char* method, GVariant* parameters) {
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply =
-      g_dbus_connection_call_sync(host.connection(), kBackendBusName, kBackendPath, kBackendInterface, method,
-                                  parameters, nullptr, G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
-  g_assert_no_error(error);
-}
-
-VariantPtr portal_property(GDBusConnection* connection, const char* interface, const char* name) {
-  VariantPtr reply = call_portal_ok(connection, "org.freedesktop.DBus.Properties", "Get",
-                                    g_variant_new("(ss)", interface, name), "(v)");
-  GVariant* value = nullptr;
-  g_variant_get(reply.get(), "(v)", &value);
-  return VariantPtr(value);
-}
-
 // Fully unboxed: Settings.Read in xdg-desktop-portal 1.16 answers <<value>>.
 VariantPtr unbox(GVariant* value) {
   VariantPtr current(g_variant_ref(value));
   while (g_variant_is_of_type(current.get(), G_VARIANT_TYPE_VARIANT))
     current.reset(g_variant_get_variant(current.get()));
   return current;
-}
-
-// g_assert_cmpstr() keeps a pointer past the full expression, so it must not
-// see a temporary std::string.
-#define assert_str_eq(actual, expected)                      \
-  do {                                                       \
-    const std::string actual_ = (actual);                    \
-    const std::string expected_ = (expected);                \
-    g_assert_cmpstr(actual_.c_str(), ==, expected_.c_str()); \
-  } while (0)
-
-void assert_same(GVariant* actual, const char* type, const char* expected_text) {
-  g_assert_nonnull(actual);
-  VariantPtr expected = parse(type, expected_text);
-  if (!g_variant_equal(actual, expected.get())) {
-    g_autofree char* a = g_variant_print(actual, TRUE);
-    g_error("got %s, expected %s", a, expected_text);
-  }
-}
-
-VariantPtr lookup(GVariant* dict, const char* key) {
-  VariantPtr value(g_variant_lookup_value(dict, key, nullptr));
-  if (!value) {
-    g_autofree char* text = g_variant_print(dict, TRUE);
-    g_error("no %s in %s", key, text);
-  }
-  return value;
-}
-
-std::string lookup_string(GVariant* dict, const char* key) {
-  VariantPtr value = lookup(dict, key);
-  return g_variant_get_string(value.get(), nullptr);
-}
-
-std::string bytes_of(GVariant* ay) {
-  gsize size = 0;
-  const void* data = g_variant_get_fixed_array(ay, &size, 1);
-  return std::string(static_cast<const char*>(data), size);
 }
 
 // The backend's records of @method, oldest first.
@@ -174,46 +109,6 @@ class SignalLog {
   GDBusConnection* connection_;
   guint subscription_;
   std::vector<std::pair<std::string, VariantPtr>> received_;
-};
-
-// A Request-returning portal call that passes fds (PortalRequest passes none).
-class FdRequest {
- public:
-  FdRequest(GDBusConnection* connection, const char* interface, const char* method, GVariant* parameters,
-            const std::vector<int>& fds)
-      : responses_(connection, "org.freedesktop.portal.Request", "Response") {
-    g_autoptr(GUnixFDList) list = g_unix_fd_list_new();
-    for (int fd : fds) g_assert_cmpint(g_unix_fd_list_append(list, fd, nullptr), >=, 0);
-    g_autoptr(GError) error = nullptr;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
-        connection, kPortalBusName, kPortalPath, interface, method, parameters, G_VARIANT_TYPE("(o)"),
-        G_DBUS_CALL_FLAGS_NONE, 30000, list, nullptr, nullptr, &error);
-    g_assert_no_error(error);
-    const char* handle = nullptr;
-    g_variant_get(reply, "(&o)", &handle);
-    handle_ = handle;
-  }
-  bool wait_for_response() {
-    return wait_until([&] {
-      for (size_t i = 0; i < responses_.size(); i++)
-        if (responses_.path(i) == handle_) {
-          g_variant_get(responses_.parameters(i), "(u@a{sv})", &response_, &results_);
-          return true;
-        }
-      return false;
-    });
-  }
-  guint32 response() const { return response_; }
-  GVariant* results() const { return results_; }
-  ~FdRequest() {
-    if (results_ != nullptr) g_variant_unref(results_);
-  }
-
- private:
-  SignalLog responses_;
-  std::string handle_;
-  guint32 response_ = G_MAXUINT32;
-  GVariant* results_ = nullptr;
 };
 
 // A Request-returning call, answered: its response (and results in @results).
@@ -449,7 +344,7 @@ void test_settings() {
 
   // The desktop changes a setting: the app hears of it, and reads the new value.
   SignalLog changed(bus, kSettings, "SettingChanged");
-  call_backend(host, "SetSetting",
+  host.call_backend("SetSetting",
                g_variant_new("(ssv)", "org.freedesktop.appearance", "color-scheme", g_variant_new_uint32(2)));
   g_assert_true(changed.wait_for(1));
   const char* name_space = nullptr;
@@ -494,7 +389,7 @@ void test_notification() {
               "[{'label': <'Open log'>, 'action': <'app.open-log'>}]");
 
   // "The user" clicks the button: the app gets the action, with its parameter.
-  call_backend(host, "EmitActionInvoked",
+  host.call_backend("EmitActionInvoked",
                g_variant_new_parsed("('', 'build-done', 'app.open-log', [<'/tmp/build.log'>])"));
   g_assert_true(invoked.wait_for(1));
   assert_same(invoked.parameters(0), "(ssav)", "('build-done', 'app.open-log', [<'/tmp/build.log'>])");
@@ -552,8 +447,8 @@ void test_inhibit() {
   assert_str_eq(lookup_string(monitor.record.get(), "session_handle"), session);
 
   SignalLog state_changed(bus, kInhibit, "StateChanged");
-  call_backend(
-      host, "EmitStateChanged",
+  host.call_backend(
+      "EmitStateChanged",
       g_variant_new_parsed("(%o, {'screensaver-active': <true>, 'session-state': <uint32 2>})", session.c_str()));
   g_assert_true(state_changed.wait_for(1));
   const char* changed_session = nullptr;
@@ -799,7 +694,7 @@ void test_screen_cast() {
 
   // A new session with the restore token: the backend gets its restore data
   // back (never the token), and streams in the size the test set.
-  call_backend(host, "SetVideoFormat", g_variant_new("(uuu)", 64, 48, 15));
+  host.call_backend("SetVideoFormat", g_variant_new("(uuu)", 64, 48, 15));
   const std::string restored = create_screen_cast_session(host, "cast2");
   g_assert_cmpuint(request(host, kScreenCast, "SelectSources",
                            g_variant_new_parsed("(%o, {'handle_token': <'select2'>, 'types': <uint32 1>,"
@@ -824,7 +719,7 @@ void test_screen_cast() {
 
     // The desktop ends the session: the app is told, the stream goes.
     SignalLog closed(bus, "org.freedesktop.portal.Session", "Closed");
-    call_backend(host, "CloseSession", g_variant_new("(o)", restored.c_str()));
+    host.call_backend("CloseSession", g_variant_new("(o)", restored.c_str()));
     g_assert_true(closed.wait_for(1));
     g_assert_cmpstr(closed.path(0).c_str(), ==, restored.c_str());
     g_assert_true(wait_until([&] { return !app.sees(small.node_id); }));
@@ -961,11 +856,12 @@ void test_email() {
   const int fd = file_fd(files, "minutes.txt", attachment);
   host.set_reply("ComposeEmail", kResponseSuccess);
   {
-    FdRequest compose(host.connection(), kEmail, "ComposeEmail",
+    PortalRequest compose(host.connection(), kPortalBusName, kEmail, "ComposeEmail",
                       g_variant_new_parsed("('', {'handle_token': <'mail'>, 'addresses': <['ada@example.com']>,"
                                            " 'subject': <'Minutes'>, 'body': <'Attached.'>,"
                                            " 'attachment_fds': <[handle 0]>})"),
                       {fd});
+    g_assert_no_error(compose.error());
     close(fd);
     g_assert_true(compose.wait_for_response());
     g_assert_cmpuint(compose.response(), ==, kResponseSuccess);
@@ -1015,9 +911,10 @@ void test_print() {
   const std::string document = "%PDF-1.4\n% a document of the test\n%%EOF\n";
   const int fd = file_fd(files, "report.pdf", document);
   {
-    FdRequest print(host.connection(), kPrint, "Print",
+    PortalRequest print(host.connection(), kPortalBusName, kPrint, "Print",
                     g_variant_new_parsed("('', 'Report', handle 0, {'handle_token': <'print'>, 'token': <%u>})", token),
                     {fd});
+    g_assert_no_error(print.error());
     close(fd);
     g_assert_true(print.wait_for_response());
     g_assert_cmpuint(print.response(), ==, kResponseSuccess);
@@ -1037,8 +934,9 @@ void test_print() {
         ==, response);
     const int again = file_fd(files, "again.pdf", document);
     g_autofree char* print_token = g_strdup_printf("print%u", response);
-    FdRequest print(host.connection(), kPrint, "Print",
+    PortalRequest print(host.connection(), kPortalBusName, kPrint, "Print",
                     g_variant_new_parsed("('', 'Report', handle 0, {'handle_token': <%s>})", print_token), {again});
+    g_assert_no_error(print.error());
     close(again);
     g_assert_true(print.wait_for_response());
     g_assert_cmpuint(print.response(), ==, response);

@@ -14,17 +14,13 @@
 #include <algorithm>
 #include <cstring>
 
-#include "fixture.hpp"
+#include "support/assert.hpp"
+#include "support/topology.hpp"
 
 using namespace sidebus::test;
 
 namespace {
 
-// g_assert_cmpstr keeps only a pointer: std::string temporaries would dangle.
-void assert_equal(const std::string& actual, const char* expected) { g_assert_cmpstr(actual.c_str(), ==, expected); }
-
-constexpr const char* kPortalName = "org.freedesktop.portal.Desktop";
-constexpr const char* kPortalPath = "/org/freedesktop/portal/desktop";
 constexpr const char* kEcho = "dev.sidebus.test.Echo";
 constexpr const char* kEnableEcho = R"({"portals":{"echo":{"enabled":true}}})";
 
@@ -42,7 +38,7 @@ BrokerOptions broker_with_echo(std::vector<std::pair<std::string, std::string>> 
 std::string call_echo(GDBusConnection* guest, const char* method, GVariant* parameters, GUnixFDList* fds = nullptr) {
   g_autoptr(GError) error = nullptr;
   g_autoptr(GVariant) reply = g_dbus_connection_call_with_unix_fd_list_sync(
-      guest, kPortalName, kPortalPath, kEcho, method, parameters, G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE,
+      guest, kPortalBusName, kPortalPath, kEcho, method, parameters, G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE,
       10000, fds, nullptr, nullptr, &error);
   if (reply == nullptr) {
     g_autofree char* name = g_dbus_error_get_remote_error(error);
@@ -70,21 +66,12 @@ std::vector<std::string> portal_interfaces(Topology& topology) {
   return names;
 }
 
-bool guest_name_has_owner(GDBusConnection* guest, const char* name) {
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      guest, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
-      g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, nullptr);
-  gboolean has_owner = FALSE;
-  if (reply != nullptr) g_variant_get(reply, "(b)", &has_owner);
-  return has_owner;
-}
-
 void test_name_owned_through_agent() {
   TopologyOptions options;
   options.broker = broker_with_echo();
   Topology topology(options);
-  g_assert_true(guest_name_has_owner(topology.guest().connection(), kPortalName));
-  assert_equal(guest_echo(topology.guest().connection(), "hello from the guest"), "hello from the guest");
+  g_assert_true(name_has_owner(topology.guest().connection(), kPortalBusName));
+  assert_str_eq(guest_echo(topology.guest().connection(), "hello from the guest"), "hello from the guest");
 }
 
 void test_introspection_shows_enabled_plugins() {
@@ -117,11 +104,11 @@ void test_config_disables_plugin() {
   {
     Topology topology(options);
     g_assert_true(portal_interfaces(topology).empty());
-    assert_equal(guest_echo(topology.guest().connection(), "x"), "error:org.freedesktop.DBus.Error.UnknownMethod");
+    assert_str_eq(guest_echo(topology.guest().connection(), "x"), "error:org.freedesktop.DBus.Error.UnknownMethod");
   }
   options.broker.config.emplace_back("vm/testvm.json", R"({"portals":{"echo":{"enabled":true,"greeting":"b"}}})");
   Topology topology(options);
-  assert_equal(call_echo(topology.guest().connection(), "GetConfig", nullptr), R"({"enabled":true,"greeting":"b"})");
+  assert_str_eq(call_echo(topology.guest().connection(), "GetConfig", nullptr), R"({"enabled":true,"greeting":"b"})");
 }
 
 void test_malformed_config_stops_start() {
@@ -155,15 +142,15 @@ void test_two_vms_side_by_side() {
   auto config_of = [](Topology& topology) {
     return call_echo(topology.guest().connection(), "GetConfig", nullptr);
   };
-  assert_equal(config_of(first), R"({"enabled":true,"vm":"one"})");
-  assert_equal(config_of(second), R"({"enabled":true,"vm":"two"})");
+  assert_str_eq(config_of(first), R"({"enabled":true,"vm":"one"})");
+  assert_str_eq(config_of(second), R"({"enabled":true,"vm":"two"})");
   // Each VM has its own private bus and document mount.
   g_assert_true(is_mounted(first.broker().runtime_dir() + "/doc"));
   g_assert_true(is_mounted(second.broker().runtime_dir() + "/doc"));
   // Stopping one leaves the other serving.
   first.broker().stop();
-  g_assert_true(wait_until([&] { return !guest_name_has_owner(first.guest().connection(), kPortalName); }));
-  assert_equal(guest_echo(second.guest().connection(), "still here"), "still here");
+  g_assert_true(wait_until([&] { return !name_has_owner(first.guest().connection(), kPortalBusName); }));
+  assert_str_eq(guest_echo(second.guest().connection(), "still here"), "still here");
 }
 
 void test_broker_exit_leaves_nothing() {
@@ -182,7 +169,7 @@ void test_broker_exit_leaves_nothing() {
   std::string link = topology.broker().link_address().substr(strlen("unix:"));
   g_assert_false(g_file_test(link.c_str(), G_FILE_TEST_EXISTS));
   // The guest sees the portal go away; the agent stays to reconnect.
-  g_assert_true(wait_until([&] { return !guest_name_has_owner(topology.guest().connection(), kPortalName); }));
+  g_assert_true(wait_until([&] { return !name_has_owner(topology.guest().connection(), kPortalBusName); }));
   g_assert_true(topology.agent().process().running());
 }
 
@@ -203,18 +190,18 @@ void test_agent_reconnects_after_broker_restart() {
   TopologyOptions options;
   options.broker = broker_with_echo();
   Topology topology(options);
-  assert_equal(guest_echo(topology.guest().connection(), "before"), "before");
+  assert_str_eq(guest_echo(topology.guest().connection(), "before"), "before");
 
   BrokerOptions again = broker_with_echo();
   again.host_bus_address = topology.host().bus_address();
   again.listen = {topology.broker().listen_address()};
   again.state_dir = topology.broker().state_dir();
   topology.broker().stop();
-  g_assert_true(wait_until([&] { return !guest_name_has_owner(topology.guest().connection(), kPortalName); }));
+  g_assert_true(wait_until([&] { return !name_has_owner(topology.guest().connection(), kPortalBusName); }));
 
   Broker restarted(again);
-  g_assert_true(wait_until([&] { return guest_name_has_owner(topology.guest().connection(), kPortalName); }, 30s));
-  assert_equal(guest_echo(topology.guest().connection(), "after"), "after");
+  g_assert_true(wait_until([&] { return name_has_owner(topology.guest().connection(), kPortalBusName); }, 30s));
+  assert_str_eq(guest_echo(topology.guest().connection(), "after"), "after");
   g_assert_true(topology.agent().process().running());
 }
 
@@ -224,9 +211,9 @@ void test_second_link_replaces_first() {
   Topology topology(options);
   GuestBus other_guest;
   Agent other_agent({topology.broker().link_address(), other_guest.address()});
-  g_assert_true(wait_until([&] { return guest_name_has_owner(other_guest.connection(), kPortalName); }));
-  assert_equal(guest_echo(other_guest.connection(), "new link"), "new link");
-  g_assert_true(wait_until([&] { return !guest_name_has_owner(topology.guest().connection(), kPortalName); }));
+  g_assert_true(wait_until([&] { return name_has_owner(other_guest.connection(), kPortalBusName); }));
+  assert_str_eq(guest_echo(other_guest.connection(), "new link"), "new link");
+  g_assert_true(wait_until([&] { return !name_has_owner(topology.guest().connection(), kPortalBusName); }));
 }
 
 void test_different_guest_uid() {
@@ -240,7 +227,7 @@ void test_different_guest_uid() {
   // A real client running as the guest user reaches the portal, which the
   // broker (root here) serves through the agent's identity.
   auto output = topology.guest().run_as_guest(
-      {"gdbus", "call", "--session", "--dest", kPortalName, "--object-path", kPortalPath, "--method",
+      {"gdbus", "call", "--session", "--dest", kPortalBusName, "--object-path", kPortalPath, "--method",
        std::string(kEcho) + ".Echo", "from nobody"});
   g_test_message("gdbus: %s %s", output.out.c_str(), output.err.c_str());
   g_assert_true(output.status.success());
@@ -262,7 +249,7 @@ void test_fd_on_fd_capable_link() {
   TopologyOptions options;
   options.broker = broker_with_echo();
   Topology topology(options);
-  assert_equal(guest_read_fd(topology.guest().connection(), "bytes through an fd"), "bytes through an fd");
+  assert_str_eq(guest_read_fd(topology.guest().connection(), "bytes through an fd"), "bytes through an fd");
 }
 
 void test_fd_on_byte_only_link() {
@@ -272,9 +259,10 @@ void test_fd_on_byte_only_link() {
   options.broker.listen = {"unix:" + (link_dir / "link.sock") + ",nofds"};
   Topology topology(options);
   // The guest's own bus refuses: the agent never negotiated fd passing.
-  assert_equal(guest_read_fd(topology.guest().connection(), "never sent"), "error:org.freedesktop.DBus.Error.NotSupported");
+  assert_str_eq(guest_read_fd(topology.guest().connection(), "never sent"),
+                "error:org.freedesktop.DBus.Error.NotSupported");
   // The stream is intact: the next call works.
-  assert_equal(guest_echo(topology.guest().connection(), "still fine"), "still fine");
+  assert_str_eq(guest_echo(topology.guest().connection(), "still fine"), "still fine");
 }
 
 }  // namespace

@@ -21,51 +21,20 @@
 #include <string>
 #include <vector>
 
-#include "documents/app-id.hpp"
-#include "fixture.hpp"
+#include "support/assert.hpp"
+#include "support/files.hpp"
+#include "support/vm.hpp"
 
 using namespace sidebus::test;
 
 namespace {
 
-constexpr char kPortalBusName[] = "org.freedesktop.portal.Desktop";
-constexpr char kPortalPath[] = "/org/freedesktop/portal/desktop";
 constexpr char kFileChooser[] = "org.freedesktop.portal.FileChooser";
-constexpr char kInvalidArgument[] = "org.freedesktop.portal.Error.InvalidArgument";
 // What the broker logs when it refuses a guest call (sidebus_context_reject).
 constexpr char kRejected[] = "rejected org.freedesktop.portal.FileChooser.";
 constexpr char kVmName[] = "filechooser-vm";
-constexpr char kEnableFileChooser[] = R"({"portals": {"filechooser": {"enabled": true}}})";
 
 // ---- small helpers ---------------------------------------------------------
-
-// g_assert_cmpstr for std::string expressions (temporaries included: the
-// macro keeps only the char pointers).
-#define assert_str_eq(a, b)                               \
-  do {                                                    \
-    const std::string a_ = (a), b_ = (b);                 \
-    g_assert_cmpstr(a_.c_str(), ==, b_.c_str());          \
-  } while (0)
-
-std::optional<std::string> read_file(const std::string& path) {
-  g_autofree char* bytes = nullptr;
-  gsize length = 0;
-  if (!g_file_get_contents(path.c_str(), &bytes, &length, nullptr)) return std::nullopt;
-  return std::string(bytes, length);
-}
-
-std::vector<std::string> strv(GVariant* dict, const char* key) {
-  std::vector<std::string> out;
-  g_autofree const char** values = nullptr;
-  if (dict != nullptr && g_variant_lookup(dict, key, "^a&s", &values))
-    for (const char** value = values; *value != nullptr; value++) out.emplace_back(*value);
-  return out;
-}
-
-// @key's value in @dict, or nullptr.
-VariantPtr lookup(GVariant* dict, const char* key) {
-  return VariantPtr(dict != nullptr ? g_variant_lookup_value(dict, key, nullptr) : nullptr);
-}
 
 size_t count(const std::string& text, const std::string& needle) {
   size_t n = 0;
@@ -73,137 +42,9 @@ size_t count(const std::string& text, const std::string& needle) {
   return n;
 }
 
-bool has_key(GVariant* dict, const char* key) { return lookup(dict, key) != nullptr; }
-
-std::string bytestring(GVariant* dict, const char* key) {
-  VariantPtr value = lookup(dict, key);
-  if (!value || !g_variant_is_of_type(value.get(), G_VARIANT_TYPE_BYTESTRING)) return "(absent)";
-  return g_variant_get_bytestring(value.get());
-}
-
-void assert_same(GVariant* got, const char* expected_text, const char* type) {
-  g_assert_nonnull(got);
-  VariantPtr expected = parse(type, expected_text);
-  g_autofree char* got_text = g_variant_print(got, TRUE);
-  g_autofree char* want_text = g_variant_print(expected.get(), TRUE);
-  g_assert_cmpstr(got_text, ==, want_text);
-}
-
-GObjectPtr<GDBusConnection> connect(const std::string& address) {
-  g_autoptr(GError) error = nullptr;
-  GDBusConnection* connection = g_dbus_connection_new_for_address_sync(
-      address.c_str(),
-      GDBusConnectionFlags(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
-                           G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
-      nullptr, nullptr, &error);
-  if (connection == nullptr) throw FixtureError("cannot connect to " + address + ": " + error->message);
-  return GObjectPtr<GDBusConnection>(connection);
-}
-
-bool name_has_owner(GDBusConnection* connection, const char* name) {
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      connection, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
-      g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, nullptr);
-  gboolean has_owner = FALSE;
-  if (reply != nullptr) g_variant_get(reply, "(b)", &has_owner);
-  return has_owner;
-}
-
-std::string remote_error_name(const GError* error) {
-  if (error == nullptr) return "(no error)";
-  g_autofree char* name = g_dbus_error_get_remote_error(error);
-  return name != nullptr ? name : error->message;
-}
-
-// ---- the VM ------------------------------------------------------------------
-
-// The host portal stack, a guest bus, the broker for one VM and its agent,
-// composed from the fixture's pieces so that the broker can be restarted on
-// the same state directory. The guest documents path stands for the VM's
-// share of the document portal (see the top of this file) and, as in a VM,
-// stays the same path when the broker restarts with a new runtime directory.
-class Vm {
- public:
-  explicit Vm(std::string name = kVmName)
-      : name_(std::move(name)),
-        guest_files_("sidebus-fc-guest-files"),
-        state_("sidebus-fc-state"),
-        documents_(guest_files_ / "documents") {
-    host_ = std::make_unique<HostPortal>();
-    guest_ = std::make_unique<GuestBus>();
-    start_broker();
-  }
-  ~Vm() {
-    agent_.reset();
-    broker_.reset();
-    guest_.reset();
-    host_.reset();
-  }
-
-  // Stops broker and agent (if running) and starts them again on the same
-  // state directory, as after a host reboot or a broker update.
-  void start_broker() {
-    agent_.reset();
-    broker_.reset();
-    broker_ = std::make_unique<Broker>(BrokerOptions{
-        .host_bus_address = host_->bus_address(),
-        .vm_name = name_,
-        .guest_documents_path = documents_,
-        .state_dir = state_.path(),
-        .config = {{"50-filechooser.json", kEnableFileChooser}},
-    });
-    // What the VMM shares into the guest: this VM's view of the mount.
-    g_unlink(documents_.c_str());
-    const std::string view = broker_->runtime_dir() + "/doc/by-app/" + sidebus::app_id_for_vm(name_);
-    if (symlink(view.c_str(), documents_.c_str()) != 0) throw FixtureError("cannot link " + documents_);
-    agent_ = std::make_unique<Agent>(
-        AgentOptions{.connect = broker_->link_address(), .guest_bus_address = guest_->address()});
-    if (!wait_until([&] {
-          return name_has_owner(guest_->connection(), kPortalBusName) || !broker_->process().running() ||
-                 !agent_->process().running();
-        }) ||
-        !name_has_owner(guest_->connection(), kPortalBusName))
-      throw FixtureError("the portal did not appear on the guest bus; broker log:\n" + broker_->process().log());
-  }
-
-  HostPortal& host() { return *host_; }
-  GuestBus& guest() { return *guest_; }
-  Broker& broker() { return *broker_; }
-  const std::string& documents() const { return documents_; }
-  const std::string& name() const { return name_; }
-
-  // A raw FileChooser call on the guest bus; @options is a{sv} GVariant text.
-  std::unique_ptr<PortalRequest> call(const char* method, const std::string& options, const char* title = "title",
-                                      GDBusConnection* connection = nullptr) {
-    VariantPtr parsed = parse("a{sv}", options);
-    return std::make_unique<PortalRequest>(connection ? connection : guest_->connection(), kPortalBusName,
-                                           kFileChooser, method,
-                                           g_variant_new("(ss@a{sv})", "x11:1234", title, parsed.get()));
-  }
-
-  // The document a guest URI names: "<documents>/<id>/<name>" → id, checking
-  // the shape the guest is promised.
-  std::string document_id(const std::string& guest_uri, const std::string& expected_name) {
-    std::string path = path_of(guest_uri);
-    std::string prefix = documents_ + "/";
-    if (!path.starts_with(prefix)) throw FixtureError(guest_uri + " is not inside " + documents_);
-    std::string rest = path.substr(prefix.size());
-    size_t slash = rest.find('/');
-    if (slash == std::string::npos || rest.substr(slash + 1) != expected_name)
-      throw FixtureError(guest_uri + " is not <documents>/<doc-id>/" + expected_name);
-    return rest.substr(0, slash);
-  }
-
- private:
-  std::string name_;
-  TempDir guest_files_;  // first: outlives the broker that names it on its command line
-  TempDir state_;
-  std::string documents_;
-  std::unique_ptr<HostPortal> host_;
-  std::unique_ptr<GuestBus> guest_;
-  std::unique_ptr<Broker> broker_;
-  std::unique_ptr<Agent> agent_;
-};
+// The VM of these tests: the FileChooser enabled, the guest documents path
+// a symlink to the VM's document view (see the top of this file).
+VmOptions vm_options(std::string name = kVmName) { return {.name = std::move(name), .portals = {"filechooser"}}; }
 
 // What the libportal application in the guest saw and did.
 struct ClientReport {
@@ -230,8 +71,8 @@ ClientReport run_client(Vm& vm, std::vector<std::string> args) {
   g_variant_lookup(dict.get(), "error", "s", &error);
   report.outcome = outcome ? outcome : "";
   report.error = error ? error : "";
-  report.results = lookup(dict.get(), "results");
-  if (VariantPtr contents = lookup(dict.get(), "contents")) {
+  report.results = lookup_optional(dict.get(), "results");
+  if (VariantPtr contents = lookup_optional(dict.get(), "contents")) {
     for (gsize i = 0; i < g_variant_n_children(contents.get()); i++) {
       g_autoptr(GVariant) bytes = g_variant_get_child_value(contents.get(), i);
       gsize length = 0;
@@ -257,11 +98,6 @@ std::string uris_result(const std::vector<std::string>& paths) {
   return text + (paths.empty() ? "@as []" : "") + "]>}";
 }
 
-void set_reply(Vm& vm, const char* method, guint32 response, const std::string& results) {
-  VariantPtr parsed = parse("a{sv}", results);
-  vm.host().set_reply(method, response, parsed.get());
-}
-
 BackendCall only_backend_call(Vm& vm) {
   std::vector<BackendCall> calls = vm.host().backend_calls();
   g_assert_cmpuint(calls.size(), ==, 1);
@@ -274,10 +110,10 @@ constexpr char kBinary[] = "hello from the host\n\0\x01\xff end";
 const std::string kBinaryContents(kBinary, sizeof kBinary - 1);
 
 void test_open_reads_host_file() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   std::string host_file = files.add("report.txt", kBinaryContents);
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({host_file}));
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
 
   ClientReport report = run_client(vm, {"open", "--title", "Pick a report", "--read"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
@@ -302,11 +138,11 @@ void test_open_reads_host_file() {
 }
 
 void test_open_multiple() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   std::vector<std::string> host_files = {files.add("a.txt", "first"), files.add("b/b.txt", "second"),
                                          files.add("c.txt", "third")};
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result(host_files));
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result(host_files));
 
   ClientReport report = run_client(vm, {"open", "--multiple", "--read"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
@@ -319,19 +155,19 @@ void test_open_multiple() {
   g_assert_cmpstr(report.contents[0].c_str(), ==, "first");
   g_assert_cmpstr(report.contents[1].c_str(), ==, "second");
   g_assert_cmpstr(report.contents[2].c_str(), ==, "third");
-  assert_same(lookup(only_backend_call(vm).options.get(), "multiple").get(), "true", "b");
+  assert_same(lookup(only_backend_call(vm).options.get(), "multiple").get(), "b", "true");
 }
 
 void test_open_directory() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   files.add("project/src/main.c", "int main(void) { return 0; }\n");
   files.add("project/README", "read me");
   const std::string project = files.dir / "project";
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({project}));
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({project}));
 
   // libportal 0.6 has no flag for directory: plain D-Bus, as GTK sends it.
-  auto request = vm.call("OpenFile", "{'handle_token': <'pick_dir'>, 'directory': <true>}");
+  auto request = vm.file_chooser("OpenFile", "{'handle_token': <'pick_dir'>, 'directory': <true>}");
   g_assert_no_error(request->error());
   g_assert_true(request->wait_for_response());
   g_assert_cmpuint(request->response(), ==, kResponseSuccess);
@@ -342,19 +178,19 @@ void test_open_directory() {
   g_assert_true(g_file_test(guest_dir.c_str(), G_FILE_TEST_IS_DIR));
   g_assert_true(read_file(guest_dir + "/src/main.c") == "int main(void) { return 0; }\n");
   g_assert_true(read_file(guest_dir + "/README") == "read me");
-  assert_same(lookup(only_backend_call(vm).options.get(), "directory").get(), "true", "b");
+  assert_same(lookup(only_backend_call(vm).options.get(), "directory").get(), "b", "true");
 
   // A folder inside the exported directory stands for the host folder.
   vm.host().reset_backend();
-  set_reply(vm, "SaveFiles", kResponseCancelled, "{}");
-  auto save = vm.call("SaveFiles", "{'current_folder': <b'" + guest_dir + "/src'>, 'files': <[b'main.h']>}");
+  vm.host().set_reply("SaveFiles", kResponseCancelled, "{}");
+  auto save = vm.file_chooser("SaveFiles", "{'current_folder': <b'" + guest_dir + "/src'>, 'files': <[b'main.h']>}");
   g_assert_no_error(save->error());
   g_assert_true(save->wait_for_response());
   assert_str_eq(bytestring(only_backend_call(vm).options.get(), "current_folder"), project + "/src");
 }
 
 void test_filters_and_choices() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   std::string host_file = files.add("notes.txt", "notes");
   const char* filters = "[('Text', [(uint32 0, '*.txt'), (1, 'text/plain')]), ('Images', [(0, '*.png')])]";
@@ -362,7 +198,7 @@ void test_filters_and_choices() {
   const char* choices =
       "[('encoding', 'Encoding', [('utf8', 'Unicode (UTF-8)'), ('latin15', 'Western')], 'latin15'), "
       "('reencode', 'Reencode', @a(ss) [], 'false')]";
-  set_reply(vm, "OpenFile", kResponseSuccess,
+  vm.host().set_reply("OpenFile", kResponseSuccess,
             "{'uris': <['" + uri_for(host_file) +
                 "']>, 'choices': <[('encoding', 'utf8'), ('reencode', 'true')]>, "
                 "'current_filter': <('Images', [(uint32 0, '*.png')])>}");
@@ -373,25 +209,23 @@ void test_filters_and_choices() {
 
   // The host dialog got them exactly as the application sent them…
   BackendCall call = only_backend_call(vm);
-  assert_same(lookup(call.options.get(), "filters").get(), filters, "a(sa(us))");
-  assert_same(lookup(call.options.get(), "current_filter").get(), current_filter, "(sa(us))");
-  assert_same(lookup(call.options.get(), "choices").get(), choices, "a(ssa(ss)s)");
+  assert_same(lookup(call.options.get(), "filters").get(), "a(sa(us))", filters);
+  assert_same(lookup(call.options.get(), "current_filter").get(), "(sa(us))", current_filter);
+  assert_same(lookup(call.options.get(), "choices").get(), "a(ssa(ss)s)", choices);
   // …and the application gets the user's answers back.
-  assert_same(lookup(report.results.get(), "choices").get(), "[('encoding', 'utf8'), ('reencode', 'true')]",
-              "a(ss)");
-  assert_same(lookup(report.results.get(), "current_filter").get(), "('Images', [(uint32 0, '*.png')])",
-              "(sa(us))");
+  assert_same(lookup(report.results.get(), "choices").get(), "a(ss)", "[('encoding', 'utf8'), ('reencode', 'true')]");
+  assert_same(lookup(report.results.get(), "current_filter").get(), "(sa(us))", "('Images', [(uint32 0, '*.png')])");
 }
 
 // Every documented option of the three methods reaches the host dialog; what
 // is not documented does not; guest paths arrive as the host files they
 // stand for.
 void test_options_reach_host() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   std::string host_file = files.add("docs/letter.odt", "letter");
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({host_file}));
-  auto open = vm.call("OpenFile",
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
+  auto open = vm.file_chooser("OpenFile",
                       "{'handle_token': <'o1'>, 'accept_label': <'_Open it'>, 'modal': <false>, "
                       "'multiple': <false>, 'directory': <false>, "
                       "'filters': <[('Text', [(uint32 0, '*.odt')])]>, "
@@ -409,20 +243,20 @@ void test_options_reach_host() {
   g_assert_cmpstr(call.title.c_str(), ==, "Open a letter");
   g_assert_cmpstr(call.parent_window.c_str(), ==, "");
   GVariant* options = call.options.get();
-  assert_same(lookup(options, "accept_label").get(), "'_Open it'", "s");
-  assert_same(lookup(options, "modal").get(), "false", "b");
-  assert_same(lookup(options, "multiple").get(), "false", "b");
-  assert_same(lookup(options, "directory").get(), "false", "b");
-  assert_same(lookup(options, "filters").get(), "[('Text', [(uint32 0, '*.odt')])]", "a(sa(us))");
-  assert_same(lookup(options, "current_filter").get(), "('Text', [(uint32 0, '*.odt')])", "(sa(us))");
-  assert_same(lookup(options, "choices").get(), "[('ro', 'Read only', @a(ss) [], 'true')]", "a(ssa(ss)s)");
+  assert_same(lookup(options, "accept_label").get(), "s", "'_Open it'");
+  assert_same(lookup(options, "modal").get(), "b", "false");
+  assert_same(lookup(options, "multiple").get(), "b", "false");
+  assert_same(lookup(options, "directory").get(), "b", "false");
+  assert_same(lookup(options, "filters").get(), "a(sa(us))", "[('Text', [(uint32 0, '*.odt')])]");
+  assert_same(lookup(options, "current_filter").get(), "(sa(us))", "('Text', [(uint32 0, '*.odt')])");
+  assert_same(lookup(options, "choices").get(), "a(ssa(ss)s)", "[('ro', 'Read only', @a(ss) [], 'true')]");
   g_assert_false(has_key(options, "x-unknown"));
 
   // SaveFile, pointing at the document the guest has open.
   vm.host().reset_backend();
   // A folder option naming a shared file means the folder holding it.
   const std::string guest_folder = guest_file;
-  auto save = vm.call("SaveFile",
+  auto save = vm.file_chooser("SaveFile",
                       "{'handle_token': <'s1'>, 'accept_label': <'_Save'>, 'modal': <true>, "
                       "'filters': <[('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])]>, "
                       "'current_filter': <('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])>, "
@@ -436,22 +270,22 @@ void test_options_reach_host() {
   g_assert_cmpstr(call.method.c_str(), ==, "SaveFile");
   g_assert_cmpstr(call.title.c_str(), ==, "Save the letter");
   options = call.options.get();
-  assert_same(lookup(options, "accept_label").get(), "'_Save'", "s");
-  assert_same(lookup(options, "modal").get(), "true", "b");
-  assert_same(lookup(options, "filters").get(), "[('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])]",
-              "a(sa(us))");
-  assert_same(lookup(options, "current_filter").get(),
-              "('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])", "(sa(us))");
-  assert_same(lookup(options, "choices").get(), "[('fmt', 'Format', [('odt', 'ODT'), ('doc', 'Word')], 'odt')]",
-              "a(ssa(ss)s)");
-  assert_same(lookup(options, "current_name").get(), "'letter copy.odt'", "s");
+  assert_same(lookup(options, "accept_label").get(), "s", "'_Save'");
+  assert_same(lookup(options, "modal").get(), "b", "true");
+  assert_same(lookup(options, "filters").get(), "a(sa(us))",
+              "[('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])]");
+  assert_same(lookup(options, "current_filter").get(), "(sa(us))",
+              "('ODF', [(uint32 1, 'application/vnd.oasis.opendocument.text')])");
+  assert_same(lookup(options, "choices").get(), "a(ssa(ss)s)",
+              "[('fmt', 'Format', [('odt', 'ODT'), ('doc', 'Word')], 'odt')]");
+  assert_same(lookup(options, "current_name").get(), "s", "'letter copy.odt'");
   // The host file the guest's document stands for, and the folder holding it.
   assert_str_eq(bytestring(options, "current_file"), host_file);
   assert_str_eq(bytestring(options, "current_folder"), files.dir / "docs");
 
   // SaveFiles.
   vm.host().reset_backend();
-  auto save_files = vm.call("SaveFiles",
+  auto save_files = vm.file_chooser("SaveFiles",
                             "{'handle_token': <'s2'>, 'accept_label': <'_Export'>, 'modal': <false>, "
                             "'choices': <[('zip', 'Compress', @a(ss) [], '')]>, "
                             "'current_folder': <b'" + guest_folder + "'>, 'files': <[b'one.txt', b'two.txt']>}",
@@ -461,43 +295,43 @@ void test_options_reach_host() {
   call = only_backend_call(vm);
   g_assert_cmpstr(call.method.c_str(), ==, "SaveFiles");
   options = call.options.get();
-  assert_same(lookup(options, "accept_label").get(), "'_Export'", "s");
-  assert_same(lookup(options, "modal").get(), "false", "b");
-  assert_same(lookup(options, "choices").get(), "[('zip', 'Compress', @a(ss) [], '')]", "a(ssa(ss)s)");
-  assert_same(lookup(options, "files").get(), "[b'one.txt', b'two.txt']", "aay");
+  assert_same(lookup(options, "accept_label").get(), "s", "'_Export'");
+  assert_same(lookup(options, "modal").get(), "b", "false");
+  assert_same(lookup(options, "choices").get(), "a(ssa(ss)s)", "[('zip', 'Compress', @a(ss) [], '')]");
+  assert_same(lookup(options, "files").get(), "aay", "[b'one.txt', b'two.txt']");
   assert_str_eq(bytestring(options, "current_folder"), files.dir / "docs");
 }
 
 // ---- responses, Close, the Request object ---------------------------------------
 
 void test_response_codes() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   std::string host_file = files.add("x.txt", "x");
   for (guint32 response : {kResponseCancelled, kResponseOther}) {
     // Whatever the host adds, nothing chosen reaches the guest on failure.
-    set_reply(vm, "OpenFile", response, uris_result({host_file}));
-    auto request = vm.call("OpenFile", "{}");
+    vm.host().set_reply("OpenFile", response, uris_result({host_file}));
+    auto request = vm.file_chooser("OpenFile", "{}");
     g_assert_no_error(request->error());
     g_assert_true(request->wait_for_response());
     g_assert_cmpuint(request->response(), ==, response);
     g_assert_cmpuint(strv(request->results(), "uris").size(), ==, 0);
   }
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({host_file}));
-  auto request = vm.call("OpenFile", "{}");
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
+  auto request = vm.file_chooser("OpenFile", "{}");
   g_assert_true(request->wait_for_response());
   g_assert_cmpuint(request->response(), ==, kResponseSuccess);
 
   // What a libportal application sees when the user cancels.
-  set_reply(vm, "OpenFile", kResponseCancelled, "{}");
+  vm.host().set_reply("OpenFile", kResponseCancelled, "{}");
   ClientReport report = run_client(vm, {"open"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "cancelled");
 }
 
 void test_close_closes_host_dialog() {
-  Vm vm;
+  Vm vm(vm_options());
   vm.host().set_reply("OpenFile", kResponseWaitForClose);
-  auto request = vm.call("OpenFile", "{'handle_token': <'to_close'>}");
+  auto request = vm.file_chooser("OpenFile", "{'handle_token': <'to_close'>}");
   g_assert_no_error(request->error());
   g_assert_true(vm.host().wait_for_backend_calls(1));
   g_assert_false(only_backend_call(vm).closed);
@@ -521,10 +355,10 @@ void test_close_closes_host_dialog() {
 }
 
 void test_disconnect_closes_host_dialog() {
-  Vm vm;
+  Vm vm(vm_options());
   vm.host().set_reply("OpenFile", kResponseWaitForClose);
   GObjectPtr<GDBusConnection> application = connect(vm.guest().address());
-  auto request = vm.call("OpenFile", "{'handle_token': <'abandoned'>}", "title", application.get());
+  auto request = vm.file_chooser("OpenFile", "{'handle_token': <'abandoned'>}", "title", application.get());
   g_assert_no_error(request->error());
   g_assert_true(vm.host().wait_for_backend_calls(1));
   g_assert_false(only_backend_call(vm).closed);
@@ -539,7 +373,7 @@ void test_disconnect_closes_host_dialog() {
 // so neither an application that subscribes up front nor one that subscribes
 // when it has the handle can miss it.
 void test_request_object() {
-  Vm vm;
+  Vm vm(vm_options());
   GObjectPtr<GDBusConnection> application = connect(vm.guest().address());
   std::string sender = g_dbus_connection_get_unique_name(application.get()) + 1;  // skip ':'
   for (char& c : sender)
@@ -577,7 +411,7 @@ void test_request_object() {
       &arrivals, nullptr);
 
   vm.host().set_reply("OpenFile", kResponseSuccess, nullptr);  // the dialog answers at once
-  auto request = vm.call("OpenFile", "{'handle_token': <'early_bird'>}", "title", application.get());
+  auto request = vm.file_chooser("OpenFile", "{'handle_token': <'early_bird'>}", "title", application.get());
   g_assert_no_error(request->error());
   assert_str_eq(request->handle(), expected_handle);
   g_assert_true(request->wait_for_response());
@@ -591,7 +425,7 @@ void test_request_object() {
 
   // While the dialog is open, the handle is a Request object the guest can see.
   vm.host().set_reply("OpenFile", kResponseWaitForClose);
-  auto pending = vm.call("OpenFile", "{'handle_token': <'pending'>}", "title", application.get());
+  auto pending = vm.file_chooser("OpenFile", "{'handle_token': <'pending'>}", "title", application.get());
   g_assert_no_error(pending->error());
   g_autoptr(GError) error = nullptr;
   g_autoptr(GVariant) xml = g_dbus_connection_call_sync(
@@ -606,7 +440,7 @@ void test_request_object() {
 // ---- validation -------------------------------------------------------------------
 
 void test_invalid_options_refused() {
-  Vm vm;
+  Vm vm(vm_options());
   const char* bad_calls[][2] = {
       {"OpenFile", "{'multiple': <'yes'>}"},                                   // wrong type
       {"OpenFile", "{'filters': <[('Text', [(uint32 7, '*.txt')])]>}"},        // no such pattern type
@@ -619,7 +453,7 @@ void test_invalid_options_refused() {
       {"SaveFiles", "{'files': <[b'sub/dir.txt']>}"},
   };
   for (auto& [method, options] : bad_calls) {
-    auto request = vm.call(method, options);
+    auto request = vm.file_chooser(method, options);
     g_test_message("%s %s → %s", method, options, remote_error_name(request->error()).c_str());
     g_assert_nonnull(request->error());
     assert_str_eq(remote_error_name(request->error()), kInvalidArgument);
@@ -632,10 +466,10 @@ void test_invalid_options_refused() {
 }
 
 void test_bad_handle_token_refused() {
-  Vm vm;
+  Vm vm(vm_options());
   for (const char* options : {"{'handle_token': <'not-a-token!'>}", "{'handle_token': <'a/b'>}",
                               "{'handle_token': <''>}", "{'handle_token': <uint32 7>}"}) {
-    auto request = vm.call("OpenFile", options);
+    auto request = vm.file_chooser("OpenFile", options);
     assert_str_eq(remote_error_name(request->error()), kInvalidArgument);
   }
   g_assert_cmpuint(vm.host().backend_calls().size(), ==, 0);
@@ -644,10 +478,10 @@ void test_bad_handle_token_refused() {
 // ---- saving -------------------------------------------------------------------------
 
 void test_save_writes_host_file() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   const std::string target = files.dir.make_dir("out") + "/new file.txt";  // does not exist yet
-  set_reply(vm, "SaveFile", kResponseSuccess, uris_result({target}));
+  vm.host().set_reply("SaveFile", kResponseSuccess, uris_result({target}));
   ClientReport report = run_client(vm, {"save", "--current-name", "new file.txt", "--write", "saved in the VM\n"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
   std::vector<std::string> uris = strv(report.results.get(), "uris");
@@ -655,12 +489,12 @@ void test_save_writes_host_file() {
   vm.document_id(uris[0], "new file.txt");
   g_assert_cmpuint(report.write_errors.size(), ==, 0);
   g_assert_true(read_file(target) == "saved in the VM\n");
-  assert_same(lookup(only_backend_call(vm).options.get(), "current_name").get(), "'new file.txt'", "s");
+  assert_same(lookup(only_backend_call(vm).options.get(), "current_name").get(), "s", "'new file.txt'");
 
   // An existing file, saved the way editors do (temporary file, rename).
   vm.host().reset_backend();
   const std::string existing = files.add("out/existing.txt", "old contents");
-  set_reply(vm, "SaveFile", kResponseSuccess, uris_result({existing}));
+  vm.host().set_reply("SaveFile", kResponseSuccess, uris_result({existing}));
   report = run_client(vm, {"save", "--replace", "--write", "new contents"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
   g_assert_cmpuint(report.write_errors.size(), ==, 0);
@@ -668,10 +502,10 @@ void test_save_writes_host_file() {
 }
 
 void test_save_files_writes_host_files() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   const std::string folder = files.dir.make_dir("export");
-  set_reply(vm, "SaveFiles", kResponseSuccess, uris_result({folder + "/one.txt", folder + "/two.txt"}));
+  vm.host().set_reply("SaveFiles", kResponseSuccess, uris_result({folder + "/one.txt", folder + "/two.txt"}));
   ClientReport report =
       run_client(vm, {"save-files", "--file", "one.txt", "--file", "two.txt", "--write", "exported"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
@@ -682,16 +516,16 @@ void test_save_files_writes_host_files() {
   g_assert_cmpuint(report.write_errors.size(), ==, 0);
   g_assert_true(read_file(folder + "/one.txt") == "exported");
   g_assert_true(read_file(folder + "/two.txt") == "exported");
-  assert_same(lookup(only_backend_call(vm).options.get(), "files").get(), "[b'one.txt', b'two.txt']", "aay");
+  assert_same(lookup(only_backend_call(vm).options.get(), "files").get(), "aay", "[b'one.txt', b'two.txt']");
 }
 
 // Guest paths the host cannot see are dropped, never passed on as host paths.
 void test_guest_paths_outside_documents_dropped() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   const std::string secret = files.add("secret.txt", "host secret");  // exists on the host
   const std::string target = files.dir / "out.txt";
-  set_reply(vm, "SaveFile", kResponseSuccess, uris_result({target}));
+  vm.host().set_reply("SaveFile", kResponseSuccess, uris_result({target}));
   ClientReport report =
       run_client(vm, {"save", "--current-file", secret, "--current-folder", files.dir.path(), "--write", "x"});
   g_assert_cmpstr(report.outcome.c_str(), ==, "ok");
@@ -708,8 +542,9 @@ void test_guest_paths_outside_documents_dropped() {
   };
   for (const std::string& path : sneaky) {
     vm.host().reset_backend();
-    set_reply(vm, "SaveFile", kResponseCancelled, "{}");
-    auto request = vm.call("SaveFile", "{'current_file': <b'" + path + "'>, 'current_folder': <b'" + path + "'>}");
+    vm.host().set_reply("SaveFile", kResponseCancelled, "{}");
+    auto request =
+        vm.file_chooser("SaveFile", "{'current_file': <b'" + path + "'>, 'current_folder': <b'" + path + "'>}");
     g_assert_no_error(request->error());
     g_assert_true(request->wait_for_response());
     call = only_backend_call(vm);
@@ -720,12 +555,12 @@ void test_guest_paths_outside_documents_dropped() {
 }
 
 void test_non_file_uri_refused() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   const std::string host_file = files.add("fine.txt", "fine");
-  set_reply(vm, "OpenFile", kResponseSuccess,
+  vm.host().set_reply("OpenFile", kResponseSuccess,
             "{'uris': <['" + uri_for(host_file) + "', 'sftp://fileserver/home/user/secret.txt']>}");
-  auto request = vm.call("OpenFile", "{'multiple': <true>}");
+  auto request = vm.file_chooser("OpenFile", "{'multiple': <true>}");
   g_assert_no_error(request->error());
   g_assert_true(request->wait_for_response());
   g_assert_cmpuint(request->response(), ==, kResponseOther);
@@ -740,19 +575,11 @@ void test_non_file_uri_refused() {
 // ---- the version property -----------------------------------------------------------
 
 guint32 version_on(GDBusConnection* connection) {
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-      connection, kPortalBusName, kPortalPath, "org.freedesktop.DBus.Properties", "Get",
-      g_variant_new("(ss)", kFileChooser, "version"), G_VARIANT_TYPE("(v)"), G_DBUS_CALL_FLAGS_NONE, 10000, nullptr,
-      &error);
-  g_assert_no_error(error);
-  g_autoptr(GVariant) value = nullptr;
-  g_variant_get(reply, "(v)", &value);
-  return g_variant_get_uint32(value);
+  return g_variant_get_uint32(portal_property(connection, kFileChooser, "version").get());
 }
 
 void test_version() {
-  Vm vm;
+  Vm vm(vm_options());
   const guint32 host_version = version_on(vm.host().connection());
   // The plugin implements version 4; the guest sees the lower of the two.
   g_assert_true(wait_until([&] { return version_on(vm.guest().connection()) == MIN(host_version, 4u); }, 5s));
@@ -763,52 +590,53 @@ void test_version() {
 void test_second_vm_cannot_see_documents() {
   HostFiles files;
   const std::string host_file = files.add("private.txt", "only for VM one");
-  Vm first("vm-one");
-  set_reply(first, "OpenFile", kResponseSuccess, uris_result({host_file}));
-  auto request = first.call("OpenFile", "{}");
+  Vm first(vm_options("vm-one"));
+  first.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
+  auto request = first.file_chooser("OpenFile", "{}");
   g_assert_true(request->wait_for_response());
   std::vector<std::string> uris = strv(request->results(), "uris");
   g_assert_cmpuint(uris.size(), ==, 1);
   const std::string doc_id = first.document_id(uris[0], "private.txt");
   g_assert_true(read_file(path_of(uris[0])) == "only for VM one");
 
-  Vm second("vm-two");
+  Vm second(vm_options("vm-two"));
   // Not in the second VM's documents, by any path…
   g_assert_false(g_file_test((second.documents() + "/" + doc_id).c_str(), G_FILE_TEST_EXISTS));
   g_assert_false(read_file(second.documents() + "/" + doc_id + "/private.txt").has_value());
   g_assert_false(
       g_file_test((second.broker().runtime_dir() + "/doc/" + doc_id).c_str(), G_FILE_TEST_EXISTS));
   // …and its broker will not map the first VM's document back to the host file.
-  set_reply(second, "SaveFile", kResponseCancelled, "{}");
-  auto save = second.call("SaveFile", "{'current_file': <b'" + second.documents() + "/" + doc_id + "/private.txt'>}");
+  second.host().set_reply("SaveFile", kResponseCancelled, "{}");
+  auto save =
+      second.file_chooser("SaveFile", "{'current_file': <b'" + second.documents() + "/" + doc_id + "/private.txt'>}");
   g_assert_true(save->wait_for_response());
   g_assert_false(has_key(only_backend_call(second).options.get(), "current_file"));
 }
 
 void test_exports_survive_broker_restart() {
-  Vm vm;
+  Vm vm(vm_options());
   HostFiles files;
   const std::string host_file = files.add("kept.txt", "still here");
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({host_file}));
-  auto request = vm.call("OpenFile", "{}");
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
+  auto request = vm.file_chooser("OpenFile", "{}");
   g_assert_true(request->wait_for_response());
   std::vector<std::string> uris = strv(request->results(), "uris");
   g_assert_cmpuint(uris.size(), ==, 1);
   const std::string doc_id = vm.document_id(uris[0], "kept.txt");
 
-  vm.start_broker();  // a new broker process on the same state directory
+  vm.restart_broker();  // a new broker process on the same state directory
 
   // The guest's path still works…
   g_assert_true(read_file(path_of(uris[0])) == "still here");
   // …still stands for the host file…
   vm.host().reset_backend();
-  set_reply(vm, "SaveFile", kResponseCancelled, "{}");
-  auto save = vm.call("SaveFile", "{'current_file': <b'" + path_of(uris[0]) + "'>}");
+  vm.host().set_reply("SaveFile", kResponseCancelled, "{}");
+  auto save = vm.file_chooser("SaveFile", "{'current_file': <b'" + path_of(uris[0]) + "'>}");
   g_assert_true(save->wait_for_response());
   assert_str_eq(bytestring(only_backend_call(vm).options.get(), "current_file"), host_file);
   // …and choosing the same file again gives the same document.
-  set_reply(vm, "OpenFile", kResponseSuccess, uris_result({host_file}));
-  auto again = vm.call("OpenFile", "{}");
+  vm.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
+  auto again = vm.file_chooser("OpenFile", "{}");
   g_assert_true(again->wait_for_response());
   std::vector<std::string> again_uris = strv(again->results(), "uris");
   g_assert_cmpuint(again_uris.size(), ==, 1);

@@ -1,4 +1,5 @@
-// test-fixture.cpp — tests the integration test fixture itself (fixture.hpp):
+// test-fixture.cpp — tests the integration tests' support library itself
+// (tests/support/):
 // the host portal stack answers the way the broker will use it, a guest bus
 // can run as another user, and teardown leaves no process, mount or
 // directory behind, even when a test process aborts.
@@ -7,7 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fixture.hpp"
+#include "support/assert.hpp"
+#include "support/topology.hpp"
 
 using namespace sidebus::test;
 
@@ -21,21 +23,6 @@ void assert_torn_down(const std::string& dir, size_t swept_before) {
   g_assert_cmpuint(mounts_under(dir).size(), ==, 0);
   g_assert_false(g_file_test(dir.c_str(), G_FILE_TEST_EXISTS));
   g_assert_cmpuint(leftovers_swept(), ==, swept_before);
-}
-
-GVariant* lookup(GVariant* dict, const char* key) {
-  GVariant* value = g_variant_lookup_value(dict, key, nullptr);
-  g_assert_nonnull(value);
-  return value;
-}
-
-void assert_same(GVariant* actual, GVariant* expected) {
-  g_autoptr(GVariant) owned_expected = g_variant_ref_sink(expected);
-  if (!g_variant_equal(actual, owned_expected)) {
-    g_autofree char* a = g_variant_print(actual, TRUE);
-    g_autofree char* b = g_variant_print(owned_expected, TRUE);
-    g_error("got %s, expected %s", a, b);
-  }
 }
 
 GVariant* open_file_parameters(const char* token) {
@@ -61,24 +48,22 @@ void test_open_file() {
     g_assert_no_error(request.error());
     g_assert_true(request.wait_for_response());
     g_assert_cmpuint(request.response(), ==, kResponseSuccess);
-    g_autoptr(GVariant) uris = lookup(request.results(), "uris");
-    assert_same(uris, g_variant_new_parsed("['file:///tmp/x']"));
+    assert_same(lookup(request.results(), "uris").get(), "as", "['file:///tmp/x']");
 
     std::vector<BackendCall> calls = host.backend_calls();
     g_assert_cmpuint(calls.size(), ==, 1);
     const BackendCall& call = calls[0];
     g_assert_cmpstr(call.method.c_str(), ==, "OpenFile");
-    g_assert_cmpstr(call.handle.c_str(), ==, request.handle().c_str());
+    assert_str_eq(call.handle, request.handle());
     g_assert_cmpstr(call.app_id.c_str(), ==, "");  // an unsandboxed host client
     g_assert_cmpstr(call.title.c_str(), ==, "Pick a file");
     g_assert_true(call.answered);
     g_assert_false(call.closed);
-    g_autoptr(GVariant) label = lookup(call.options.get(), "accept_label");
-    assert_same(label, g_variant_new_string("Take it"));
-    g_autoptr(GVariant) filters = lookup(call.options.get(), "filters");
-    assert_same(filters, g_variant_new_parsed("[('Text', [(uint32 0, '*.txt'), (1, 'text/plain')])]"));
-    g_autoptr(GVariant) choices = lookup(call.options.get(), "choices");
-    assert_same(choices, g_variant_new_parsed("[('encoding', 'Encoding', [('utf8', 'UTF-8')], 'utf8')]"));
+    assert_same(lookup(call.options.get(), "accept_label").get(), "s", "'Take it'");
+    assert_same(lookup(call.options.get(), "filters").get(), "a(sa(us))",
+                "[('Text', [(uint32 0, '*.txt'), (1, 'text/plain')])]");
+    assert_same(lookup(call.options.get(), "choices").get(), "a(ssa(ss)s)",
+                "[('encoding', 'Encoding', [('utf8', 'UTF-8')], 'utf8')]");
   }
   assert_torn_down(dir, swept_before);
 }
@@ -152,8 +137,8 @@ void test_app_chooser() {
   std::vector<BackendCall> calls = host.backend_calls();
   g_assert_cmpuint(calls.size(), >=, 1);
   g_assert_cmpstr(calls[0].method.c_str(), ==, "ChooseApplication");
-  g_autoptr(GVariant) choices = lookup(calls[0].record.get(), "choices");
-  g_autofree const char** names = g_variant_get_strv(choices, nullptr);
+  VariantPtr choices = lookup(calls[0].record.get(), "choices");
+  g_autofree const char** names = g_variant_get_strv(choices.get(), nullptr);
   g_assert_true(g_strv_contains(names, "org.example.Browser"));
   g_assert_true(wait_until([&] { return g_file_test(launched.c_str(), G_FILE_TEST_EXISTS); }, 10s));
 }
@@ -193,15 +178,15 @@ void test_guest_bus_rejects_other_users() {
     refused = true;
   }
   g_assert_true(refused);
-  // Really refused by the bus, not only by the fixture.
-  g_autoptr(GError) error = nullptr;
-  g_autoptr(GDBusConnection) connection = g_dbus_connection_new_for_address_sync(
-      guest.address().c_str(),
-      static_cast<GDBusConnectionFlags>(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
-                                        G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
-      nullptr, nullptr, &error);
-  g_assert_null(connection);
-  g_assert_nonnull(error);
+  // Really refused by the bus, not only by the support library.
+  refused = false;
+  try {
+    connect(guest.address());
+  } catch (const FixtureError& error) {
+    g_test_message("%s", error.what());
+    refused = true;
+  }
+  g_assert_true(refused);
 }
 
 // In a subprocess: start a HostPortal, report its directory, then abort

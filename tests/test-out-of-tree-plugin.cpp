@@ -9,7 +9,8 @@
 #include <cstring>
 #include <string>
 
-#include "fixture.hpp"
+#include "support/files.hpp"
+#include "support/topology.hpp"
 
 using namespace sidebus::test;
 
@@ -61,9 +62,9 @@ void test_install_and_build_plugin() {
   std::string pc = find_file(root, "sidebus-plugin.pc");
   // The prefix moved under the DESTDIR, as a relocated package would have it
   // (only ours: --define-variable would move GLib's prefix too).
-  g_autofree char* pc_text = nullptr;
-  g_assert_true(g_file_get_contents(pc.c_str(), &pc_text, nullptr, nullptr));
-  std::string relocated = pc_text;
+  std::optional<std::string> pc_text = read_file(pc);
+  g_assert_true(pc_text.has_value());
+  std::string relocated = *pc_text;
   g_assert_true(relocated.starts_with("prefix="));
   relocated.insert(strlen("prefix="), root);
   dir.write_file("pkgconfig/sidebus-plugin.pc", relocated);
@@ -81,10 +82,9 @@ void test_install_and_build_plugin() {
       if (**word != '\0') cc.push_back(*word);
   }
   run(cc);
-  g_autofree char* keyfile = nullptr;
-  g_assert_true(g_file_get_contents((env_path("SIDEBUS_SOURCE_ROOT") + "/tests/echo-plugin/echo.plugin").c_str(),
-                                    &keyfile, nullptr, nullptr));
-  dir.write_file("plugins/echo.plugin", keyfile);
+  std::optional<std::string> keyfile = read_file(env_path("SIDEBUS_SOURCE_ROOT") + "/tests/echo-plugin/echo.plugin");
+  g_assert_true(keyfile.has_value());
+  dir.write_file("plugins/echo.plugin", *keyfile);
 
   TopologyOptions options;
   options.broker.plugin_dir = plugin_dir;
@@ -101,10 +101,9 @@ void test_install_and_build_plugin() {
 void test_plugin_for_other_api_version_refused() {
   TempDir dir("sidebus-test-api");
   std::string plugin_dir = dir.make_dir("plugins");
-  g_autofree char* keyfile = nullptr;
-  g_assert_true(g_file_get_contents((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/echo.plugin").c_str(), &keyfile,
-                                    nullptr, nullptr));
-  std::string text = keyfile;
+  std::optional<std::string> keyfile = read_file(env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/echo.plugin");
+  g_assert_true(keyfile.has_value());
+  std::string text = *keyfile;
   text.replace(text.find("X-Sidebus-API=2"), strlen("X-Sidebus-API=2"), "X-Sidebus-API=99");
   dir.write_file("plugins/echo.plugin", text);
   g_assert_true(g_file_test((env_path("SIDEBUS_TEST_PLUGIN_DIR") + "/libecho.so").c_str(), G_FILE_TEST_EXISTS));

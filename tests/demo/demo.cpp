@@ -11,7 +11,8 @@
 //     it through the VM's private document portal.
 #include <cstdio>
 
-#include "fixture.hpp"
+#include "support/broker.hpp"
+#include "support/host-portal.hpp"
 
 using namespace sidebus::test;
 

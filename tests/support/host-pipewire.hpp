@@ -1,6 +1,6 @@
-// pipewire-daemon.hpp — HostPipeWire: a PipeWire daemon of the test's own,
+// host-pipewire.hpp — HostPipeWire: a PipeWire daemon of the test's own,
 // for the portals that hand out PipeWire streams (ScreenCast, Camera). An
-// additive piece of the fixture (fixture.hpp); pass env() to
+// additive piece of the host side (host-portal.hpp); pass env() to
 // HostPortalOptions::env so the test backend and xdg-desktop-portal use it,
 // and to any other client (sidebus-test-camera).
 //
@@ -22,7 +22,8 @@
 #include <memory>
 #include <string>
 
-#include "fixture.hpp"
+#include "support/process.hpp"
+#include "support/temp-dir.hpp"
 
 namespace sidebus::test {
 

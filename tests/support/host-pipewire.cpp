@@ -1,6 +1,6 @@
-// pipewire-daemon.cpp — HostPipeWire (see pipewire-daemon.hpp): the daemon's
+// host-pipewire.cpp — HostPipeWire (see host-pipewire.hpp): the daemon's
 // configuration, its start, and the round trip that says it is up.
-#include "pipewire-daemon.hpp"
+#include "support/host-pipewire.hpp"
 
 #include <pipewire/pipewire.h>
 
@@ -11,7 +11,7 @@ namespace {
 
 // What the portals need and nothing else. link.max-buffers 16: older
 // clients cannot handle more.
-constexpr char kConfig[] = R"(# Written by the sidebus test fixture (tests/pipewire-daemon.cpp).
+constexpr char kConfig[] = R"(# Written by the sidebus test support (tests/support/host-pipewire.cpp).
 context.properties = {
     core.daemon = true
     core.name = pipewire-0
