@@ -106,6 +106,37 @@ BackendCall only_backend_call(Vm& vm) {
 
 // ---- OpenFile ------------------------------------------------------------------
 
+// The host dialog names the VM (broker.dialog_title_prefix), so a guest cannot
+// pose as a host application; the administrator sets the prefix, or none.
+void test_title_names_the_vm() {
+  struct Case {
+    const char* config;  // broker section, "" for the default
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"", "[filechooser-vm] Export the report"},
+      {R"({"broker": {"dialog_title_prefix": "VM {vm} asks: "}})", "VM filechooser-vm asks: Export the report"},
+      {R"({"broker": {"dialog_title_prefix": ""}})", "Export the report"},
+  };
+  for (const Case& c : cases) {
+    VmOptions options = vm_options();
+    if (*c.config != '\0') options.config = {{"60-title.json", c.config}};
+    Vm vm(options);
+    vm.host().set_reply("OpenFile", kResponseCancelled, nullptr);
+    auto request = vm.file_chooser("OpenFile", "{'handle_token': <'title_check'>}", "Export the report");
+    g_assert_no_error(request->error());
+    g_assert_true(request->wait_for_response());
+    assert_str_eq(only_backend_call(vm).title, c.expected);
+  }
+  // A guest's title cannot push the prefix out: it is cut after 1024 bytes.
+  Vm vm(vm_options());
+  vm.host().set_reply("OpenFile", kResponseCancelled, nullptr);
+  std::string long_title(1024, 't');
+  auto request = vm.file_chooser("OpenFile", "{'handle_token': <'long_title'>}", long_title.c_str());
+  g_assert_true(request->wait_for_response());
+  assert_str_eq(only_backend_call(vm).title, "[filechooser-vm] " + long_title);
+}
+
 constexpr char kBinary[] = "hello from the host\n\0\x01\xff end";
 const std::string kBinaryContents(kBinary, sizeof kBinary - 1);
 
@@ -128,7 +159,7 @@ void test_open_reads_host_file() {
   // The host dialog: the guest's title; no guest window handle.
   BackendCall call = only_backend_call(vm);
   g_assert_cmpstr(call.method.c_str(), ==, "OpenFile");
-  g_assert_cmpstr(call.title.c_str(), ==, "Pick a report");
+  g_assert_cmpstr(call.title.c_str(), ==, "[filechooser-vm] Pick a report");
   g_assert_cmpstr(call.parent_window.c_str(), ==, "");
 
   // Opened, not granted for writing (the host said nothing about writable).
@@ -240,7 +271,7 @@ void test_options_reach_host() {
   const std::string guest_file = path_of(uris[0]);
 
   BackendCall call = only_backend_call(vm);
-  g_assert_cmpstr(call.title.c_str(), ==, "Open a letter");
+  g_assert_cmpstr(call.title.c_str(), ==, "[filechooser-vm] Open a letter");
   g_assert_cmpstr(call.parent_window.c_str(), ==, "");
   GVariant* options = call.options.get();
   assert_same(lookup(options, "accept_label").get(), "s", "'_Open it'");
@@ -268,7 +299,7 @@ void test_options_reach_host() {
   g_assert_true(save->wait_for_response());
   call = only_backend_call(vm);
   g_assert_cmpstr(call.method.c_str(), ==, "SaveFile");
-  g_assert_cmpstr(call.title.c_str(), ==, "Save the letter");
+  g_assert_cmpstr(call.title.c_str(), ==, "[filechooser-vm] Save the letter");
   options = call.options.get();
   assert_same(lookup(options, "accept_label").get(), "s", "'_Save'");
   assert_same(lookup(options, "modal").get(), "b", "true");
@@ -652,6 +683,7 @@ int main(int argc, char** argv) {
   add_test("/filechooser/open/directory", test_open_directory);
   add_test("/filechooser/open/filters-and-choices", test_filters_and_choices);
   add_test("/filechooser/options-reach-host", test_options_reach_host);
+  add_test("/filechooser/title-names-the-vm", test_title_names_the_vm);
   add_test("/filechooser/request/response-codes", test_response_codes);
   add_test("/filechooser/request/close", test_close_closes_host_dialog);
   add_test("/filechooser/request/client-disconnects", test_disconnect_closes_host_dialog);

@@ -94,6 +94,18 @@ gboolean sidebus_context_export(SidebusContext* context, GDBusInterfaceSkeleton*
   return sidebus_context_export_at(context, skeleton, SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH, error);
 }
 
+char* sidebus_context_dialog_title(SidebusContext* context, const char* guest_title) {
+  gsize length = strnlen(guest_title, SIDEBUS_MAX_TITLE_LENGTH);
+  // Cut on a character boundary, then made valid whatever the guest sent.
+  const char* end = guest_title + length;
+  if (length == SIDEBUS_MAX_TITLE_LENGTH) {
+    while (end > guest_title && (static_cast<unsigned char>(*end) & 0xc0) == 0x80) end--;
+  }
+  g_autofree char* title = g_utf8_make_valid(guest_title, end - guest_title);
+  const std::string& prefix = context->link != nullptr ? context->link->options().dialog_title_prefix : "";
+  return g_strconcat(prefix.c_str(), title, nullptr);
+}
+
 void sidebus_context_log(SidebusContext* context, GLogLevelFlags level, const char* format, ...) {
   va_list args;
   va_start(args, format);

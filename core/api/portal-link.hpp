@@ -42,6 +42,7 @@ struct PortalLinkOptions {
   SidebusFdTransport fd_transport = SIDEBUS_FD_TRANSPORT_NONE;
   unsigned max_pending_requests = 64;  // broker.max_pending_requests
   unsigned max_sessions = 16;          // broker.max_sessions
+  std::string dialog_title_prefix;     // broker.dialog_title_prefix, the VM's name filled in
 };
 
 class PortalLink {

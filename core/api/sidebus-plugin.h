@@ -40,6 +40,7 @@
  *  - every callback that takes user data takes a GDestroyNotify
  *    (sidebus_request_call_host_full);
  *  - plugins declare their configuration keys (get_config_schema);
+ *  - host dialog titles carry the VM's name (sidebus_context_dialog_title);
  *  - SidebusOption is padded.
  */
 #pragma once
@@ -113,6 +114,13 @@ gboolean sidebus_context_export (SidebusContext *context, GDBusInterfaceSkeleton
  * every plugin has started, together with SIDEBUS_PORTAL_BUS_NAME. */
 gboolean sidebus_context_export_at (SidebusContext *context, GDBusInterfaceSkeleton *skeleton, const char *bus_name,
                                     const char *object_path, GError **error);
+
+/* The title a host dialog shows for a title the guest sent: the
+ * administrator's prefix (broker.dialog_title_prefix, default "[<vm-name>] ")
+ * first, so a guest cannot pose as a host application, then @guest_title
+ * (cut to SIDEBUS_MAX_TITLE_LENGTH bytes, made valid UTF-8). Free with g_free. */
+#define SIDEBUS_MAX_TITLE_LENGTH 1024
+char *sidebus_context_dialog_title (SidebusContext *context, const char *guest_title);
 
 /* Structured log line carrying SIDEBUS_VM and SIDEBUS_PORTAL fields.
  * G_LOG_LEVEL_DEBUG lines only show with --verbose. */

@@ -201,6 +201,10 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
   options.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
   options.max_pending_requests = config_->limits().max_pending_requests;
   options.max_sessions = config_->limits().max_sessions;
+  options.dialog_title_prefix = config_->dialog_title_prefix();
+  for (size_t at = options.dialog_title_prefix.find("{vm}"); at != std::string::npos;
+       at = options.dialog_title_prefix.find("{vm}", at + options_.vm_name.size()))
+    options.dialog_title_prefix.replace(at, 4, options_.vm_name);
   active->portals =
       std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(), std::move(options));
   g_message("guest link %" G_GUINT64_FORMAT " up on %s: agent %s, guest uid %u, fds %s, guest name %s", serial,

@@ -262,6 +262,14 @@ struct Rule {
   gint64 max = 0;
 };
 
+bool check_short_string(const Rule&, JsonNode* value, std::string& problem) {
+  if (holds(value, G_TYPE_STRING) && strlen(json_node_get_string(value)) <= 256 &&
+      g_utf8_validate(json_node_get_string(value), -1, nullptr))
+    return true;
+  problem = std::string("expected a string of at most 256 bytes, got ") + describe(value);
+  return false;
+}
+
 bool check_boolean(const Rule&, JsonNode* value, std::string& problem) {
   if (holds(value, G_TYPE_BOOLEAN))
     return true;
@@ -316,7 +324,8 @@ const BrokerKey kBrokerKeys[] = {
 
 // Every key the core reads (plugins declare theirs: check_portal()).
 const std::vector<Rule> kRules = [] {
-  std::vector<Rule> rules = {{"portals.*", "enabled", check_boolean}};
+  std::vector<Rule> rules = {{"portals.*", "enabled", check_boolean},
+                             {"broker", "dialog_title_prefix", check_short_string}};
   for (const BrokerKey& key : kBrokerKeys) rules.push_back({"broker", key.key, check_integer_range, key.min, key.max});
   return rules;
 }();
@@ -743,6 +752,8 @@ class LoadedConfig final : public Config {
     for (const BrokerKey& key : kBrokerKeys)
       if (json_object_has_member(broker, key.key))
         key.apply(limits_, json_object_get_int_member(broker, key.key));
+    dialog_title_prefix_ =
+        json_object_get_string_member_with_default(broker, "dialog_title_prefix", dialog_title_prefix_.c_str());
   }
 
   bool portal_enabled(const std::string& name) const override {
@@ -779,6 +790,7 @@ class LoadedConfig final : public Config {
 
   const std::vector<std::string>& files() const override { return files_; }
   const BrokerLimits& limits() const override { return limits_; }
+  const std::string& dialog_title_prefix() const override { return dialog_title_prefix_; }
 
  private:
   JsonObjectPtr root_;
@@ -797,6 +809,7 @@ class LoadedConfig final : public Config {
   };
   std::vector<Applied> applied_;
   BrokerLimits limits_;
+  std::string dialog_title_prefix_ = kDefaultDialogTitlePrefix;
 };
 
 }  // namespace

@@ -60,6 +60,10 @@ class Config {
     GuestLinkLimits link;                // what the link's relay lets through
   };
   virtual const BrokerLimits& limits() const = 0;
+  // "broker": { "dialog_title_prefix": "…" }: put before every dialog title a
+  // guest sends, "{vm}" standing for the VM's name; "" for none.
+  static constexpr const char* kDefaultDialogTitlePrefix = "[{vm}] ";
+  virtual const std::string& dialog_title_prefix() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

@@ -8,6 +8,8 @@
 // Close and a vanishing caller are handled there), and map the host's Response
 // back (filechooser-results.cpp).
 //
+// The title goes to the host with the VM's name in front
+// (sidebus_context_dialog_title), so a guest cannot pose as a host app.
 // parent_window is always sent to the host as "": a guest window handle
 // (x11:…, wayland:…) names a window on the guest's display, which the host
 // compositor has never heard of; passing it on could at best be ignored and
@@ -89,8 +91,9 @@ static gboolean handle_call(SidebusFcFileChooser* object, GDBusMethodInvocation*
 
   gboolean directory = FALSE;
   if (method == Method::OpenFile) g_variant_lookup(host_options, "directory", "b", &directory);
+  g_autofree char* host_title = sidebus_context_dialog_title(context, title);
   sidebus_request_call_host_full(request, filechooser::kInterface, filechooser::method_name(method),
-                                 g_variant_new("(ss@a{sv})", "", title, host_options), nullptr,
+                                 g_variant_new("(ss@a{sv})", "", host_title, host_options), nullptr,
                                  filechooser::on_host_results, new filechooser::CallInfo{method, directory != FALSE},
                                  filechooser::CallInfo::destroy);
   return G_DBUS_METHOD_INVOCATION_HANDLED;

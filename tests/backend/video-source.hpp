@@ -5,7 +5,7 @@
 // itself and paints test-patterns.hpp's frames, the frame number in the first
 // pixels.
 //
-// The tests run PipeWire without a session manager (tests/pipewire-daemon.hpp),
+// The tests run PipeWire without a session manager (tests/support/host-pipewire.hpp),
 // so the source also does the two things one would do for it:
 //  - it links every node that asks for it (node.target or target.object is
 //    its node id or object.serial, as pw_stream_connect() sets it) to its
