@@ -86,17 +86,6 @@ ClientReport run_client(Vm& vm, std::vector<std::string> args) {
   return report;
 }
 
-// Host files the "user" picks from.
-struct HostFiles {
-  TempDir dir{"sidebus-fc-host-files"};
-  std::string add(const std::string& name, const std::string& contents) { return dir.write_file(name, contents); }
-};
-
-std::string uris_result(const std::vector<std::string>& paths) {
-  std::string text = "{'uris': <[";
-  for (size_t i = 0; i < paths.size(); i++) text += (i ? ", '" : "'") + uri_for(paths[i]) + "'";
-  return text + (paths.empty() ? "@as []" : "") + "]>}";
-}
 
 BackendCall only_backend_call(Vm& vm) {
   std::vector<BackendCall> calls = vm.host().backend_calls();

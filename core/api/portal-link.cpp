@@ -25,14 +25,15 @@ std::vector<Object*> referenced_values(const std::map<std::string, Object*>& map
 
 PortalLink::PortalLink(GDBusConnection* guest, HostPortal& host, DocumentExporter* exporter, PortalLinkOptions options)
     : guest_(guest), host_(host), exporter_(exporter), options_(std::move(options)), clients_(guest) {
-  // One route each for every request's Response and every session's Closed
-  // (both unicast to us, so no match rule is needed), dispatched by path.
+  // One route each for every request's Response and every session's Closed,
+  // dispatched by path. Response is unicast to us (no match rule needed);
+  // xdg-desktop-portal broadcasts Session.Closed (its skeleton's signal).
   response_subscription_ = g_dbus_connection_signal_subscribe(
       host.connection(), SIDEBUS_PORTAL_BUS_NAME, "org.freedesktop.portal.Request", "Response", nullptr, nullptr,
       G_DBUS_SIGNAL_FLAGS_NO_MATCH_RULE, on_host_signal, this, nullptr);
   closed_subscription_ = g_dbus_connection_signal_subscribe(
       host.connection(), SIDEBUS_PORTAL_BUS_NAME, "org.freedesktop.portal.Session", "Closed", nullptr, nullptr,
-      G_DBUS_SIGNAL_FLAGS_NO_MATCH_RULE, on_host_signal, this, nullptr);
+      G_DBUS_SIGNAL_FLAGS_NONE, on_host_signal, this, nullptr);
   host_listener_ = host.add_listener({.on_ready = nullptr, .on_gone = [this] { on_host_portal_gone(); }});
   bus_names_.push_back(SIDEBUS_PORTAL_BUS_NAME);
 }

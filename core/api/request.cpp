@@ -33,6 +33,9 @@ namespace {
 constexpr const char* kRequestInterface = "org.freedesktop.portal.Request";
 
 std::atomic<guint64> next_host_token{1};
+// Host calls made and not answered yet, across all links (see
+// sidebus::request::host_calls_in_flight).
+int host_calls_in_flight = 0;
 
 std::string new_host_token() { return "sidebus" + std::to_string(next_host_token.fetch_add(1)); }
 
@@ -96,7 +99,6 @@ struct _SidebusRequest {
   std::string host_path;
   GDBusMethodInvocation* invocation = nullptr;  // owned until the guest has its handle
   SidebusGenRequest* skeleton = nullptr;
-  GCancellable* cancellable = nullptr;
   guint client_watch = 0;
   bool host_call_made = false;
   bool has_pending_response = false;  // Response arrived before the host call returned
@@ -117,7 +119,6 @@ void retire(SidebusRequest* request) {
   if (link == nullptr) return;
   request->link = nullptr;
   request->context = nullptr;
-  g_cancellable_cancel(request->cancellable);
   g_signal_handlers_disconnect_by_data(request->skeleton, request);
   g_dbus_interface_skeleton_unexport(G_DBUS_INTERFACE_SKELETON(request->skeleton));
   if (request->client_watch != 0) link->clients().unwatch(request->client_watch);
@@ -159,6 +160,7 @@ gboolean on_guest_close(SidebusGenRequest* skeleton, GDBusMethodInvocation* invo
 
 void on_host_call_done(GObject* source, GAsyncResult* result, gpointer user_data) {
   auto* request = static_cast<SidebusRequest*>(user_data);
+  host_calls_in_flight--;
   g_autoptr(GError) error = nullptr;
   g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
   if (request->link == nullptr) {  // retired meanwhile; the host request may exist all the same
@@ -243,7 +245,6 @@ SidebusRequest* new_request(SidebusContext* context, GDBusMethodInvocation* invo
   auto* request = new _SidebusRequest();
   request->sender = sender;
   request->guest_path = guest_path;
-  request->cancellable = g_cancellable_new();
   request->skeleton = sidebus_gen_request_skeleton_new();
   request->session = session != nullptr ? sidebus_session_ref(session) : nullptr;
   if (!g_dbus_interface_skeleton_export(G_DBUS_INTERFACE_SKELETON(request->skeleton), link->guest(),
@@ -302,6 +303,8 @@ void on_link_gone(SidebusRequest* request) {
   retire(request);
 }
 
+int host_calls_in_flight() { return ::host_calls_in_flight; }
+
 }  // namespace sidebus::request
 
 extern "C" {
@@ -342,9 +345,12 @@ void sidebus_request_call_host_full(SidebusRequest* request, const char* interfa
   sidebus_context_log(request->context, G_LOG_LEVEL_DEBUG, "%s.%s for %s → host %s (%d fds)", interface_name,
                       method_name, request->guest_path.c_str(), request->host_path.c_str(),
                       fd_list != nullptr ? g_unix_fd_list_get_length(fd_list) : 0);
+  host_calls_in_flight++;
   g_dbus_connection_call_with_unix_fd_list(link->host(), SIDEBUS_PORTAL_BUS_NAME, SIDEBUS_PORTAL_OBJECT_PATH,
                                            interface_name, method_name, host_parameters, G_VARIANT_TYPE("(o)"),
-                                           G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, fd_list, request->cancellable,
+                                           // Never cancelled: a request retired before the host
+                                           // answered still has to close what the host made.
+                                           G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, fd_list, nullptr,
                                            on_host_call_done, sidebus_request_ref(request));
 }
 
@@ -398,7 +404,6 @@ void sidebus_request_unref(SidebusRequest* request) {
   if (!g_atomic_int_dec_and_test(&request->refcount)) return;
   if (request->destroy_notify != nullptr) request->destroy_notify(request->user_data);
   g_clear_object(&request->skeleton);
-  g_clear_object(&request->cancellable);
   g_clear_pointer(&request->pending_results, g_variant_unref);
   g_clear_pointer(&request->session, sidebus_session_unref);
   delete request;

@@ -17,4 +17,8 @@ void on_host_gone(SidebusRequest* request);
 // retired, without a word to the guest.
 void on_link_gone(SidebusRequest* request);
 
+// Host calls that have not been answered yet. A stopping broker waits for
+// them (bounded): only the answer says which host request to close.
+int host_calls_in_flight();
+
 }  // namespace sidebus::request

@@ -1,6 +1,7 @@
 // broker-main.cpp — sidebus-broker's command line (the contract in
 // docs/broker.md and DESIGN.md), defaults, signals and the main loop.
 #include <glib-unix.h>
+#include <malloc.h>
 #include <glib/gstdio.h>
 
 #include <cstdlib>
@@ -43,6 +44,10 @@ bool ensure_dir(const std::string& path, const char* option, GError** error) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A guest's large messages are buffered whole for a moment: such buffers
+  // must go back to the system when freed, not stay in the heap (glibc
+  // raises its mmap threshold after the first big free otherwise).
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   g_auto(GStrv) listen = nullptr;
   g_auto(GStrv) config_dirs = nullptr;
   g_auto(GStrv) plugin_dirs = nullptr;

@@ -21,6 +21,7 @@
 
 #include "api/host-portal.hpp"
 #include "api/portal-link.hpp"
+#include "api/request.hpp"
 #include "broker/accepted-link.hpp"
 #include "broker/config.hpp"
 #include "broker/debug-bus.hpp"
@@ -37,6 +38,8 @@ namespace {
 
 // How long a stopping broker waits for exports to reach the disk.
 constexpr gint64 kPersistTimeoutUs = 3 * G_USEC_PER_SEC;
+// How long a stopping broker waits for host calls still in flight.
+constexpr gint64 kHostAnswerTimeoutUs = 3 * G_USEC_PER_SEC;
 
 // Everything that exists only while one guest link is up, torn down in
 // reverse order of construction: the portals, then the link.
@@ -64,6 +67,7 @@ class BrokerImpl : public Broker {
   void on_link_closed(uint64_t serial);
   void start_portals(ActiveLink& active);
   void wait_for_persisted_exports();
+  void wait_for_host_answers();
 
   BrokerOptions options_;
   std::unique_ptr<Config> config_;
@@ -149,6 +153,7 @@ BrokerImpl::~BrokerImpl() {
   active_.reset();
   debug_bus_.reset();
   listener_.reset();
+  wait_for_host_answers();
   // The host requests and sessions the link closed must leave before we do.
   if (host_ != nullptr) g_dbus_connection_flush_sync(host_, nullptr, nullptr);
   wait_for_persisted_exports();
@@ -159,13 +164,27 @@ BrokerImpl::~BrokerImpl() {
   g_clear_object(&host_);
 }
 
-void BrokerImpl::wait_for_persisted_exports() {
-  if (!exporter_ || exporter_->unpersisted() == 0) return;
-  gint64 deadline = g_get_monotonic_time() + kPersistTimeoutUs;
-  while (exporter_->unpersisted() > 0 && g_get_monotonic_time() < deadline)
+// Iterates the main context until @done or @timeout_us; false on timeout.
+// Only for the broker's own exit: nothing else is served by then.
+bool wait_while_stopping(const std::function<bool()>& done, gint64 timeout_us) {
+  gint64 deadline = g_get_monotonic_time() + timeout_us;
+  while (!done() && g_get_monotonic_time() < deadline)
     if (!g_main_context_iteration(nullptr, FALSE)) g_usleep(1000);
-  if (exporter_->unpersisted() > 0)
+  return done();
+}
+
+void BrokerImpl::wait_for_persisted_exports() {
+  if (!exporter_) return;
+  if (!wait_while_stopping([this] { return exporter_->unpersisted() == 0; }, kPersistTimeoutUs))
     g_warning("stopping with %zu export(s) the permission store has not confirmed on disk", exporter_->unpersisted());
+}
+
+// A host call still in flight may create a host dialog after the link is
+// gone; its answer names it, and the retired request closes it then.
+void BrokerImpl::wait_for_host_answers() {
+  if (!wait_while_stopping([] { return request::host_calls_in_flight() == 0; }, kHostAnswerTimeoutUs))
+    g_warning("stopping with %d host portal call(s) unanswered; their dialogs may stay open on the host",
+              request::host_calls_in_flight());
 }
 
 void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport) {

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 
 #include "documents/app-id.hpp"
 #include "documents/private-bus.hpp"
@@ -139,6 +140,7 @@ struct DocumentExporter::Job {
     std::string doc_id;  // once the portal answered
   };
   std::vector<Item> items;
+  std::deque<std::vector<size_t>> batches;  // not sent yet: indexes into items, one call each
   SidebusExportFlags flags = SIDEBUS_EXPORT_FLAGS_NONE;
   ExportDone done;
   int calls_pending = 0;
@@ -293,81 +295,117 @@ void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, Si
   }
   for (auto& item : job->items)
     if (!prepare_item(item, flags, &error)) return fail_soon(error);
-  GDBusConnection* bus = connection();
-  if (bus == nullptr || g_dbus_connection_is_closed(bus))
-    return fail_soon(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                                 "cannot export: the private document portal is not running (restarting?)"));
   if (job->items.empty()) return fail_soon(nullptr);  // nothing to export: an empty answer, later
-
-  const char* permissions[] = {"read", job->writable() ? "write" : nullptr, nullptr};
-  auto on_reply = [](GObject* source, GAsyncResult* result, gpointer data) {
-    std::unique_ptr<Call> call(static_cast<Call*>(data));
-    g_autoptr(GError) call_error = nullptr;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
-    std::shared_ptr<DocumentExporter::Job> job = call->job;
-    if (*call->alive == nullptr) return;
-    if (reply == nullptr) {
-      if (job->error == nullptr) {
-        const std::string& first = job->items[call->items.front()].host_path;
-        set_portal_error(&job->error, call_error, "cannot export " + first);
-      }
-    } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE("(asa{sv})"))) {  // AddFull
-      g_autofree const char** ids = nullptr;
-      g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
-      for (size_t i = 0; i < call->items.size() && ids[i] != nullptr; i++) job->items[call->items[i]].doc_id = ids[i];
-    } else {  // AddNamedFull
-      const char* id;
-      g_variant_get(reply, "(&s@a{sv})", &id, nullptr);
-      job->items[call->items.front()].doc_id = id;
-    }
-    if (--job->calls_pending == 0) (*call->alive)->finish_job(job);
-  };
 
   // Regular files and directories in separate AddFull calls (the directory
   // flag is per call); saves one AddNamedFull each.
-  std::vector<std::vector<size_t>> batches;
   for (bool directories : {false, true}) {
     std::vector<size_t> batch;
     for (size_t i = 0; i < job->items.size(); i++) {
       const auto& item = job->items[i];
       if (item.by_name || item.directory != directories) continue;
       batch.push_back(i);
-      if (batch.size() == kFilesPerCall) batches.push_back(std::exchange(batch, {}));
+      if (batch.size() == kFilesPerCall) job->batches.push_back(std::exchange(batch, {}));
     }
-    if (!batch.empty()) batches.push_back(std::move(batch));
+    if (!batch.empty()) job->batches.push_back(std::move(batch));
   }
-  for (const auto& batch : batches) {
-    g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
-    std::vector<gint32> handles;
-    for (size_t i : batch) {
-      gint32 handle = g_unix_fd_list_append(fd_list, job->items[i].fd.get(), &error);
-      if (handle < 0) return fail_soon(error);  // calls already sent still complete; finish_job runs once
-      handles.push_back(handle);
+  for (size_t i = 0; i < job->items.size(); i++)
+    if (job->items[i].by_name) job->batches.push_back({i});
+  waiting_.push_back(job);
+  dispatch();
+}
+
+// Sends batches while fewer than kCallsInFlight are out, taking one batch of
+// each waiting export in turn: a 10 000-file answer does not hold up the
+// others, and the private bus never holds more replies than it allows.
+void DocumentExporter::dispatch() {
+  while (calls_in_flight_ < kCallsInFlight && !waiting_.empty()) {
+    std::shared_ptr<Job> job = waiting_.front();
+    waiting_.pop_front();
+    if (job->error != nullptr) {  // failed meanwhile: the rest is not sent
+      if (job->calls_pending == 0) finish_job(job);
+      continue;
     }
-    guint32 add_flags = kAddReuseExisting | kAddPersistent | (job->items[batch.front()].directory ? kAddDirectory : 0);
-    job->calls_pending++;
-    g_dbus_connection_call_with_unix_fd_list(
-        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddFull",
-        g_variant_new("(@ahus^as)",
-                      g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, handles.data(), handles.size(), sizeof(gint32)),
-                      add_flags, app_id_.c_str(), permissions),
-        G_VARIANT_TYPE("(asa{sv})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr, on_reply,
-        new Call{job, alive_, batch});
+    std::vector<size_t> batch = std::move(job->batches.front());
+    job->batches.pop_front();
+    if (!job->batches.empty()) waiting_.push_back(job);
+    send(job, std::move(batch));
   }
-  for (size_t i = 0; i < job->items.size(); i++) {
-    const auto& item = job->items[i];
-    if (!item.by_name) continue;
-    g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
-    gint32 handle = g_unix_fd_list_append(fd_list, item.fd.get(), &error);
-    if (handle < 0) return fail_soon(error);
-    job->calls_pending++;
-    g_dbus_connection_call_with_unix_fd_list(
-        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "AddNamedFull",
-        g_variant_new("(h@ayus^as)", handle, g_variant_new_bytestring(item.name.c_str()),
-                      guint32(kAddReuseExisting | kAddPersistent), app_id_.c_str(), permissions),
-        G_VARIANT_TYPE("(sa{sv})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr, on_reply,
-        new Call{job, alive_, {i}});
+}
+
+void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t> batch) {
+  GDBusConnection* bus = connection();
+  GError* error = nullptr;
+  if (bus == nullptr || g_dbus_connection_is_closed(bus)) {
+    error = g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                        "cannot export: the private document portal is not running (restarting?)");
   }
+  g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
+  std::vector<gint32> handles;
+  for (size_t i = 0; error == nullptr && i < batch.size(); i++) {
+    gint32 handle = g_unix_fd_list_append(fd_list, job->items[batch[i]].fd.get(), &error);
+    handles.push_back(handle);
+  }
+  if (error != nullptr) {
+    if (job->error == nullptr) job->error = error; else g_error_free(error);
+    if (job->calls_pending == 0) finish_job(job);
+    return;
+  }
+  const char* permissions[] = {"read", job->writable() ? "write" : nullptr, nullptr};
+  const Job::Item& first = job->items[batch.front()];
+  GVariant* parameters;
+  const GVariantType* reply_type;
+  const char* method;
+  if (first.by_name) {
+    method = "AddNamedFull";
+    parameters = g_variant_new("(h@ayus^as)", handles[0], g_variant_new_bytestring(first.name.c_str()),
+                               guint32(kAddReuseExisting | kAddPersistent), app_id_.c_str(), permissions);
+    reply_type = G_VARIANT_TYPE("(sa{sv})");
+  } else {
+    method = "AddFull";
+    parameters = g_variant_new(
+        "(@ahus^as)", g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, handles.data(), handles.size(), sizeof(gint32)),
+        guint32(kAddReuseExisting | kAddPersistent | (first.directory ? kAddDirectory : 0)), app_id_.c_str(),
+        permissions);
+    reply_type = G_VARIANT_TYPE("(asa{sv})");
+  }
+  job->calls_pending++;
+  calls_in_flight_++;
+  g_dbus_connection_call_with_unix_fd_list(
+      bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, method, parameters, reply_type,
+      G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr,
+      [](GObject* source, GAsyncResult* result, gpointer data) {
+        std::unique_ptr<Call> call(static_cast<Call*>(data));
+        g_autoptr(GError) call_error = nullptr;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+        DocumentExporter* self = *call->alive;
+        if (self == nullptr) return;
+        self->on_reply(call->job, call->items, reply, call_error);
+      },
+      new Call{job, alive_, std::move(batch)});
+}
+
+void DocumentExporter::on_reply(const std::shared_ptr<Job>& job, const std::vector<size_t>& batch, GVariant* reply,
+                                GError* call_error) {
+  calls_in_flight_--;
+  job->calls_pending--;
+  if (reply == nullptr) {
+    if (job->error == nullptr) set_portal_error(&job->error, call_error, "cannot export " + job->items[batch.front()].host_path);
+  } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE("(asa{sv})"))) {  // AddFull
+    g_autofree const char** ids = nullptr;
+    g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
+    for (size_t i = 0; i < batch.size() && ids[i] != nullptr; i++) job->items[batch[i]].doc_id = ids[i];
+  } else {  // AddNamedFull
+    const char* id;
+    g_variant_get(reply, "(&s@a{sv})", &id, nullptr);
+    job->items[batch.front()].doc_id = id;
+  }
+  if (job->calls_pending == 0 && (job->batches.empty() || job->error != nullptr)) {
+    // A failed job may still be in the rotation: it is dropped there.
+    if (job->error != nullptr) job->batches.clear();
+    finish_job(job);
+  }
+  dispatch();
 }
 
 void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {

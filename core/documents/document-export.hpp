@@ -18,6 +18,7 @@
 
 #include <gio/gio.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -47,6 +48,9 @@ class DocumentExporter {
   // (dbus-daemon's smallest default), so a 10 000-file answer is many small
   // calls the document portal interleaves with everyone else's.
   static constexpr size_t kFilesPerCall = 16;
+  // Calls to the document portal in flight at once, across all exports (it
+  // answers them one by one anyway; dbus-daemon bounds pending replies).
+  static constexpr size_t kCallsInFlight = 16;
 
   // file:// host URIs in, file://<guest-documents-path>/<doc-id>/<name> out.
   // All URIs are checked before anything is exported. Only file:// URIs on
@@ -87,6 +91,10 @@ class DocumentExporter {
 
  private:
   GDBusConnection* connection() const;
+  void dispatch();
+  void send(const std::shared_ptr<Job>& job, std::vector<size_t> batch);
+  void on_reply(const std::shared_ptr<Job>& job, const std::vector<size_t>& batch, GVariant* reply,
+                GError* call_error);
   void finish_job(const std::shared_ptr<Job>& job);
   void persist(const std::string& doc_id, bool writable);
 
@@ -97,6 +105,8 @@ class DocumentExporter {
   std::map<std::string, std::string> index_;  // document id → host path, this app's documents
   bool index_loaded_ = false;
   size_t unpersisted_ = 0;
+  std::deque<std::shared_ptr<Job>> waiting_;  // exports with batches to send, in turn
+  size_t calls_in_flight_ = 0;
   // Completions check this: a job that completes after the exporter is gone
   // does nothing.
   std::shared_ptr<DocumentExporter*> alive_;

@@ -3,6 +3,8 @@
 // the backend's control interface.
 #include "support/host-portal.hpp"
 
+#include <signal.h>
+
 #include "sidebus-config.h"
 #include "support/dbus-daemon.hpp"
 
@@ -54,10 +56,16 @@ HostPortal::HostPortal(HostPortalOptions options) : dir_("sidebus-test-host") {
 
   env["XDG_DESKTOP_PORTAL_DIR"] = env_path("SIDEBUS_SOURCE_ROOT") + "/tests/portals";
   env["XDG_CURRENT_DESKTOP"] = "sidebus-test";
+  portal_program_ = portal_program;
+  portal_env_ = env;
+  start_portal();
+}
+
+void HostPortal::start_portal() {
   portal_ = std::make_unique<ChildProcess>(SpawnOptions{
       .name = "xdg-desktop-portal",
-      .argv = {portal_program, "--verbose"},
-      .env = env,
+      .argv = {portal_program_, "--verbose"},
+      .env = portal_env_,
       .unset_env = {"G_DEBUG"},  // its own criticals are not what we test
       .cwd = dir_.path(),
       .stdout_path = dir_ / "xdg-desktop-portal.log",
@@ -65,6 +73,13 @@ HostPortal::HostPortal(HostPortalOptions options) : dir_("sidebus-test-host") {
   if (!wait_until([&] { return name_has_owner(connection(), kPortalBusName) || !portal_->running(); }) ||
       !portal_->running())
     throw FixtureError("xdg-desktop-portal did not come up (its log is printed below)");
+}
+
+void HostPortal::kill_portal() {
+  portal_->send_signal(SIGKILL);
+  portal_->wait_for_exit(10s);
+  if (!wait_until([&] { return !name_has_owner(connection(), kPortalBusName); }))
+    throw FixtureError("xdg-desktop-portal's name stayed on the host bus after it was killed");
 }
 
 HostPortal::~HostPortal() {

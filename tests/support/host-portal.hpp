@@ -69,6 +69,10 @@ class HostPortal {
   GDBusConnection* connection() const { return connection_.get(); }  // the test's own, borrowed
   const TempDir& dir() const { return dir_; }
   ChildProcess& portal() { return *portal_; }
+  // SIGKILL to xdg-desktop-portal, until its name left the bus (a host
+  // portal crashing); start_portal() brings a new one up, as activation would.
+  void kill_portal();
+  void start_portal();
   ChildProcess& backend() { return *backend_; }
 
   // Every later call of backend @method ("OpenFile", …) answers @response
@@ -90,6 +94,8 @@ class HostPortal {
   GObjectPtr<GDBusConnection> connection_;
   std::unique_ptr<ChildProcess> backend_;
   std::unique_ptr<ChildProcess> portal_;
+  std::string portal_program_;
+  std::map<std::string, std::string> portal_env_;
 };
 
 }  // namespace sidebus::test

@@ -81,7 +81,7 @@ std::unique_ptr<PortalRequest> Vm::open_uri(const std::string& uri, const std::s
 }
 
 std::string Vm::share_document(const std::string& host_path) {
-  host().set_reply("OpenFile", kResponseSuccess, "{'uris': <['" + uri_for(host_path) + "']>}");
+  host().set_reply("OpenFile", kResponseSuccess, uris_result({host_path}));
   VariantPtr options = with_handle_token("{}");
   PortalRequest pick(guest().connection(), kPortalBusName, "org.freedesktop.portal.FileChooser", "OpenFile",
                      g_variant_new("(ss@a{sv})", "", "Pick a file", options.get()));
@@ -102,6 +102,12 @@ std::string Vm::document_id(const std::string& guest_uri, const std::string& exp
   if (slash == std::string::npos || rest.substr(slash + 1) != expected_name)
     throw FixtureError(guest_uri + " is not <documents>/<doc-id>/" + expected_name);
   return rest.substr(0, slash);
+}
+
+std::string uris_result(const std::vector<std::string>& paths) {
+  std::string text = "{'uris': <[";
+  for (size_t i = 0; i < paths.size(); i++) text += (i ? ", '" : "'") + uri_for(paths[i]) + "'";
+  return text + (paths.empty() ? "@as []" : "") + "]>}";
 }
 
 }  // namespace sidebus::test

@@ -104,6 +104,15 @@ class Vm {
   std::unique_ptr<Topology> topology_;
 };
 
+// Host files the "user" picks from, in a directory of their own.
+struct HostFiles {
+  TempDir dir{"sidebus-host-files"};
+  std::string add(const std::string& name, const std::string& contents) { return dir.write_file(name, contents); }
+};
+
+// A FileChooser backend's answer picking @paths: "{'uris': <[…]>}" (a{sv} text).
+std::string uris_result(const std::vector<std::string>& paths);
+
 // @options (a{sv} text) with "handle_token" = unique_token() appended.
 VariantPtr with_handle_token(const std::string& options);
 
