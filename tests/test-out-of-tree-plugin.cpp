@@ -4,13 +4,17 @@
 // with nothing but those (tests/echo-plugin/echo.c compiled by `cc` with
 // `pkg-config --cflags sidebus-plugin`) loads into the broker and serves the
 // guest.
+#include <gio/gunixfdlist.h>
 #include <glib/gstdio.h>
 
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "support/dbus.hpp"
 #include "support/files.hpp"
 #include "support/topology.hpp"
+#include "support/variant.hpp"
 
 using namespace sidebus::test;
 
@@ -44,6 +48,65 @@ std::string run(const std::vector<std::string>& argv, const std::vector<std::str
 std::string find_file(const std::string& dir, const std::string& name) {
   std::string out = run({"find", dir, "-name", name});
   return out.substr(0, out.find('\n'));
+}
+
+// What the echo plugin does with the plugin API 2, from a guest client: an
+// fd in a reply, a session, a forwarded call, a host signal passed on.
+void exercise_api(Topology& topology) {
+  GDBusConnection* guest = topology.guest().connection();
+  auto call = [&](const char* method, GVariant* parameters, GUnixFDList** fds = nullptr) {
+    g_autoptr(GError) error = nullptr;
+    GVariant* reply = g_dbus_connection_call_with_unix_fd_list_sync(
+        guest, kPortalBusName, kPortalPath, "dev.sidebus.test.Echo", method, parameters, nullptr,
+        G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, fds, nullptr, &error);
+    g_assert_no_error(error);
+    return VariantPtr(reply);
+  };
+  // OpenPipe: the plugin's pipe reaches the guest, its bytes with it.
+  GUnixFDList* fds = nullptr;
+  VariantPtr pipe = call("OpenPipe", g_variant_new("(s)", "from the host"), &fds);
+  g_autoptr(GUnixFDList) owned_fds = fds;
+  g_assert_cmpint(g_unix_fd_list_get_length(fds), ==, 1);
+  int fd = g_unix_fd_list_get(fds, 0, nullptr);
+  char buffer[64] = {};
+  g_assert_cmpint(read(fd, buffer, sizeof buffer - 1), ==, 13);
+  close(fd);
+  g_assert_cmpstr(buffer, ==, "from the host");
+  // HostVersion: forwarded to the host portal, its answer unchanged.
+  VariantPtr version = call("HostVersion", g_variant_new("(s)", "org.freedesktop.portal.FileChooser"));
+  g_autoptr(GVariant) value = nullptr;
+  g_variant_get(version.get(), "(v)", &value);
+  g_assert_cmpuint(g_variant_get_uint32(value), ==, 3);  // xdg-desktop-portal 1.16
+  // CreateMonitor / SessionState: a session of the caller's.
+  topology.host().set_reply("CreateMonitor", kResponseSuccess, nullptr);
+  VariantPtr options = parse("a{sv}", "{'handle_token': <'oot'>, 'session_handle_token': <'oot'>}");
+  PortalRequest monitor(guest, kPortalBusName, "dev.sidebus.test.Echo", "CreateMonitor",
+                        g_variant_new("(@a{sv})", options.get()));
+  g_assert_no_error(monitor.error());
+  g_assert_true(monitor.wait_for_response());
+  g_assert_cmpuint(monitor.response(), ==, kResponseSuccess);
+  std::string session = lookup_string(monitor.results(), "session_handle");
+  VariantPtr state = call("SessionState", g_variant_new("(o)", session.c_str()));
+  const char* text;
+  g_variant_get(state.get(), "(&s)", &text);
+  g_assert_cmpstr(text, ==, "active");
+  // WatchSettings: a host signal, passed on to this client only.
+  std::vector<std::string> seen;
+  guint subscription = g_dbus_connection_signal_subscribe(
+      guest, nullptr, "dev.sidebus.test.Echo", "SettingSeen", kPortalPath, nullptr, G_DBUS_SIGNAL_FLAGS_NONE,
+      [](GDBusConnection*, const char*, const char*, const char*, const char*, GVariant* parameters, gpointer data) {
+        const char *namespace_, *key;
+        g_variant_get(parameters, "(&s&s)", &namespace_, &key);
+        static_cast<std::vector<std::string>*>(data)->push_back(std::string(namespace_) + " " + key);
+      },
+      &seen, nullptr);
+  call("WatchSettings", nullptr);
+  topology.host().call_backend("SetSetting", g_variant_new("(ssv)", "org.freedesktop.appearance", "color-scheme",
+                                                           g_variant_new_uint32(2)),
+                               nullptr);
+  g_assert_true(wait_until([&] { return !seen.empty(); }));
+  g_assert_cmpstr(seen[0].c_str(), ==, "org.freedesktop.appearance color-scheme");
+  g_dbus_connection_signal_unsubscribe(guest, subscription);
 }
 
 void test_install_and_build_plugin() {
@@ -96,6 +159,7 @@ void test_install_and_build_plugin() {
                                                "dev.sidebus.test.Echo.Echo", "built out of tree"});
   g_assert_true(output.status.success());
   g_assert_true(output.out.find("built out of tree") != std::string::npos);
+  exercise_api(topology);
 }
 
 void test_plugin_for_other_api_version_refused() {

@@ -14,6 +14,12 @@
  *                               the guest's session handle
  *   SessionState(o) → s         "active" for the caller's own session; other
  *                               clients get NotAllowed
+ *   HostVersion(s) → v          a plain call forwarded to the host portal
+ *                               (Properties.Get of that interface's version)
+ *   WatchSettings()             from now on, every host Settings.SettingChanged
+ *                               reaches the caller as the signal
+ *                               SettingSeen(s namespace, s key), until it
+ *                               leaves the bus
  * and declares its configuration keys: "greeting" and "vm", strings the tests
  * set to tell configurations apart (GetConfig shows them).
  */
@@ -34,6 +40,9 @@ static const char echo_xml[] =
     "    <method name='GetConfig'><arg type='s' direction='out'/></method>"
     "    <method name='CreateMonitor'><arg type='a{sv}' direction='in'/><arg type='o' direction='out'/></method>"
     "    <method name='SessionState'><arg type='o' direction='in'/><arg type='s' direction='out'/></method>"
+    "    <method name='HostVersion'><arg type='s' direction='in'/><arg type='v' direction='out'/></method>"
+    "    <method name='WatchSettings'/>"
+    "    <signal name='SettingSeen'><arg type='s'/><arg type='s'/></signal>"
     "  </interface>"
     "</node>";
 
@@ -148,6 +157,68 @@ session_state (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *pa
   g_dbus_method_invocation_return_value (invocation, g_variant_new ("(s)", "active"));
 }
 
+/* HostVersion: forward_call passes the host's reply on (its "(v)" is ours). */
+static void
+host_version (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  const char *interface;
+
+  g_variant_get (parameters, "(&s)", &interface);
+  sidebus_context_forward_call (self->context, invocation, "org.freedesktop.DBus.Properties", "Get",
+                                g_variant_new ("(ss)", interface, "version"), NULL, NULL, NULL, NULL);
+}
+
+/* WatchSettings: one host signal subscription per watching client, dropped
+ * when that client leaves (its guest client watch) or at stop(). */
+typedef struct {
+  EchoPortal *self;
+  char *client;
+  guint subscription;
+} SettingsWatch;
+
+static void
+settings_watch_free (gpointer data)
+{
+  SettingsWatch *watch = data;
+  g_free (watch->client);
+  g_free (watch);
+}
+
+static void
+on_setting_changed (SidebusContext *context, const char *object_path, const char *signal_name, GVariant *parameters,
+                    gpointer user_data)
+{
+  SettingsWatch *watch = user_data;
+  const char *namespace_, *key;
+
+  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(ssv)")))
+    return;
+  g_variant_get (parameters, "(&s&sv)", &namespace_, &key, NULL);
+  sidebus_context_emit_guest_signal (context, watch->client, NULL, ECHO_INTERFACE, "SettingSeen",
+                                     g_variant_new ("(ss)", namespace_, key));
+}
+
+static void
+on_watcher_vanished (SidebusContext *context, const char *sender, gpointer user_data)
+{
+  SettingsWatch *watch = user_data;
+  sidebus_context_unsubscribe_host_signal (context, watch->subscription);  /* frees the watch */
+}
+
+static void
+watch_settings (EchoPortal *self, GDBusMethodInvocation *invocation)
+{
+  SettingsWatch *watch = g_new0 (SettingsWatch, 1);
+
+  watch->self = self;
+  watch->client = g_strdup (g_dbus_method_invocation_get_sender (invocation));
+  watch->subscription = sidebus_context_subscribe_host_signal (self->context, "org.freedesktop.portal.Settings",
+                                                               "SettingChanged", NULL, on_setting_changed, watch,
+                                                               settings_watch_free);
+  sidebus_context_watch_guest_client (self->context, watch->client, on_watcher_vanished, watch, NULL);
+  g_dbus_method_invocation_return_value (invocation, NULL);
+}
+
 static void
 handle_method (GDBusConnection *connection, const char *sender, const char *path, const char *interface,
                const char *method, GVariant *parameters, GDBusMethodInvocation *invocation, gpointer user_data)
@@ -173,6 +244,14 @@ handle_method (GDBusConnection *connection, const char *sender, const char *path
   else if (g_str_equal (method, "SessionState"))
     {
       session_state (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "HostVersion"))
+    {
+      host_version (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "WatchSettings"))
+    {
+      watch_settings (self, invocation);
     }
   else if (g_str_equal (method, "GetConfig"))
     {
