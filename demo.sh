@@ -10,8 +10,8 @@ cd "$(dirname "$0")"
 [ -f build/build.ninja ] || { rm -rf build && meson setup build; }
 meson compile -C build
 export SIDEBUS_SOURCE_ROOT="$PWD"
-export SIDEBUS_BROKER="$PWD/build/core/sidebus-broker"
-export SIDEBUS_AGENT="$PWD/build/core/sidebus-agent"
+export SIDEBUS_BROKER="$PWD/build/core/broker/sidebus-broker"
+export SIDEBUS_AGENT="$PWD/build/core/agent/sidebus-agent"
 export SIDEBUS_PLUGIN_DIR="$PWD/build/plugins"
 export SIDEBUS_TEST_BACKEND="$PWD/build/tests/backend/sidebus-test-backend"
 export SIDEBUS_EXAMPLE_APP="$PWD/build/tests/demo/sidebus-example-app"
