@@ -241,52 +241,14 @@ void test_fds_stay_with_message() {
   g_dbus_message_set_unix_fd_list(with_fd, fds);
   std::string first = blob_of(with_fd), second = call_blob(":1.5", 2);
   // The fd goes with the first byte of its message, then both messages at once.
-  struct iovec iov = {first.data(), 1};
-  union {
-    char buffer[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control = {};
-  struct msghdr header = {};
-  header.msg_iov = &iov;
-  header.msg_iovlen = 1;
-  header.msg_control = control.buffer;
-  header.msg_controllen = sizeof control.buffer;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&header);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
   int sent_fd = g_unix_fd_list_get(fds, 0, nullptr);
-  memcpy(CMSG_DATA(cmsg), &sent_fd, sizeof(int));
-  g_assert_cmpint(sendmsg(run.guest(), &header, 0), ==, 1);
+  send_with_fd(run.guest(), first[0], sent_fd);
   close(sent_fd);
   write_all(run.guest(), first.substr(1) + second);
 
   // Read as GDBus would: the fds of one message come with its bytes.
-  std::vector<int> received;
   std::string bytes;
-  while (bytes.size() < first.size()) {
-    char buffer[4096];
-    struct iovec in = {buffer, std::min(sizeof buffer, first.size() - bytes.size())};
-    union {
-      char buffer[CMSG_SPACE(sizeof(int) * 4)];
-      struct cmsghdr align;
-    } in_control = {};
-    struct msghdr message = {};
-    message.msg_iov = &in;
-    message.msg_iovlen = 1;
-    message.msg_control = in_control.buffer;
-    message.msg_controllen = sizeof in_control.buffer;
-    struct pollfd pfd = {run.broker(), POLLIN, 0};
-    g_assert_cmpint(poll(&pfd, 1, kPollMs), ==, 1);
-    ssize_t n = recvmsg(run.broker(), &message, MSG_CMSG_CLOEXEC);
-    g_assert_cmpint(n, >, 0);
-    bytes.append(buffer, size_t(n));
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c)) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(c), sizeof(int));
-      received.push_back(fd);
-    }
-  }
+  std::vector<int> received = sidebus::test::receive_with_fds(run.broker(), first.size(), &bytes);
   g_assert_cmpuint(received.size(), ==, 1);
   g_assert_true(bytes == first);
   // It is the same pipe: what goes in comes out of our read end.
@@ -306,22 +268,8 @@ void test_refuses_fds() {
   int pipe_fds[2];
   g_assert_cmpint(pipe2(pipe_fds, O_CLOEXEC), ==, 0);
   std::string call = call_blob(":1.5", 1);
-  struct iovec iov = {call.data(), call.size()};
-  union {
-    char buffer[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control = {};
-  struct msghdr header = {};
-  header.msg_iov = &iov;
-  header.msg_iovlen = 1;
-  header.msg_control = control.buffer;
-  header.msg_controllen = sizeof control.buffer;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&header);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &pipe_fds[0], sizeof(int));
-  g_assert_cmpint(sendmsg(run.guest(), &header, 0), ==, ssize_t(call.size()));
+  send_with_fd(run.guest(), call[0], pipe_fds[0]);
+  write_all(run.guest(), call.substr(1));
   run.wait_done();
   g_assert_error(run.error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
   g_assert_true(run.ended == Relay::Side::Link);

@@ -13,6 +13,16 @@
 
 namespace sidebus {
 
+bool reject_unless_owner(SidebusContext* context, GDBusMethodInvocation* invocation, const std::string& owner,
+                         const std::string& what) {
+  const char* caller = g_dbus_method_invocation_get_sender(invocation);
+  if (g_strcmp0(caller, owner.c_str()) == 0) return true;
+  sidebus_context_reject(context, invocation,
+                         g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "%s is not the caller that owns %s",
+                                     caller, what.c_str()));
+  return false;
+}
+
 bool PendingWork::complete() {
   if (context == nullptr) return false;
   context->pending.erase(this);  // the completion holds its own reference

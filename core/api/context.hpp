@@ -38,6 +38,11 @@ struct PendingWork {
   bool complete();
 };
 
+// A guest client may only close (or use) what it created: false, with the
+// caller answered NotAllowed, when @invocation comes from anyone but @owner.
+bool reject_unless_owner(SidebusContext* context, GDBusMethodInvocation* invocation, const std::string& owner,
+                         const std::string& what);
+
 }  // namespace sidebus
 
 struct _SidebusContext {

@@ -144,13 +144,7 @@ void deliver_response(SidebusRequest* request, guint32 response, GVariant* resul
 
 gboolean on_guest_close(SidebusGenRequest* skeleton, GDBusMethodInvocation* invocation, gpointer user_data) {
   auto* request = static_cast<SidebusRequest*>(user_data);
-  // A guest client may only close its own requests.
-  if (g_strcmp0(g_dbus_method_invocation_get_sender(invocation), request->sender.c_str()) != 0) {
-    sidebus_context_reject(request->context, invocation,
-                           g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "%s is not the caller that owns %s",
-                                       g_dbus_method_invocation_get_sender(invocation), request->guest_path.c_str()));
-    return TRUE;
-  }
+  if (!sidebus::reject_unless_owner(request->context, invocation, request->sender, request->guest_path)) return TRUE;
   sidebus_context_log(request->context, G_LOG_LEVEL_DEBUG, "guest closed %s", request->guest_path.c_str());
   close_host_request(request->link->host(), request->host_path);
   sidebus_gen_request_complete_close(skeleton, invocation);

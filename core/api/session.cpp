@@ -87,12 +87,7 @@ void end(SidebusSession* session, EndHow how, GVariant* details) {
 
 gboolean on_guest_close(SidebusGenSession* skeleton, GDBusMethodInvocation* invocation, gpointer user_data) {
   auto* session = static_cast<SidebusSession*>(user_data);
-  if (g_strcmp0(g_dbus_method_invocation_get_sender(invocation), session->sender.c_str()) != 0) {
-    sidebus_context_reject(session->context, invocation,
-                           g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "%s is not the caller that owns %s",
-                                       g_dbus_method_invocation_get_sender(invocation), session->guest_path.c_str()));
-    return TRUE;
-  }
+  if (!sidebus::reject_unless_owner(session->context, invocation, session->sender, session->guest_path)) return TRUE;
   sidebus_gen_session_complete_close(skeleton, invocation);
   end(session, {.tell_guest = false, .close_host = true}, nullptr);
   return TRUE;
