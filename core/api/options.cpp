@@ -23,9 +23,12 @@ extern "C" GVariant* sidebus_filter_options(SidebusContext* context, GVariant* o
   g_autofree char* first_dropped = nullptr;
   GVariantIter iter;
   const char* key;
-  GVariant* raw_value;
+  GVariant* next_value;
   g_variant_iter_init(&iter, options);
-  while (g_variant_iter_loop(&iter, "{&sv}", &key, &raw_value)) {
+  // Not g_variant_iter_loop(): returning from inside it leaks the value, so
+  // every refused option (as large as the guest's message) stayed in memory.
+  while (g_variant_iter_next(&iter, "{&sv}", &key, &next_value)) {
+    g_autoptr(GVariant) raw_value = next_value;
     if (strcmp(key, "handle_token") == 0 || strcmp(key, "session_handle_token") == 0) continue;
     const SidebusOption* entry = nullptr;
     for (gsize i = 0; i < n_entries; i++) {

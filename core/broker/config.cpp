@@ -171,6 +171,33 @@ void on_container_end(JsonParser*, gpointer, gpointer user_data) {
     watch->values++;
 }
 
+// json-glib parses, copies and frees nested arrays and objects recursively:
+// some 60000 levels (120 KiB of brackets) overflow the stack. A configuration
+// needs a handful.
+constexpr int kMaxDepth = 64;
+
+// The offset of the first bracket nested deeper than kMaxDepth, or npos.
+// Brackets count outside strings and comments, as json-glib reads them:
+// "..." with backslash escapes, '...' without, /* ... */.
+std::size_t find_too_deep(std::string_view text) {
+  int depth = 0;
+  for (std::size_t i = 0; i < text.size(); i++) {
+    char c = text[i];
+    if (c == '"' || c == '\'') {
+      for (i++; i < text.size() && text[i] != c; i++)
+        if (c == '"' && text[i] == '\\') i++;
+    } else if (c == '/' && i + 1 < text.size() && text[i + 1] == '*') {
+      std::size_t end = text.find("*/", i + 2);
+      i = end == std::string_view::npos ? text.size() : end + 1;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) return i;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      depth--;
+    }
+  }
+  return std::string_view::npos;
+}
+
 // Parses one file's contents. Every error is "path:line:column: reason".
 JsonNode* parse_file(const std::string& path, const std::string& contents, GError** error) {
   const char* invalid = nullptr;
@@ -178,6 +205,12 @@ JsonNode* parse_file(const std::string& path, const std::string& contents, GErro
     std::size_t offset = invalid - contents.data();
     set_parse_error(error, path, position_at(contents, offset),
                     contents[offset] == '\0' ? "NUL byte" : "invalid UTF-8");
+    return nullptr;
+  }
+  std::size_t too_deep = find_too_deep(contents);
+  if (too_deep != std::string_view::npos) {
+    g_autofree char* reason = g_strdup_printf("arrays and objects nested more than %d deep", kMaxDepth);
+    set_parse_error(error, path, position_at(contents, too_deep), reason);
     return nullptr;
   }
 
