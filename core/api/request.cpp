@@ -73,7 +73,8 @@ bool guest_token(GVariant* options, const char* key, std::string* token, GError*
     *token = new_host_token();
     return true;
   }
-  if (!g_variant_is_of_type(value, G_VARIANT_TYPE_STRING) || !sidebus::is_valid_token(g_variant_get_string(value, nullptr))) {
+  if (!g_variant_is_of_type(value, G_VARIANT_TYPE_STRING) ||
+      !sidebus::is_valid_token(g_variant_get_string(value, nullptr))) {
     g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
                 "%s must be a string of 1 to %zu characters of [A-Za-z0-9_]", key, sidebus::kMaxTokenLength);
     return false;
@@ -82,10 +83,58 @@ bool guest_token(GVariant* options, const char* key, std::string* token, GError*
   return true;
 }
 
+// Closes the host's request at @host_path (its dialog goes away). A Close
+// can fail while the host is still setting the request up: xdg-desktop-portal
+// answers our call before its backend has exported the dialog's Request, and
+// then passes the backend's "no such object" back. A dialog left open on the
+// host for a VM that is gone is worse than a few extra calls, so a failed
+// Close is tried again, a bounded number of times, unless the host portal
+// itself has gone.
+struct HostClose {
+  GDBusConnection* host;  // a reference
+  std::string path;
+  int attempt = 0;
+};
+
+constexpr int kCloseAttempts = 4;
+constexpr guint kCloseRetryMs[kCloseAttempts - 1] = {100, 400, 1600};
+
+void send_host_close(HostClose* close);
+
+void on_host_close_done(GObject* source, GAsyncResult* result, gpointer data) {
+  auto* close = static_cast<HostClose*>(data);
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+  const bool host_gone = error != nullptr && (g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
+                                              g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER) ||
+                                              g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CLOSED));
+  if (reply != nullptr || host_gone || close->attempt + 1 >= kCloseAttempts) {
+    if (reply == nullptr)
+      g_debug("host request %s: Close failed %d times, last: %s", close->path.c_str(), close->attempt + 1,
+              error->message);
+    g_object_unref(close->host);
+    delete close;
+    return;
+  }
+  g_debug("host request %s: Close: %s; trying again", close->path.c_str(), error->message);
+  g_timeout_add(
+      kCloseRetryMs[close->attempt++],
+      [](gpointer data) -> gboolean {
+        send_host_close(static_cast<HostClose*>(data));
+        return G_SOURCE_REMOVE;
+      },
+      close);
+}
+
+void send_host_close(HostClose* close) {
+  g_dbus_connection_call(close->host, SIDEBUS_PORTAL_BUS_NAME, close->path.c_str(), kRequestInterface, "Close", nullptr,
+                         nullptr, G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, nullptr, on_host_close_done, close);
+}
+
 void close_host_request(GDBusConnection* host, const std::string& host_path) {
   if (host_path.empty()) return;
-  g_dbus_connection_call(host, SIDEBUS_PORTAL_BUS_NAME, host_path.c_str(), kRequestInterface, "Close", nullptr,
-                         nullptr, G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, nullptr, nullptr, nullptr);
+  g_debug("closing host request %s", host_path.c_str());
+  send_host_close(new HostClose{G_DBUS_CONNECTION(g_object_ref(host)), host_path});
 }
 
 }  // namespace
@@ -101,6 +150,7 @@ struct _SidebusRequest {
   SidebusGenRequest* skeleton = nullptr;
   guint client_watch = 0;
   bool host_call_made = false;
+  bool host_call_returned = false;    // until then a Close is left to on_host_call_done()
   bool has_pending_response = false;  // Response arrived before the host call returned
   guint32 pending_response = 0;
   GVariant* pending_results = nullptr;
@@ -130,7 +180,14 @@ void retire(SidebusRequest* request) {
     request->invocation = nullptr;
   }
   if (request->session != nullptr) sidebus::session::abandon(request->session);  // no-op once active
-  link->remove_request(request);  // drops the link's reference
+  link->remove_request(request);                                                 // drops the link's reference
+}
+
+// The host side of @request goes away. While the host call is in flight the
+// host's request may not exist yet: on_host_call_done() closes it then.
+void close_host_side(SidebusRequest* request) {
+  if (request->host_call_made && !request->host_call_returned) return;
+  close_host_request(request->link->host(), request->host_path);
 }
 
 void deliver_response(SidebusRequest* request, guint32 response, GVariant* results) {
@@ -146,7 +203,7 @@ gboolean on_guest_close(SidebusGenRequest* skeleton, GDBusMethodInvocation* invo
   auto* request = static_cast<SidebusRequest*>(user_data);
   if (!sidebus::reject_unless_owner(request->context, invocation, request->sender, request->guest_path)) return TRUE;
   sidebus_context_log(request->context, G_LOG_LEVEL_DEBUG, "guest closed %s", request->guest_path.c_str());
-  close_host_request(request->link->host(), request->host_path);
+  close_host_side(request);
   sidebus_gen_request_complete_close(skeleton, invocation);
   retire(request);
   return TRUE;
@@ -155,6 +212,7 @@ gboolean on_guest_close(SidebusGenRequest* skeleton, GDBusMethodInvocation* invo
 void on_host_call_done(GObject* source, GAsyncResult* result, gpointer user_data) {
   auto* request = static_cast<SidebusRequest*>(user_data);
   host_calls_in_flight--;
+  request->host_call_returned = true;
   g_autoptr(GError) error = nullptr;
   g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
   if (request->link == nullptr) {  // retired meanwhile; the host request may exist all the same
@@ -185,7 +243,8 @@ void on_host_call_done(GObject* source, GAsyncResult* result, gpointer user_data
   const char* host_path;
   g_variant_get(reply, "(&o)", &host_path);
   if (request->host_path != host_path) {
-    // A host portal that did not follow our handle_token: follow the path it chose.
+    // A host portal that did not follow our handle_token: follow the path it
+    // chose.
     request->link->unroute_host_request(request->host_path);
     request->host_path = host_path;
     request->link->route_host_request(request->host_path, request);
@@ -226,7 +285,8 @@ SidebusRequest* new_request(SidebusContext* context, GDBusMethodInvocation* invo
   }
   if (link->pending_requests() >= link->options().max_pending_requests) {
     g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_LIMITS_EXCEEDED,
-                "too many pending portal requests from this VM (limit %u, broker.max_pending_requests)",
+                "too many pending portal requests from this VM (limit %u, "
+                "broker.max_pending_requests)",
                 link->options().max_pending_requests);
     return nullptr;
   }
@@ -241,8 +301,8 @@ SidebusRequest* new_request(SidebusContext* context, GDBusMethodInvocation* invo
   request->guest_path = guest_path;
   request->skeleton = sidebus_gen_request_skeleton_new();
   request->session = session != nullptr ? sidebus_session_ref(session) : nullptr;
-  if (!g_dbus_interface_skeleton_export(G_DBUS_INTERFACE_SKELETON(request->skeleton), link->guest(),
-                                        guest_path.c_str(), error)) {
+  if (!g_dbus_interface_skeleton_export(G_DBUS_INTERFACE_SKELETON(request->skeleton), link->guest(), guest_path.c_str(),
+                                        error)) {
     if (session != nullptr) sidebus::session::abandon(session);
     sidebus_request_unref(request);
     return nullptr;
@@ -256,7 +316,7 @@ SidebusRequest* new_request(SidebusContext* context, GDBusMethodInvocation* invo
     request->client_watch = 0;
     sidebus_context_log(request->context, G_LOG_LEVEL_DEBUG, "%s left the guest bus; closing %s on the host",
                         name.c_str(), request->guest_path.c_str());
-    close_host_request(request->link->host(), request->host_path);
+    close_host_side(request);
     retire(request);
   });
   return request;
@@ -293,7 +353,7 @@ void on_host_gone(SidebusRequest* request) {
 
 void on_link_gone(SidebusRequest* request) {
   if (request->link == nullptr) return;
-  close_host_request(request->link->host(), request->host_path);
+  close_host_side(request);
   retire(request);
 }
 
@@ -323,15 +383,17 @@ void sidebus_request_call_host_full(SidebusRequest* request, const char* interfa
   request->user_data = user_data;
   request->destroy_notify = destroy_notify;
   if (request->link == nullptr || request->invocation == nullptr || request->host_call_made) {
-    g_critical("sidebus_request_call_host: the request %s is retired or already called the host",
-               request->guest_path.c_str());
+    g_critical(
+        "sidebus_request_call_host: the request %s is retired or "
+        "already called the host",
+        request->guest_path.c_str());
     return;
   }
   request->host_call_made = true;
   sidebus::PortalLink* link = request->link;
   std::string host_token = new_host_token();
-  request->host_path = sidebus::portal_object_path("request", g_dbus_connection_get_unique_name(link->host()),
-                                                   host_token.c_str());
+  request->host_path =
+      sidebus::portal_object_path("request", g_dbus_connection_get_unique_name(link->host()), host_token.c_str());
   link->route_host_request(request->host_path, request);
 
   const char* session_token = request->session != nullptr ? sidebus::session::host_token(request->session) : nullptr;
@@ -344,8 +406,8 @@ void sidebus_request_call_host_full(SidebusRequest* request, const char* interfa
                                            interface_name, method_name, host_parameters, G_VARIANT_TYPE("(o)"),
                                            // Never cancelled: a request retired before the host
                                            // answered still has to close what the host made.
-                                           G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, fd_list, nullptr,
-                                           on_host_call_done, sidebus_request_ref(request));
+                                           G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, fd_list, nullptr, on_host_call_done,
+                                           sidebus_request_ref(request));
 }
 
 void sidebus_request_call_host(SidebusRequest* request, const char* interface_name, const char* method_name,
