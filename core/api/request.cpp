@@ -26,6 +26,7 @@
 #include "api/object-path.hpp"
 #include "api/portal-link.hpp"
 #include "api/session.hpp"
+#include "util/gobject-ptr.hpp"
 #include "portal-request.h"
 
 namespace {
@@ -91,7 +92,7 @@ bool guest_token(GVariant* options, const char* key, std::string* token, GError*
 // Close is tried again, a bounded number of times, unless the host portal
 // itself has gone.
 struct HostClose {
-  GDBusConnection* host;  // a reference
+  sidebus::GObjectPtr<GDBusConnection> host;
   std::string path;
   int attempt = 0;
 };
@@ -112,7 +113,6 @@ void on_host_close_done(GObject* source, GAsyncResult* result, gpointer data) {
     if (reply == nullptr)
       g_debug("host request %s: Close failed %d times, last: %s", close->path.c_str(), close->attempt + 1,
               error->message);
-    g_object_unref(close->host);
     delete close;
     return;
   }
@@ -127,14 +127,14 @@ void on_host_close_done(GObject* source, GAsyncResult* result, gpointer data) {
 }
 
 void send_host_close(HostClose* close) {
-  g_dbus_connection_call(close->host, SIDEBUS_PORTAL_BUS_NAME, close->path.c_str(), kRequestInterface, "Close", nullptr,
+  g_dbus_connection_call(close->host.get(), SIDEBUS_PORTAL_BUS_NAME, close->path.c_str(), kRequestInterface, "Close", nullptr,
                          nullptr, G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, nullptr, on_host_close_done, close);
 }
 
 void close_host_request(GDBusConnection* host, const std::string& host_path) {
   if (host_path.empty()) return;
   g_debug("closing host request %s", host_path.c_str());
-  send_host_close(new HostClose{G_DBUS_CONNECTION(g_object_ref(host)), host_path});
+  send_host_close(new HostClose{sidebus::retain(host), host_path});
 }
 
 }  // namespace
