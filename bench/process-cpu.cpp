@@ -44,7 +44,9 @@ pid_t parent_of(pid_t pid) {
   return parent;
 }
 
-std::string program_of(pid_t pid) {
+}  // namespace
+
+std::string program_name(pid_t pid) {
   std::string comm = read_all("/proc/" + std::to_string(pid) + "/comm");
   if (!comm.empty() && comm.back() == '\n') comm.pop_back();
   // comm is cut at 15 characters: the full names read better.
@@ -56,6 +58,8 @@ std::string program_of(pid_t pid) {
     if (comm == cut) return full;
   return comm;
 }
+
+namespace {
 
 unsigned long long cpu_ns_of(pid_t pid) {
   unsigned long long total = 0;
@@ -85,10 +89,10 @@ CpuSnapshot take_cpu_snapshot() {
         ours = true;
         break;
       }
-      if (program_of(up) == "sidebus-broker") under_broker = true;
+      if (program_name(up) == "sidebus-broker") under_broker = true;
     }
     if (!ours) continue;
-    std::string label = program_of(pid);
+    std::string label = program_name(pid);
     if (under_broker) {
       label += " (broker's)";
     } else if (label == "dbus-daemon") {

@@ -29,6 +29,10 @@ CpuSnapshot take_cpu_snapshot();
 // started in between count from zero; those gone by @after are lost).
 std::map<std::string, double> cpu_ms_between(const CpuSnapshot& before, const CpuSnapshot& after);
 
+// The program @pid runs, by its full name ("xdg-document-portal", not the
+// kernel's 15-character "xdg-document-po").
+std::string program_name(pid_t pid);
+
 // Waits (iterating the thread-default main context) until the descendants
 // together use less than 1 % of a CPU over 100 ms, at most @max_ms: work an
 // earlier figure left behind (a database written out) stays out of the next.
