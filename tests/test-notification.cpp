@@ -76,8 +76,7 @@ Shown wait_for_added(Vm& vm, size_t count) { return shown(wait_for_calls(vm.host
 // "The user" clicks @action of the host notification @host_id.
 void click(Vm& vm, const std::string& host_id, const char* action, const char* parameter = "@av []") {
   VariantPtr parameters = parse("av", parameter);
-  vm.host().call_backend("EmitActionInvoked",
-                         g_variant_new("(sss@av)", "", host_id.c_str(), action, parameters.get()));
+  vm.host().call_backend("EmitActionInvoked", g_variant_new("(sss@av)", "", host_id.c_str(), action, parameters.get()));
 }
 
 std::vector<std::string> removed_ids(Vm& vm) {
@@ -112,7 +111,8 @@ void test_libportal_add_click_remove() {
   assert_str_eq(lookup_string(host.notification.get(), "default-action"), "app.show");
   assert_same(lookup(host.notification.get(), "buttons").get(), "aa{sv}",
               "[{'label': <'Open log'>, 'action': <'app.open-log'>}]");
-  assert_same(lookup(host.notification.get(), "icon").get(), "(sv)", "('themed', <['emblem-default', 'emblem-default-symbolic']>)");  // as GIcon serializes it
+  assert_same(lookup(host.notification.get(), "icon").get(), "(sv)",
+              "('themed', <['emblem-default', 'emblem-default-symbolic']>)");  // as GIcon serializes it
 
   click(vm, host.host_id, "app.open-log", "[<'/tmp/build.log'>]");
   assert_str_eq(app.wait_for_line("invoked"), "invoked build-done app.open-log [<'/tmp/build.log'>]");
@@ -214,6 +214,37 @@ void test_client_leaves() {
   click(vm, kept_id, "app.open");
   g_assert_true(hears.wait_for(1));
   assert_broker_serves(vm);
+}
+
+// keep_after_exit: a tool that notifies and exits leaves its notification on
+// the host for the user to read; its actions reach nobody; the oldest such
+// orphan makes room when the VM's limit is reached.
+void test_kept_after_exit() {
+  Vm vm = notification_vm({.notification = R"({"keep_after_exit": true, "max_notifications": 2})"});
+  std::vector<std::string> host_ids;
+  for (const char* id : {"first", "second"}) {
+    GuestApp tool(vm, {"notify", id, "--title", id});
+    tool.wait_for_line(std::string("added ") + id);
+    host_ids.push_back(wait_for_added(vm, host_ids.size() + 1).host_id);
+    tool.quit();
+  }
+  let_time_pass(500ms);
+  g_assert_cmpuint(removed_ids(vm).size(), ==, 0);  // both still shown
+  click(vm, host_ids[0], "app.open");               // reaches nobody, harms nothing
+  // A third: the VM's limit is 2, so the oldest orphan goes.
+  add_ok(vm.guest().connection(), "third", "{'title': <'third'>}");
+  wait_for_calls(vm.host(), "RemoveNotification", 1);
+  assert_str_eq(removed_ids(vm).at(0), host_ids[0]);
+  // A live client's notification is never withdrawn to make room.
+  GObjectPtr<GDBusConnection> other = connect(vm.guest().address());
+  add_ok(other.get(), "fourth", "{'title': <'fourth'>}");
+  wait_for_calls(vm.host(), "RemoveNotification", 2);
+  assert_str_eq(removed_ids(vm).at(1), host_ids[1]);
+  g_autoptr(GError) error = add(other.get(), "fifth", "{'title': <'fifth'>}");
+  assert_error(error, kLimitsExceeded, "max_notifications");
+  // The link goes: everything goes.
+  vm.stop_agent();
+  wait_for_calls(vm.host(), "RemoveNotification", 4);
 }
 
 // The VM's link goes away (the VM shuts down): its notifications go too.
@@ -363,8 +394,7 @@ void test_version() {
   VariantPtr host_version = portal_property(vm.host().connection(), kNotification, "version");
   VariantPtr version = portal_property(vm.guest().connection(), kNotification, "version");
   g_assert_cmpuint(g_variant_get_uint32(version.get()), ==, MIN(g_variant_get_uint32(host_version.get()), 2u));
-  assert_same(portal_property(vm.guest().connection(), kNotification, "SupportedOptions").get(), "a{sv}",
-              "@a{sv} {}");
+  assert_same(portal_property(vm.guest().connection(), kNotification, "SupportedOptions").get(), "a{sv}", "@a{sv} {}");
 }
 
 void test_config_refused() {
@@ -373,10 +403,12 @@ void test_config_refused() {
     const char* message;
   };
   const Case cases[] = {
-      {R"({"max_notification": 5})", "portals.notification.max_notification: unknown key (did you mean \"max_notifications\"?)"},
+      {R"({"max_notification": 5})",
+       "portals.notification.max_notification: unknown key (did you mean \"max_notifications\"?)"},
       {R"({"max_notifications": 0})", "portals.notification.max_notifications: expected an integer in 1..1024, got 0"},
       {R"({"max_icon_size": 100})", "portals.notification.max_icon_size: expected an integer in 1024..16777216"},
       {R"({"title_prefix": 7})", "portals.notification.title_prefix: expected a string"},
+      {R"({"keep_after_exit": "yes"})", "portals.notification.keep_after_exit: expected a boolean"},
   };
   for (const Case& c : cases) {
     HostPortal host;
@@ -401,6 +433,7 @@ int main(int argc, char** argv) {
   add_test("/notification/ids-per-application", test_ids_per_application);
   add_test("/notification/title-names-the-vm", test_title_names_the_vm);
   add_test("/notification/client-leaves", test_client_leaves);
+  add_test("/notification/kept-after-exit", test_kept_after_exit);
   add_test("/notification/link-goes", test_link_goes);
   add_test("/notification/icons", test_icons);
   add_test("/notification/invalid", test_invalid_notifications);

@@ -90,8 +90,8 @@ gboolean validate_markup_body(SidebusContext*, const char*, GVariant* value, GEr
   const char* text = g_variant_get_string(value, nullptr);
   if (!check_length(text, kMaxBodyLength, "the markup body", error)) return FALSE;
   static const GMarkupParser no_callbacks = {};
-  g_autoptr(GMarkupParseContext) parser = g_markup_parse_context_new(&no_callbacks, G_MARKUP_DEFAULT_FLAGS, nullptr,
-                                                                     nullptr);
+  g_autoptr(GMarkupParseContext) parser =
+      g_markup_parse_context_new(&no_callbacks, G_MARKUP_DEFAULT_FLAGS, nullptr, nullptr);
   g_autoptr(GError) parse_error = nullptr;
   if (!g_markup_parse_context_parse(parser, "<markup>", -1, &parse_error) ||
       !g_markup_parse_context_parse(parser, text, -1, &parse_error) ||
@@ -131,12 +131,11 @@ gboolean validate_target(SidebusContext*, const char*, GVariant* value, GError**
   return check_target(value, error);
 }
 
-constexpr const char* kButtonPurposes[] = {"system.custom-alert", "im.reply-with-text", "call.accept",
-                                           "call.decline",        "call.hang-up",       "call.enable-speakerphone",
-                                           "call.disable-speakerphone"};
+constexpr const char* kButtonPurposes[] = {
+    "system.custom-alert",      "im.reply-with-text",       "call.accept", "call.decline", "call.hang-up",
+    "call.enable-speakerphone", "call.disable-speakerphone"};
 
-bool check_vendor_or_listed(const char* value, std::span<const char* const> listed, const char* what,
-                            GError** error) {
+bool check_vendor_or_listed(const char* value, std::span<const char* const> listed, const char* what, GError** error) {
   if (!check_length(value, kMaxCategoryLength, what, error)) return false;
   if (one_of(value, listed) || (g_str_has_prefix(value, "x-") && value[2] != '\0')) return true;
   g_autofree char* shown = g_strescape(value, nullptr);
@@ -186,9 +185,8 @@ gboolean validate_buttons_v2(SidebusContext*, const char*, GVariant* value, GErr
   return check_buttons(value, true, error);
 }
 
-constexpr const char* kDisplayHints[] = {"transient",           "tray",
-                                         "persistent",          "hide-on-lock-screen",
-                                         "hide-content-on-lock-screen", "show-as-new"};
+constexpr const char* kDisplayHints[] = {
+    "transient", "tray", "persistent", "hide-on-lock-screen", "hide-content-on-lock-screen", "show-as-new"};
 
 gboolean validate_display_hint(SidebusContext*, const char*, GVariant* value, GError** error) {
   if (g_variant_n_children(value) > kMaxDisplayHints)
@@ -460,8 +458,8 @@ std::string host_title(SidebusContext* context, const ContentRules& rules, const
 
 GVariant* host_notification(SidebusContext* context, const ContentRules& rules, GVariant* notification,
                             GUnixFDList* guest_fds, GUnixFDList** host_fds, GError** error) {
-  std::span<const SidebusOption> table = rules.version >= 2 ? std::span<const SidebusOption>(kVersion2)
-                                                            : std::span<const SidebusOption>(kVersion1);
+  std::span<const SidebusOption> table =
+      rules.version >= 2 ? std::span<const SidebusOption>(kVersion2) : std::span<const SidebusOption>(kVersion1);
   g_autoptr(GVariant) filtered = sidebus_filter_options(context, notification, table.data(), table.size(), error);
   if (filtered == nullptr) return nullptr;
 

@@ -19,9 +19,13 @@
 //    withdrawn on the host: its unique name is gone for good, so nothing
 //    could ever receive their actions (xdg-desktop-portal keeps a sandboxed
 //    app's notifications because it can start the app again by its app id;
-//    a VM's client has no such id on the host). The same when the VM's link
-//    goes away;
-//  - at most portals.notification.max_notifications are shown per VM.
+//    a VM's client has no such id on the host). With
+//    portals.notification.keep_after_exit they stay instead, for the user
+//    to read ("download finished" from a tool that exits), as orphans:
+//    their actions reach nobody, and the oldest orphan is withdrawn when a
+//    new notification needs its place. Everything goes with the VM's link;
+//  - at most portals.notification.max_notifications are shown per VM,
+//    orphans included.
 // What a notification may hold, and the host's copy of it (the VM's name in
 // the title, icons), is notification-content.cpp. version = min(host, 2).
 #include <libpeas/peas.h>
@@ -29,6 +33,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +61,7 @@ const SidebusConfigKey kConfigKeys[] = {
     {"title_prefix", SIDEBUS_CONFIG_STRING, 0, 0, validate_title_prefix, {}},
     {"max_notifications", SIDEBUS_CONFIG_INTEGER, 1, 1024, nullptr, {}},
     {"max_icon_size", SIDEBUS_CONFIG_INTEGER, 1024, 16 * 1024 * 1024, nullptr, {}},
+    {"keep_after_exit", SIDEBUS_CONFIG_BOOLEAN, 0, 0, nullptr, {}},
 };
 const std::size_t kConfigKeyCount = G_N_ELEMENTS(kConfigKeys);
 
@@ -65,9 +71,10 @@ Config Config::from(JsonObject* object) {
     config.has_title_prefix = true;
     config.title_prefix = json_object_get_string_member(object, "title_prefix");
   }
-  config.max_notifications = json_object_get_int_member_with_default(object, "max_notifications",
-                                                                      config.max_notifications);
+  config.max_notifications =
+      json_object_get_int_member_with_default(object, "max_notifications", config.max_notifications);
   config.max_icon_size = json_object_get_int_member_with_default(object, "max_icon_size", config.max_icon_size);
+  config.keep_after_exit = json_object_get_boolean_member_with_default(object, "keep_after_exit", FALSE);
   return config;
 }
 
@@ -90,6 +97,7 @@ struct Shown {
   std::map<GuestKey, std::string> host_ids;  // (sender, guest id) → host id
   std::map<std::string, GuestKey> by_host;   // host id → (sender, guest id)
   std::map<std::string, guint> watches;      // sender → guest client watch
+  std::deque<std::string> orphans;           // host ids of clients that left, oldest first (keep_after_exit)
 
   void forget(const GuestKey& key) {
     auto found = host_ids.find(key);
@@ -114,8 +122,8 @@ class Notification {
  private:
   Notification(SidebusContext* context, Config config, guint32 version);
 
-  static gboolean on_add(SidebusNotificationGenNotification*, GDBusMethodInvocation* invocation,
-                         GUnixFDList* fd_list, const char* id, GVariant* notification, gpointer user_data);
+  static gboolean on_add(SidebusNotificationGenNotification*, GDBusMethodInvocation* invocation, GUnixFDList* fd_list,
+                         const char* id, GVariant* notification, gpointer user_data);
   static gboolean on_remove(SidebusNotificationGenNotification*, GDBusMethodInvocation* invocation, const char* id,
                             gpointer user_data);
   static void on_host_action_invoked(SidebusContext* context, const char* object_path, const char* signal_name,
@@ -143,17 +151,17 @@ std::unique_ptr<Notification> Notification::start(SidebusContext* context, GErro
     return nullptr;
   }
   guint32 version = MIN(host_version, kImplementedVersion);
-  std::unique_ptr<Notification> self(new Notification(context, Config::from(sidebus_context_get_config(context)),
-                                                       version));
+  std::unique_ptr<Notification> self(
+      new Notification(context, Config::from(sidebus_context_get_config(context)), version));
   if (!sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self->skeleton_), error)) return nullptr;
   sidebus_context_subscribe_host_signal(context, kInterface, "ActionInvoked", SIDEBUS_PORTAL_OBJECT_PATH,
                                         on_host_action_invoked, self.get(), nullptr);
   g_autofree char* example = sidebus_context_dialog_title(context, "");
-  sidebus_context_log(context, G_LOG_LEVEL_DEBUG,
-                      "Notification version %u (host %u); title prefix \"%s\"; at most %zu shown, icons up to %zu bytes",
-                      version, host_version,
-                      self->config_.has_title_prefix ? self->rules_.title_prefix.c_str() : example,
-                      self->config_.max_notifications, self->config_.max_icon_size);
+  sidebus_context_log(
+      context, G_LOG_LEVEL_DEBUG,
+      "Notification version %u (host %u); title prefix \"%s\"; at most %zu shown, icons up to %zu bytes", version,
+      host_version, self->config_.has_title_prefix ? self->rules_.title_prefix.c_str() : example,
+      self->config_.max_notifications, self->config_.max_icon_size);
   return self;
 }
 
@@ -163,11 +171,12 @@ Notification::Notification(SidebusContext* context, Config config, guint32 versi
       skeleton_(G_OBJECT(sidebus_notification_gen_notification_skeleton_new())) {
   rules_.version = version;
   rules_.config = &config_;
-  if (config_.has_title_prefix) rules_.title_prefix = replace_vm(config_.title_prefix, sidebus_context_get_vm_name(context));
+  if (config_.has_title_prefix)
+    rules_.title_prefix = replace_vm(config_.title_prefix, sidebus_context_get_vm_name(context));
   auto* skeleton = SIDEBUS_NOTIFICATION_GEN_NOTIFICATION(skeleton_);
   sidebus_notification_gen_notification_set_version(skeleton, version);
-  g_autoptr(GVariant) supported = version >= 2 ? sidebus_context_get_host_property(context, kInterface, "SupportedOptions")
-                                               : nullptr;
+  g_autoptr(GVariant) supported =
+      version >= 2 ? sidebus_context_get_host_property(context, kInterface, "SupportedOptions") : nullptr;
   sidebus_notification_gen_notification_set_supported_options(
       skeleton, supported != nullptr && g_variant_is_of_type(supported, G_VARIANT_TYPE_VARDICT)
                     ? supported
@@ -180,11 +189,13 @@ Notification::Notification(SidebusContext* context, Config config, guint32 versi
 Notification::~Notification() {
   g_signal_handlers_disconnect_by_data(skeleton_, this);
   for (const auto& [key, host_id] : shown_->host_ids) withdraw_on_host(host_id);
-  if (!shown_->host_ids.empty())
-    sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "withdrew %zu notifications: the VM's link went away",
-                        shown_->host_ids.size());
+  for (const std::string& host_id : shown_->orphans) withdraw_on_host(host_id);
+  std::size_t withdrawn = shown_->host_ids.size() + shown_->orphans.size();
+  if (withdrawn > 0)
+    sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "withdrew %zu notifications: the VM's link went away", withdrawn);
   shown_->host_ids.clear();
   shown_->by_host.clear();
+  shown_->orphans.clear();
   g_object_unref(skeleton_);
 }
 
@@ -217,12 +228,19 @@ void Notification::on_client_vanished(SidebusContext* context, const char* sende
       ++it;
       continue;
     }
-    self->withdraw_on_host(it->second);
+    if (self->config_.keep_after_exit)
+      self->shown_->orphans.push_back(it->second);
+    else
+      self->withdraw_on_host(it->second);
     self->shown_->by_host.erase(it->second);
     it = self->shown_->host_ids.erase(it);
     withdrawn++;
   }
-  if (withdrawn > 0)
+  if (withdrawn > 0 && self->config_.keep_after_exit)
+    sidebus_context_log(context, G_LOG_LEVEL_DEBUG,
+                        "%s left the guest bus: its %zu notification%s stay%s on the host, their actions reach nobody",
+                        sender, withdrawn, withdrawn == 1 ? "" : "s", withdrawn == 1 ? "s" : "");
+  else if (withdrawn > 0)
     sidebus_context_log(context, G_LOG_LEVEL_DEBUG,
                         "%s left the guest bus: withdrew its %zu notification%s (nothing could receive their actions)",
                         sender, withdrawn, withdrawn == 1 ? "" : "s");
@@ -255,15 +273,14 @@ gboolean Notification::on_add(SidebusNotificationGenNotification*, GDBusMethodIn
   const char* sender = g_dbus_method_invocation_get_sender(invocation);
   if (strlen(id) > kMaxIdLength) {
     self->reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                                         "the notification id is %zu bytes long, at most %zu are accepted",
-                                         strlen(id), kMaxIdLength));
+                                         "the notification id is %zu bytes long, at most %zu are accepted", strlen(id),
+                                         kMaxIdLength));
     return G_DBUS_METHOD_INVOCATION_HANDLED;
   }
   GError* error = nullptr;
   GUnixFDList* host_fds_raw = nullptr;
-  g_autoptr(GVariant) host_notification =
-      sidebus::notification::host_notification(self->context_, self->rules_, notification, fd_list, &host_fds_raw,
-                                               &error);
+  g_autoptr(GVariant) host_notification = sidebus::notification::host_notification(
+      self->context_, self->rules_, notification, fd_list, &host_fds_raw, &error);
   g_autoptr(GUnixFDList) host_fds = host_fds_raw;
   if (host_notification == nullptr) {
     g_prefix_error(&error, "invalid notification: ");
@@ -279,7 +296,12 @@ gboolean Notification::on_add(SidebusNotificationGenNotification*, GDBusMethodIn
   if (found != self->shown_->host_ids.end()) {
     call->host_id = found->second;  // the same id again: the host replaces it
   } else {
-    if (self->shown_->host_ids.size() >= self->config_.max_notifications) {
+    if (self->shown_->host_ids.size() + self->shown_->orphans.size() >= self->config_.max_notifications &&
+        !self->shown_->orphans.empty()) {
+      self->withdraw_on_host(self->shown_->orphans.front());  // the oldest orphan makes room
+      self->shown_->orphans.pop_front();
+    }
+    if (self->shown_->host_ids.size() + self->shown_->orphans.size() >= self->config_.max_notifications) {
       self->reject(invocation,
                    g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_LIMITS_EXCEEDED,
                                "this VM shows %zu notifications already (portals.notification.max_notifications); "

@@ -30,7 +30,10 @@ struct Config {
   // broker's dialog title prefix (broker.dialog_title_prefix).
   bool has_title_prefix = false;
   std::string title_prefix;
-  std::size_t max_notifications = 64;      // shown at once, per VM
+  std::size_t max_notifications = 64;  // shown at once, per VM
+  // A client that leaves the guest bus: keep its notifications on the host
+  // (their actions go nowhere) instead of withdrawing them.
+  bool keep_after_exit = false;
   std::size_t max_icon_size = 256 * 1024;  // bytes of an icon (or sound) the guest sends
 
   static Config from(JsonObject* config);
@@ -40,7 +43,7 @@ extern const std::size_t kConfigKeyCount;
 
 // What the content checks need to know about the portal.
 struct ContentRules {
-  guint32 version;           // the interface version the guest was told
+  guint32 version;  // the interface version the guest was told
   const Config* config;
   std::string title_prefix;  // resolved: "{vm}" replaced (when has_title_prefix)
 };
