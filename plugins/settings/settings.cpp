@@ -67,7 +67,8 @@ AllowList allow_list_from(JsonObject* config) {
   if (node == nullptr || !JSON_NODE_HOLDS_ARRAY(node)) return AllowList(kDefaultNamespaces);
   std::vector<std::string> patterns;
   JsonArray* array = json_node_get_array(node);
-  for (guint i = 0; i < json_array_get_length(array); i++) patterns.emplace_back(json_array_get_string_element(array, i));
+  for (guint i = 0; i < json_array_get_length(array); i++)
+    patterns.emplace_back(json_array_get_string_element(array, i));
   return AllowList(std::move(patterns));
 }
 
@@ -129,8 +130,8 @@ std::unique_ptr<Settings> Settings::start(SidebusContext* context, GError** erro
                 "the host portal has no Settings (xdg-desktop-portal offers it only with a Settings backend)");
     return nullptr;
   }
-  std::unique_ptr<Settings> self(new Settings(context, allow_list_from(sidebus_context_get_config(context)),
-                                              host_version));
+  std::unique_ptr<Settings> self(
+      new Settings(context, allow_list_from(sidebus_context_get_config(context)), host_version));
   if (!sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self->skeleton_.get()), error)) return nullptr;
   sidebus_context_subscribe_host_signal(context, kInterface, "SettingChanged", SIDEBUS_PORTAL_OBJECT_PATH,
                                         on_host_setting_changed, self.get(), nullptr);
@@ -173,8 +174,8 @@ gboolean Settings::on_read(SidebusSettingsGenSettings*, GDBusMethodInvocation* i
   auto* self = static_cast<Settings*>(user_data);
   if (!self->readable(invocation, name_space, key)) return G_DBUS_METHOD_INVOCATION_HANDLED;
   // The host's answer as it is: its error (NotFound) or <<value>>.
-  sidebus_context_forward_call(self->context_, invocation, kInterface, "Read",
-                               g_variant_new("(ss)", name_space, key), nullptr, nullptr, nullptr, nullptr);
+  sidebus_context_forward_call(self->context_, invocation, kInterface, "Read", g_variant_new("(ss)", name_space, key),
+                               nullptr, nullptr, nullptr, nullptr);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
@@ -201,9 +202,8 @@ gboolean Settings::on_read_one(SidebusSettingsGenSettings*, GDBusMethodInvocatio
     sidebus_context_forward_call(self->context_, invocation, kInterface, "ReadOne",
                                  g_variant_new("(ss)", name_space, key), nullptr, nullptr, nullptr, nullptr);
   else
-    sidebus_context_forward_call(self->context_, invocation, kInterface, "Read",
-                                 g_variant_new("(ss)", name_space, key), nullptr, unwrap_read_reply, nullptr,
-                                 nullptr);
+    sidebus_context_forward_call(self->context_, invocation, kInterface, "Read", g_variant_new("(ss)", name_space, key),
+                                 nullptr, unwrap_read_reply, nullptr, nullptr);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
@@ -284,8 +284,7 @@ void Settings::on_host_setting_changed(SidebusContext* context, const char*, con
   g_variant_get(parameters, "(&s&s@v)", &name_space, &key, nullptr);
   if (!self->allowed_.allows(name_space)) return;
   sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "SettingChanged %s %s → guest", name_space, key);
-  sidebus_context_emit_guest_signal(context, nullptr, nullptr, kInterface, "SettingChanged",
-                                    g_variant_ref(parameters));
+  sidebus_context_emit_guest_signal(context, nullptr, nullptr, kInterface, "SettingChanged", parameters);
 }
 
 }  // namespace
