@@ -258,8 +258,8 @@ void on_looked_up(GObject* source, GAsyncResult* result, gpointer) {
 
 void on_connected(GObject* source, GAsyncResult* result, gpointer) {
   g_autoptr(GError) error = nullptr;
-  g_autoptr(GSocketConnection) connection = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result,
-                                                                                   &error);
+  g_autoptr(GSocketConnection) connection =
+      g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result, &error);
   if (connection != nullptr)
     say("connected");
   else
@@ -317,11 +317,14 @@ void run_network(int argc, char** argv) {
   say("monitor %s", G_OBJECT_TYPE_NAME(monitor));
   g_signal_connect(monitor, "network-changed", G_CALLBACK(on_network_changed), nullptr);
   // A monitor that never hears from the portal: say what it believes.
-  network.timeout = g_timeout_add_seconds(5, [](gpointer) -> gboolean {
-    network.timeout = 0;
-    if (!network.status_printed) on_network_changed(nullptr, FALSE, nullptr);
-    return G_SOURCE_REMOVE;
-  }, nullptr);
+  network.timeout = g_timeout_add_seconds(
+      5,
+      [](gpointer) -> gboolean {
+        network.timeout = 0;
+        if (!network.status_printed) on_network_changed(nullptr, FALSE, nullptr);
+        return G_SOURCE_REMOVE;
+      },
+      nullptr);
 }
 
 }  // namespace

@@ -48,7 +48,8 @@ void assert_call_fails(GDBusConnection* connection, const char* interface, const
 
 VariantPtr unbox(GVariant* value) {
   VariantPtr current(g_variant_ref(value));
-  while (g_variant_is_of_type(current.get(), G_VARIANT_TYPE_VARIANT)) current.reset(g_variant_get_variant(current.get()));
+  while (g_variant_is_of_type(current.get(), G_VARIANT_TYPE_VARIANT))
+    current.reset(g_variant_get_variant(current.get()));
   return current;
 }
 
@@ -66,7 +67,9 @@ std::vector<BackendCall> wait_for_calls(HostPortal& host, const char* method, si
   return calls_of(host, method);
 }
 
-void let_time_pass(Timeout duration) { wait_until([] { return false; }, duration); }
+void let_time_pass(Timeout duration) {
+  wait_until([] { return false; }, duration);
+}
 
 SignalLog::SignalLog(GDBusConnection* connection, const char* interface, const char* member)
     : connection_(G_DBUS_CONNECTION(g_object_ref(connection))),

@@ -65,8 +65,8 @@ class SignalLog {
   const std::string& path(size_t i) const { return received_.at(i).first; }
 
  private:
-  static void on_signal(GDBusConnection*, const char*, const char* path, const char*, const char*,
-                        GVariant* parameters, gpointer user_data);
+  static void on_signal(GDBusConnection*, const char*, const char* path, const char*, const char*, GVariant* parameters,
+                        gpointer user_data);
   GObjectPtr<GDBusConnection> connection_;
   guint subscription_;
   std::vector<std::pair<std::string, VariantPtr>> received_;

@@ -63,8 +63,8 @@ bool released(Vm& vm, size_t n = 0) {
 // A monitor for @connection: its guest session path (asserts success).
 std::string create_monitor(GDBusConnection* connection) {
   std::string token = unique_token();
-  VariantPtr options = parse("a{sv}", "{'handle_token': <'" + unique_token() + "'>, 'session_handle_token': <'" +
-                                          token + "'>}");
+  VariantPtr options =
+      parse("a{sv}", "{'handle_token': <'" + unique_token() + "'>, 'session_handle_token': <'" + token + "'>}");
   PortalRequest request(connection, kPortalBusName, kInhibit, "CreateMonitor",
                         g_variant_new("(s@a{sv})", "", options.get()));
   g_assert_no_error(request.error());
@@ -131,8 +131,8 @@ void test_released_when_caller_leaves() {
   inhibition(vm, 1);
   GObjectPtr<GDBusConnection> other = connect(vm.guest().address());
   g_autoptr(GError) error = nullptr;
-  VariantPtr closed = call(other.get(), "org.freedesktop.portal.Request", "Close", nullptr, &error, nullptr,
-                           request->handle().c_str());
+  VariantPtr closed =
+      call(other.get(), "org.freedesktop.portal.Request", "Close", nullptr, &error, nullptr, request->handle().c_str());
   assert_error(error, kNotAllowed);
   let_time_pass(500ms);
   g_assert_false(calls_of(vm.host(), "Inhibit").at(1).closed);
@@ -198,8 +198,8 @@ void test_backend_fails() {
   g_assert_cmpuint(request->response(), ==, kResponseOther);
   // The guest's request is gone with its answer.
   g_autoptr(GError) error = nullptr;
-  VariantPtr closed = call(vm.guest().connection(), "org.freedesktop.portal.Request", "Close", nullptr, &error,
-                           nullptr, request->handle().c_str());
+  VariantPtr closed = call(vm.guest().connection(), "org.freedesktop.portal.Request", "Close", nullptr, &error, nullptr,
+                           request->handle().c_str());
   g_assert_nonnull(error);
 }
 
@@ -348,7 +348,8 @@ void test_config_refused() {
   g_assert_true(status.has_value());
   g_assert_false(status->success());
   std::string log = broker.process().log();
-  const char* expected = "portals.inhibit.enable: unknown key (did you mean \"enabled\"?); the inhibit portal reads: enabled";
+  const char* expected =
+      "portals.inhibit.enable: unknown key (did you mean \"enabled\"?); the inhibit portal reads: enabled";
   if (log.find(expected) == std::string::npos) g_error("the broker said “%s”", log.c_str());
 }
 

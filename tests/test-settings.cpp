@@ -182,20 +182,21 @@ void test_bad_input() {
   const std::string long_name(300, 'a');
   assert_call_fails(guest, kSettings, "Read", g_variant_new("(ss)", "", "color-scheme"), kInvalidArgument, "empty");
   assert_call_fails(guest, kSettings, "ReadOne", g_variant_new("(ss)", kAppearance, ""), kInvalidArgument, "empty");
-  assert_call_fails(guest, kSettings, "Read", g_variant_new("(ss)", kAppearance, long_name.c_str()),
-                    kInvalidArgument, "300 bytes");
+  assert_call_fails(guest, kSettings, "Read", g_variant_new("(ss)", kAppearance, long_name.c_str()), kInvalidArgument,
+                    "300 bytes");
   assert_call_fails(guest, kSettings, "ReadOne", g_variant_new("(ss)", long_name.c_str(), "x"), kInvalidArgument,
                     "300 bytes");
   g_auto(GVariantBuilder) many = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE("as"));
   for (int i = 0; i < 65; i++) g_variant_builder_add(&many, "s", "org.freedesktop.appearance");
-  assert_call_fails(guest, kSettings, "ReadAll", g_variant_new("(@as)", g_variant_builder_end(&many)),
-                    kInvalidArgument, "filters");
+  assert_call_fails(guest, kSettings, "ReadAll", g_variant_new("(@as)", g_variant_builder_end(&many)), kInvalidArgument,
+                    "filters");
   g_auto(GVariantBuilder) long_filter = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE("as"));
   g_variant_builder_add(&long_filter, "s", long_name.c_str());
   assert_call_fails(guest, kSettings, "ReadAll", g_variant_new("(@as)", g_variant_builder_end(&long_filter)),
                     kInvalidArgument, "300 bytes");
   // Wrong signatures never reach the plugin.
-  assert_call_fails(guest, kSettings, "Read", g_variant_new("(s)", kAppearance), "org.freedesktop.DBus.Error.InvalidArgs");
+  assert_call_fails(guest, kSettings, "Read", g_variant_new("(s)", kAppearance),
+                    "org.freedesktop.DBus.Error.InvalidArgs");
   g_assert_cmpuint(vm.host().backend_calls().size(), ==, 0);
   assert_broker_serves(vm);
   assert_same(read_setting(guest, kAppearance, "color-scheme").get(), "u", "1");
@@ -219,7 +220,8 @@ void test_config_refused() {
     const char* message;
   };
   const Case cases[] = {
-      {R"({"namespace": ["org.freedesktop.appearance"]})", "portals.settings.namespace: unknown key (did you mean \"namespaces\"?)"},
+      {R"({"namespace": ["org.freedesktop.appearance"]})",
+       "portals.settings.namespace: unknown key (did you mean \"namespaces\"?)"},
       {R"({"namespaces": ["*"]})", "portals.settings.namespaces: [0] \"*\" would let the VM read every host setting"},
       {R"({"namespaces": ["org.freedesktop.appearance", "org.gnome*"]})",
        "portals.settings.namespaces: [1] \"org.gnome*\" is not a namespace"},
@@ -255,14 +257,14 @@ void test_byte_only_link() {
 // A real client: gdbus, as a user tries it.
 void test_gdbus_reads() {
   Vm vm = settings_vm();
-  GuestBus::Output output = vm.guest().run_as_guest(
-      {"gdbus", "call", "--session", "--dest", kPortalBusName, "--object-path", kPortalPath, "--method",
-       "org.freedesktop.portal.Settings.ReadOne", kAppearance, "color-scheme"});
+  GuestBus::Output output =
+      vm.guest().run_as_guest({"gdbus", "call", "--session", "--dest", kPortalBusName, "--object-path", kPortalPath,
+                               "--method", "org.freedesktop.portal.Settings.ReadOne", kAppearance, "color-scheme"});
   g_assert_true(output.status.success());
   assert_str_eq(output.out, "(<uint32 1>,)\n");
-  output = vm.guest().run_as_guest({"gdbus", "call", "--session", "--dest", kPortalBusName, "--object-path",
-                                    kPortalPath, "--method", "org.freedesktop.portal.Settings.Read", kPrivacy,
-                                    "remember-recent-files"});
+  output =
+      vm.guest().run_as_guest({"gdbus", "call", "--session", "--dest", kPortalBusName, "--object-path", kPortalPath,
+                               "--method", "org.freedesktop.portal.Settings.Read", kPrivacy, "remember-recent-files"});
   g_assert_false(output.status.success());
   g_assert_true(output.err.find(kNotFound) != std::string::npos);
 }

@@ -143,8 +143,8 @@ std::string Inhibit::host_reason(const char* guest_reason) {
   return reason;
 }
 
-gboolean Inhibit::on_inhibit(SidebusInhibitGenInhibit*, GDBusMethodInvocation* invocation, const char*,
-                             guint32 flags, GVariant* options, gpointer user_data) {
+gboolean Inhibit::on_inhibit(SidebusInhibitGenInhibit*, GDBusMethodInvocation* invocation, const char*, guint32 flags,
+                             GVariant* options, gpointer user_data) {
   auto* self = static_cast<Inhibit*>(user_data);
   if ((flags & ~kAllFlags) != 0 || flags == 0) {
     self->reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
@@ -253,8 +253,7 @@ void Inhibit::on_host_state_changed(SidebusContext* context, const char*, const 
   auto found = self->monitors_.find(host_session);
   if (found == self->monitors_.end() || !sidebus_session_is_active(found->second.session)) return;
   SidebusSession* session = found->second.session;
-  sidebus_context_emit_guest_signal(context, sidebus_session_get_sender(session), nullptr, kInterface,
-                                    "StateChanged",
+  sidebus_context_emit_guest_signal(context, sidebus_session_get_sender(session), nullptr, kInterface, "StateChanged",
                                     g_variant_new("(o@a{sv})", sidebus_session_get_guest_path(session), state));
 }
 
