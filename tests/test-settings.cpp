@@ -109,8 +109,10 @@ void test_private_namespace_not_found() {
     assert_str_eq(remote_error_name(missing), remote_error_name(error));
     g_assert_cmpstr(missing->message, ==, error->message);
   }
-  for (const BackendCall& call : calls_of(vm.host(), "Read"))
-    g_assert_cmpstr(lookup_string(call.record.get(), "namespace").c_str(), !=, kPrivacy);
+  for (const BackendCall& call : calls_of(vm.host(), "Read")) {
+    const std::string asked = lookup_string(call.record.get(), "namespace");
+    g_assert_cmpstr(asked.c_str(), !=, kPrivacy);
+  }
   assert_same(read_all(guest, "['org.gnome.desktop.privacy']").get(), "a{sa{sv}}", "@a{sa{sv}} {}");
 }
 
