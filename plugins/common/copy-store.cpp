@@ -265,6 +265,10 @@ HostCopy::~HostCopy() {
   if (!kept_) remove_tree(dir_);
 }
 
+void HostCopy::unlink() {
+  if (!kept_) remove_tree(dir_);
+}
+
 Fd HostCopy::open(GError** error) const {
   Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
   if (!fd)

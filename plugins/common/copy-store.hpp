@@ -102,6 +102,10 @@ class HostCopy {
   // Left on disk when the last reference goes; its bytes no longer count
   // against max_total then (the portal that keeps copies bounds them).
   void keep() { kept_ = true; }
+  // Deletes the copy's file now: for a host portal that reads only the fd
+  // it was given (Print), which keeps the content alive until it closes it.
+  // The bytes stay charged to max_total until the last reference goes.
+  void unlink();
 
  private:
   friend class CopyStore;
