@@ -22,8 +22,25 @@ namespace {
 
 constexpr gsize kCopyBufferSize = 64 * 1024;
 
+// The guest's name made safe to put anywhere a host program may put a path:
+// letters and digits (any script), ".", "_", "-" and "+"; anything else,
+// such as "&", "?", "%", quotes or spaces, becomes "_". Host programs build
+// URIs and command lines from paths (a mail composer's mailto: URI with
+// "attachment=<path>", unescaped), and the VM chose this name.
+std::string safe_file_name(const std::string& name) {
+  std::string safe;
+  for (const char* p = name.c_str(); *p != '\0'; p = g_utf8_next_char(p)) {
+    gunichar c = g_utf8_get_char(p);
+    if (g_unichar_isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+')
+      safe.append(p, g_utf8_next_char(p) - p);
+    else
+      safe += '_';
+  }
+  return safe;
+}
+
 // A name for the copy: the guest file's own, so the host application shows
-// it and guesses its type from it.
+// it and guesses its type from it, made safe (safe_file_name).
 std::string copy_name(const std::string& guest_path, const struct stat& st, const std::string& fallback) {
   g_autofree char* base = guest_path.empty() ? nullptr : g_path_get_basename(guest_path.c_str());
   std::string name = base != nullptr ? base : "";
@@ -33,9 +50,10 @@ std::string copy_name(const std::string& guest_path, const struct stat& st, cons
     name.resize(name.size() - deleted.size());
   // A memfd (a byte-only link's forwarded file content) is "/memfd:<name>".
   if (g_str_has_prefix(name.c_str(), "memfd:")) name = name.substr(strlen("memfd:"));
-  if (name.empty() || name == "." || name == ".." || name == "/" || name.find('/') != std::string::npos ||
-      name[0] == '.')
-    name = fallback.empty() ? "file" : fallback;
+  if (!g_utf8_validate(name.c_str(), -1, nullptr)) name.clear();
+  if (name.size() > 200) name.clear();  // NAME_MAX is 255 bytes
+  name = safe_file_name(name);
+  if (name.empty() || name[0] == '.') name = fallback.empty() ? "file" : fallback;
   return name;
 }
 
