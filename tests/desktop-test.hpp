@@ -7,6 +7,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <glib/gstdio.h>
 #include <unistd.h>
 
@@ -102,6 +103,13 @@ inline std::vector<std::string> host_copies(Vm& vm, const std::string& portal) {
     }
   }
   return copies;
+}
+
+// Deletes @path and everything under it (a test's own files), if it exists.
+inline void remove_tree_for_test(const std::string& path) {
+  nftw(
+      path.c_str(), [](const char* entry, const struct stat*, int, struct FTW*) { return remove(entry); }, 16,
+      FTW_DEPTH | FTW_PHYS);
 }
 
 // The backend calls of @method.
