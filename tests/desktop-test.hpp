@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <glib/gstdio.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -67,6 +69,25 @@ inline int pipe_with(const std::string& contents) {
   int fds[2];
   if (pipe(fds) != 0) throw FixtureError("pipe failed");
   if (write(fds[1], contents.data(), contents.size()) != ssize_t(contents.size())) throw FixtureError("pipe write");
+  close(fds[1]);
+  return fds[0];
+}
+
+// A sealed memfd named @name holding @contents: what fd forwarding on a
+// byte-only link makes of a guest file's content (DESIGN.md, "Link v2").
+inline int sealed_memfd(const char* name, const std::string& contents) {
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0 || write(fd, contents.data(), contents.size()) != ssize_t(contents.size()) ||
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+    throw FixtureError("memfd failed");
+  return fd;
+}
+
+// One end of a socket pair that carries @contents and then ends.
+inline int socket_with(const std::string& contents) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw FixtureError("socketpair failed");
+  if (write(fds[1], contents.data(), contents.size()) != ssize_t(contents.size())) throw FixtureError("socket write");
   close(fds[1]);
   return fds[0];
 }

@@ -127,13 +127,23 @@ void test_copy_lifetimes() {
     g_assert_true(wait_until([&] { return host_copies(vm, "email").empty(); }, 1s));
   }
 
+  // A pipe and a memfd (what fd forwarding makes of a file on a byte-only
+  // link) are copied like files; the memfd's name names the copy.
   vm.host().set_reply("ComposeEmail", kResponseSuccess);
-  auto again = compose(vm.guest().connection(), "{}", {open_guest_file(notes), pipe_with("from a pipe")});
+  auto again = compose(vm.guest().connection(), "{}",
+                       {open_guest_file(notes), pipe_with("from a pipe"), sealed_memfd("forwarded report.txt", kMinutes)});
   g_assert_true(again->wait_for_response());
-  g_assert_cmpuint(host_copies(vm, "email").size(), ==, 2);
-  std::vector<std::string> bytes = attachment_bytes(calls_of(vm.host(), "ComposeEmail").back());
-  g_assert_cmpuint(bytes.size(), ==, 2);
+  g_assert_cmpuint(host_copies(vm, "email").size(), ==, 3);
+  BackendCall call = std::move(calls_of(vm.host(), "ComposeEmail").back());
+  std::vector<std::string> bytes = attachment_bytes(call);
+  g_assert_cmpuint(bytes.size(), ==, 3);
   g_assert_true(bytes[1] == "from a pipe");
+  g_assert_true(bytes[2] == kMinutes);
+  std::vector<std::string> paths = strv(call.options.get(), "attachments");
+  g_autofree char* pipe_name = g_path_get_basename(paths.at(1).c_str());
+  g_autofree char* memfd_name = g_path_get_basename(paths.at(2).c_str());
+  g_assert_cmpstr(pipe_name, ==, "attachment");
+  g_assert_cmpstr(memfd_name, ==, "forwarded_report.txt");  // made safe for a mailto: URI
   vm.stop_agent();
   g_assert_true(wait_until([&] { return host_copies(vm, "email").empty(); }));
 }

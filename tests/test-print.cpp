@@ -127,15 +127,24 @@ void test_print_guest_file() {
   g_assert_cmpuint(request->response(), ==, kResponseSuccess);
 }
 
-// A pipe is read to its end: what the guest wrote into it is printed.
-void test_print_pipe() {
+// The fd is treated by what it is, whatever made it: a pipe or a socket is
+// read to its end, a (sealed) memfd — what fd forwarding makes of a file's
+// content on a byte-only link — is copied like a file. What the guest wrote
+// is printed.
+void test_print_streams_and_memfds() {
   Vm vm(print_vm());
   vm.host().set_reply("Print", kResponseSuccess);
-  auto request = print_fd(vm.guest().connection(), pipe_with(kPdf));
-  g_assert_no_error(request->error());
-  g_assert_true(request->wait_for_response());
-  g_assert_cmpuint(request->response(), ==, kResponseSuccess);
-  g_assert_true(printed_bytes(calls_of(vm.host(), "Print").at(0)) == kPdf);
+  const std::vector<std::pair<const char*, int>> fds = {
+      {"pipe", pipe_with(kPdf)}, {"socket", socket_with(kPdf)}, {"memfd", sealed_memfd("forwarded.pdf", kPdf)}};
+  for (const auto& [what, fd] : fds) {
+    g_test_message("printing a %s", what);
+    auto request = print_fd(vm.guest().connection(), fd);
+    g_assert_no_error(request->error());
+    g_assert_true(request->wait_for_response());
+    g_assert_cmpuint(request->response(), ==, kResponseSuccess);
+    g_assert_true(printed_bytes(calls_of(vm.host(), "Print").back()) == kPdf);
+  }
+  g_assert_cmpuint(calls_of(vm.host(), "Print").size(), ==, 3);
   g_assert_true(wait_until([&] { return host_copies(vm, "print").empty(); }));
 }
 
@@ -340,7 +349,7 @@ int main(int argc, char** argv) {
   add_test("/print/document", test_print_document);
   add_test("/print/libportal-guest-file", test_libportal_guest_file);
   add_test("/print/guest-file", test_print_guest_file);
-  add_test("/print/pipe", test_print_pipe);
+  add_test("/print/streams-and-memfds", test_print_streams_and_memfds);
   add_test("/print/refused-documents", test_refused_documents);
   add_test("/print/oversize", test_oversize);
   add_test("/print/refused-inputs", test_refused_inputs);

@@ -259,21 +259,24 @@ void CopyStore::copy(GuestFd source, const CopyOptions& options, Done done) {
 void CopyStore::on_copied(GObject*, GAsyncResult* result, gpointer) {
   GTask* task = G_TASK(result);
   auto* job = static_cast<Job*>(g_task_get_task_data(task));
-  std::shared_ptr<HostCopy> copy = std::move(job->copy);  // deleted here unless handed on
+  // Both leave the job here, on the main context: the copy is deleted here
+  // unless handed on, and what the callback holds is released here too.
+  std::shared_ptr<HostCopy> copy = std::move(job->copy);
+  Done done = std::move(job->done);
   std::shared_ptr<CopyStore> store = job->store.lock();
   if (store == nullptr) return;  // the store is gone, and with it whoever waited
   store->in_flight_.erase(job);
   g_autoptr(GError) error = nullptr;
   if (!g_task_propagate_boolean(task, &error)) {
     copy.reset();
-    job->done(nullptr, error);
+    done(nullptr, error);
     return;
   }
   // A file may shrink while it is copied, a stream ends below its reservation.
   store->used_ -= copy->charged_ - job->copied;
   copy->charged_ = job->copied;
   copy->size_ = job->copied;
-  job->done(std::move(copy), nullptr);
+  done(std::move(copy), nullptr);
 }
 
 // ---- HostCopy ----------------------------------------------------------------
