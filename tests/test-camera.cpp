@@ -138,6 +138,24 @@ void test_access_and_stream() {
   g_assert_cmpuint(access_dialogs(cam.vm->host()), ==, 1);
 }
 
+// A program in the VM, as the guest user: the camera is there, the user
+// agrees, its frames arrive.
+void test_guest_app() {
+  if (skip_without_pipewire()) return;
+  CameraVm cam;
+  cam.vm->host().set_reply("AccessDialog", kResponseSuccess);
+  GuestBus::Output output = cam.vm->guest().run_as_guest(
+      {env_path("SIDEBUS_VIDEO_CLIENT"), "camera", "--frames", "10", "--tag", std::to_string(patterns::kCameraTag)},
+      60s);
+  g_assert_true(output.status.success());
+  VariantPtr report = parse("a{sv}", output.out);
+  assert_str_eq(lookup_string(report.get(), "outcome"), "ok");
+  assert_same(lookup(report.get(), "present").get(), "b", "true");
+  assert_same(lookup(report.get(), "node").get(), "u", std::to_string(cam.camera_node));
+  assert_same(lookup(report.get(), "mismatches").get(), "t", "0");
+  g_assert_cmpuint(g_variant_get_uint32(lookup(report.get(), "frames").get()), >=, 10);
+}
+
 // The user says no: AccessCamera answers 1, and there is no camera for the app.
 void test_denied() {
   if (skip_without_pipewire()) return;
@@ -175,6 +193,7 @@ int main(int argc, char** argv) {
   pw_init(&argc, &argv);
   add_test("/camera/presence", test_presence);
   add_test("/camera/access-and-stream", test_access_and_stream);
+  add_test("/camera/guest-app", test_guest_app);
   add_test("/camera/denied", test_denied);
   add_test("/camera/byte-only-link", test_byte_only_link);
   return g_test_run();

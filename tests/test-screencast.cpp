@@ -25,6 +25,7 @@
 #include "backend/test-patterns.hpp"
 #include "support/assert.hpp"
 #include "support/dbus.hpp"
+#include "support/files.hpp"
 #include "support/host-pipewire.hpp"
 #include "support/pipewire-client.hpp"
 #include "support/variant.hpp"
@@ -190,6 +191,16 @@ struct ClosedSignals {
   }
   ~ClosedSignals() { g_dbus_connection_signal_unsubscribe(connection, subscription); }
 };
+
+// video-client (tests/video-client.cpp), a real program in the guest, as
+// the guest user: what it printed, parsed.
+VariantPtr run_guest_app(Vm& vm, std::vector<std::string> args) {
+  args.insert(args.begin(), env_path("SIDEBUS_VIDEO_CLIENT"));
+  GuestBus::Output output = vm.guest().run_as_guest(args, 60s);
+  if (!output.status.success())
+    throw FixtureError("video-client " + output.status.describe() + ": " + output.err + output.out);
+  return parse("a{sv}", output.out);
+}
 
 // ---- the tests -----------------------------------------------------------------
 
@@ -446,6 +457,29 @@ void test_restore_token() {
   g_assert_true(g_uuid_string_is_valid(restored.restore_token.c_str()));
 }
 
+// A program in the VM, as the guest user, goes the whole way on its own
+// connection and saves the last frame; when it is done the host's session
+// is closed.
+void test_guest_app() {
+  if (skip_without_pipewire()) return;
+  CastVm cast;
+  const std::string png = cast.vm.guest_files() / "frame.png";
+  VariantPtr report = run_guest_app(cast.vm, {"screencast", "--types", "1", "--frames", "10", "--tag",
+                                              std::to_string(patterns::kScreenCastTag), "--png", png});
+  assert_str_eq(lookup_string(report.get(), "outcome"), "ok");
+  assert_same(lookup(report.get(), "width").get(), "u", "320");
+  assert_same(lookup(report.get(), "height").get(), "u", "240");
+  assert_same(lookup(report.get(), "mismatches").get(), "t", "0");
+  VariantPtr numbers = lookup(report.get(), "numbers");
+  gsize n = 0;
+  const auto* frame_numbers = static_cast<const guint32*>(g_variant_get_fixed_array(numbers.get(), &n, sizeof(guint32)));
+  g_assert_cmpuint(n, >=, 10);
+  for (gsize i = 1; i < n; i++) g_assert_cmpuint(frame_numbers[i], >, frame_numbers[i - 1]);
+  std::optional<std::string> picture = read_file(png);
+  g_assert_true(picture.has_value() && picture->compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  g_assert_true(wait_until([&] { return !calls_of(cast.vm.host(), "Session.Close").empty(); }));
+}
+
 // A byte-only link: the user can still be asked and the session starts, but
 // the stream cannot reach the VM: OpenPipeWireRemote fails at once, saying
 // why, and hands out no fd; the broker carries on.
@@ -469,6 +503,12 @@ void test_byte_only_link() {
   assert_str_eq(close_session(cast.guest(), session), "");
   g_assert_true(wait_until([&] { return !calls_of(cast.vm.host(), "Session.Close").empty(); }));
   create_session(cast.guest(), "after");  // still serving
+
+  // A program in the VM hears the same, and the broker carries on.
+  VariantPtr report = run_guest_app(cast.vm, {"screencast", "--frames", "1"});
+  assert_str_eq(lookup_string(report.get(), "outcome"), "failed");
+  assert_str_eq(lookup_string(report.get(), "error_name"), kNotSupported);
+  g_assert_true(cast.vm.broker().process().running());
 }
 
 }  // namespace
@@ -486,6 +526,7 @@ int main(int argc, char** argv) {
   add_test("/screencast/call-order", test_call_order);
   add_test("/screencast/invalid-options", test_invalid_options);
   add_test("/screencast/restore-token", test_restore_token);
+  add_test("/screencast/guest-app", test_guest_app);
   add_test("/screencast/byte-only-link", test_byte_only_link);
   return g_test_run();
 }

@@ -112,6 +112,23 @@ void test_screenshot_exported() {
   g_assert_cmpuint(calls_of(vm.host(), "AccessDialog").size(), ==, 1);
 }
 
+// A program in the VM, as the guest user, reads the whole picture.
+void test_guest_app() {
+  Vm vm(shot_vm());
+  vm.host().set_reply("Screenshot", kResponseSuccess);
+  GuestBus::Output output =
+      vm.guest().run_as_guest({env_path("SIDEBUS_VIDEO_CLIENT"), "screenshot", "--interactive"}, 60s);
+  g_assert_true(output.status.success());
+  VariantPtr report = parse("a{sv}", output.out);
+  assert_str_eq(lookup_string(report.get(), "outcome"), "ok");
+  std::vector<BackendCall> shots = calls_of(vm.host(), "Screenshot");
+  g_assert_cmpuint(shots.size(), ==, 1);
+  std::optional<std::string> written =
+      read_file(path_of(lookup_string(lookup(shots[0].record.get(), "results").get(), "uri")));
+  g_assert_true(written.has_value());
+  assert_same(lookup(report.get(), "bytes").get(), "t", std::to_string(written->size()));
+}
+
 // Cancel and failure reach the app; so does the user's "no" to screenshots;
 // a host answer that is no local file never reaches it.
 void test_screenshot_refusals() {
@@ -176,6 +193,7 @@ int main(int argc, char** argv) {
   g_test_init(&argc, &argv, nullptr);
   add_test("/screenshot/version", test_version);
   add_test("/screenshot/exported", test_screenshot_exported);
+  add_test("/screenshot/guest-app", test_guest_app);
   add_test("/screenshot/refusals", test_screenshot_refusals);
   add_test("/screenshot/invalid-options", test_invalid_options);
   add_test("/screenshot/pick-color", test_pick_color);

@@ -101,6 +101,16 @@ bool PipeWireClient::wait_for_frames(size_t count, Timeout timeout) {
   return wait_until([&] { return frames().numbers.size() >= count; }, timeout);
 }
 
+void PipeWireClient::keep_last_frame() {
+  Lock lock(loop_);
+  keep_last_ = true;
+}
+
+std::vector<uint8_t> PipeWireClient::last_frame() {
+  Lock lock(loop_);
+  return last_frame_;
+}
+
 void PipeWireClient::on_global(void* data, uint32_t id, uint32_t, const char* type, uint32_t, const spa_dict* props) {
   auto* self = static_cast<PipeWireClient*>(data);
   if (strcmp(type, PW_TYPE_INTERFACE_Node) != 0) return;
@@ -136,6 +146,12 @@ void PipeWireClient::on_process(void* data) {
     const auto* pixels = static_cast<const uint8_t*>(plane.data) + plane.chunk->offset;
     self->frames_.numbers.push_back(patterns::frame_number(pixels));
     if (!patterns::frame_matches(pixels, width, height, stride, self->tag_)) self->frames_.mismatches++;
+    if (self->keep_last_) {
+      self->last_frame_.resize(static_cast<size_t>(width) * height * 4);
+      for (uint32_t y = 0; y < height; y++)
+        memcpy(self->last_frame_.data() + static_cast<size_t>(y) * width * 4, pixels + static_cast<size_t>(y) * stride,
+               static_cast<size_t>(width) * 4);
+    }
   }
   pw_stream_queue_buffer(self->stream_, buffer);
 }

@@ -54,6 +54,10 @@ class PipeWireClient {
   Frames frames();
   // Until @count frames arrived.
   bool wait_for_frames(size_t count, Timeout timeout = kDefaultTimeout);
+  // The pixels of the latest frame (BGRx, rows packed to width × 4), kept
+  // from the next frame on once asked for (e.g. to save it as a picture).
+  void keep_last_frame();
+  std::vector<uint8_t> last_frame();
 
  private:
   struct Lock;
@@ -73,6 +77,8 @@ class PipeWireClient {
   spa_hook stream_listener_{};
   uint8_t tag_ = 0;
   bool broken_ = false;
+  bool keep_last_ = false;
+  std::vector<uint8_t> last_frame_;
   std::map<uint32_t, Node> nodes_;
   Frames frames_;
 };
