@@ -243,7 +243,8 @@ void test_stream() {
   {
     PipeWireClient app(fd);
     g_assert_true(wait_until([&] { return app.sees(stream.node_id); }));
-    g_assert_cmpstr(app.nodes().at(stream.node_id).media_class.c_str(), ==, "Video/Source");
+    const PipeWireClient::Node node = app.nodes().at(stream.node_id);
+    g_assert_cmpstr(node.media_class.c_str(), ==, "Video/Source");
     g_assert_cmpuint(app.nodes().size(), ==, 1);  // only what the user granted
     app.consume(stream.node_id, patterns::kScreenCastTag);
     g_assert_true(app.wait_for_frames(10));
