@@ -92,7 +92,6 @@ class Inhibit {
   GObjectPtr<SidebusInhibitGenInhibit> skeleton_;
   struct Monitor {
     SidebusSession* session;  // a reference
-    guint closed_subscription;
   };
   // Active monitors by host session path; dropped when the session ends
   // (the core ends every session before stop()).
@@ -220,14 +219,8 @@ void Inhibit::on_monitor_results(SidebusRequest* request, guint32 response, GVar
   sidebus_request_respond(request, response, results);  // starts the session on success
   SidebusSession* session = sidebus_request_get_session(request);
   if (session == nullptr || !sidebus_session_is_active(session)) return;
-  // xdg-desktop-portal (1.16 at least) sends a session's Closed to every
-  // client that asks with a match rule, not to the session's owner: this
-  // subscription is that match rule, so that the core, which routes Closed
-  // to the guest, gets to see it. The core does the rest.
-  guint closed_subscription = sidebus_context_subscribe_host_signal(
-      self->context_, "org.freedesktop.portal.Session", "Closed", sidebus_session_get_host_path(session),
-      [](SidebusContext*, const char*, const char*, GVariant*, gpointer) {}, nullptr, nullptr);
-  self->monitors_[sidebus_session_get_host_path(session)] = {sidebus_session_ref(session), closed_subscription};
+  // The host's Session.Closed reaches the guest through the core.
+  self->monitors_[sidebus_session_get_host_path(session)] = {sidebus_session_ref(session)};
   sidebus_session_set_closed_func(session, on_monitor_closed, self, nullptr);
   sidebus_context_log(self->context_, G_LOG_LEVEL_DEBUG, "monitor %s (host %s) of %s",
                       sidebus_session_get_guest_path(session), sidebus_session_get_host_path(session),
@@ -238,7 +231,6 @@ void Inhibit::on_monitor_closed(SidebusSession* session, gpointer user_data) {
   auto* self = static_cast<Inhibit*>(user_data);
   auto found = self->monitors_.find(sidebus_session_get_host_path(session));
   if (found == self->monitors_.end() || found->second.session != session) return;
-  sidebus_context_unsubscribe_host_signal(self->context_, found->second.closed_subscription);
   self->monitors_.erase(found);
   sidebus_session_unref(session);  // the core holds its own while it ends it
 }
