@@ -3,7 +3,8 @@
 // enabled portals, configuration switches plugins, a bad file stops the
 // start, two VMs stay apart, nothing outlives the broker, the agent comes
 // back after a broker restart, uids need not match, and a byte-only link
-// refuses fds cleanly. The echo test plugin (tests/echo-plugin) stands in
+// forwards fds (link protocol 2) or, with an agent of protocol 1, refuses
+// them cleanly. The echo test plugin (tests/echo-plugin) stands in
 // for a portal here; real portals have their own tests.
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -271,6 +272,20 @@ void test_fd_on_byte_only_link() {
   TempDir link_dir("sidebus-test-link");
   options.broker.listen = {"unix:" + (link_dir / "link.sock") + ",nofds"};
   Topology topology(options);
+  // Link protocol 2 forwards the pipe as a channel of the link.
+  assert_equal(guest_read_fd(topology.guest().connection(), "bytes through a forwarded fd"),
+               "bytes through a forwarded fd");
+}
+
+// An agent of protocol 1 (what an older sidebus runs) gets protocol 1: the
+// link carries no fds.
+void test_fd_on_byte_only_link_protocol_1() {
+  TopologyOptions options;
+  options.broker = broker_with_echo();
+  options.agent_args = {"--link-protocol", "1"};
+  TempDir link_dir("sidebus-test-link");
+  options.broker.listen = {"unix:" + (link_dir / "link.sock") + ",nofds"};
+  Topology topology(options);
   // The guest's own bus refuses: the agent never negotiated fd passing.
   assert_equal(guest_read_fd(topology.guest().connection(), "never sent"), "error:org.freedesktop.DBus.Error.NotSupported");
   // The stream is intact: the next call works.
@@ -293,5 +308,6 @@ int main(int argc, char** argv) {
   add_test("/core/different-guest-uid", test_different_guest_uid);
   add_test("/core/fd-on-fd-capable-link", test_fd_on_fd_capable_link);
   add_test("/core/fd-on-byte-only-link", test_fd_on_byte_only_link);
+  add_test("/core/fd-on-byte-only-link-protocol-1", test_fd_on_byte_only_link_protocol_1);
   return g_test_run();
 }

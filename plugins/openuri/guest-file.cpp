@@ -89,9 +89,13 @@ std::string copy_name(const std::string& guest_path, const struct stat& st) {
   g_autofree char* base = guest_path.empty() ? nullptr : g_path_get_basename(guest_path.c_str());
   std::string name = base != nullptr ? base : "";
   const std::string deleted = " (deleted)";
-  if (st.st_nlink == 0 && name.size() > deleted.size() &&
+  // A memfd (what a byte-only link makes of a guest file's content) shows
+  // as "/memfd:NAME (deleted)".
+  const bool memfd = guest_path.rfind("/memfd:", 0) == 0;
+  if ((st.st_nlink == 0 || memfd) && name.size() > deleted.size() &&
       name.compare(name.size() - deleted.size(), deleted.size(), deleted) == 0)
     name.resize(name.size() - deleted.size());
+  if (memfd) name = name.substr(strlen("memfd:"));
   if (name.empty() || name == "." || name == ".." || name == "/" || name.find('/') != std::string::npos) name = "file";
   return name;
 }

@@ -381,9 +381,20 @@ void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUn
   const char* documents = sidebus_context_get_guest_documents_path(context_);
   std::string shown =
       guest->path.empty() ? std::string("(a file without a path)") : quote_for_message(guest->path.c_str());
+  std::optional<std::string> document = as_document_path(guest->path);
+  bool writable = guest->is_writable();
+  // A byte-only link that forwards fds has already mapped the guest's
+  // document to its host file: the fd is that file, its path the host's.
+  g_autofree char* forwarded = nullptr;
+  gboolean forwarded_writable = FALSE;
+  if (!document && sidebus_context_get_forwarded_document(context_, guest->fd.get(), &forwarded, &forwarded_writable)) {
+    document = forwarded;
+    shown = quote_for_message(forwarded);
+    writable = guest->is_opath() ? bool(forwarded_writable) : guest->is_writable();
+  }
 
-  if (auto document = as_document_path(guest->path)) {
-    if (option_is_true(host_options, "writable") && !guest->is_writable()) {
+  if (document) {
+    if (option_is_true(host_options, "writable") && !writable) {
       reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
                                      "cannot open “%s” writable: the file descriptor is read-only (open it O_RDWR)",
                                      shown.c_str()));
