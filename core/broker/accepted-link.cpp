@@ -65,6 +65,14 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
 
   void fail(GError* error) {  // takes error
     if (finished) return g_error_free(error);
+    // During setup the relay knows best why the link went (a guest that
+    // broke the protocol): that is the one reason given.
+    Relay::Side side;
+    GError* relay_error = nullptr;
+    if (relay && relay->failed(&side, &relay_error)) {
+      g_error_free(error);
+      error = relay_error;
+    }
     auto hold = std::move(self);
     finished = true;
     closed = true;
@@ -79,11 +87,11 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   // half-open state, so the whole link goes down now, whatever the owner does
   // with the GuestLink: the agent sees EOF and reconnects.
   void link_closed() {
-    if (!closed) say_why_closed();
     if (!finished) {
-      fail(g_error_new(G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "closed during setup"));
+      fail(g_error_new(G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "closed during setup"));  // says why
       return;
     }
+    if (!closed) say_why_closed();
     if (closed) return;
     closed = true;
     stop();

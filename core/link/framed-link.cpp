@@ -66,6 +66,7 @@ struct ContentResult {
 // One fd of a message being received.
 struct Slot {
   UniqueFd fd;                             // ready
+  uint32_t stream = 0;                     // the stream channel behind fd
   std::shared_ptr<ContentResult> content;  // waiting for a content channel
   bool failed = false;
   Refusal refusal;
@@ -173,6 +174,7 @@ class FramedLink : public LinkEnd {
   void stop_out(Channel& channel);
   void maybe_erase(uint32_t id);
   void abandon(Slot& slot);
+  void release(Channel& channel);
   void content_finished(Channel& channel);
   void consumed(uint64_t bytes);
 
@@ -583,7 +585,9 @@ bool FramedLink::handle_record(const uint8_t* data, size_t length) {
                       "max_content_size");
     } else if (content_in_flight_ + content->size > options_.limits.max_content_in_flight) {
       g_autofree char* max = g_format_size_full(options_.limits.max_content_in_flight, G_FORMAT_SIZE_IEC_UNITS);
-      refusal = limit((std::string("copies of ") + max + " are already on their way; this one is " + size_text)
+      g_autofree char* now = g_format_size_full(content_in_flight_, G_FORMAT_SIZE_IEC_UNITS);
+      refusal = limit((std::string("copies of files of ") + now + " are on their way already; " + size_text +
+                       " more would be more than " + max)
                           .c_str(),
                       "max_content_in_flight");
     } else {
@@ -623,6 +627,8 @@ bool FramedLink::handle_record(const uint8_t* data, size_t length) {
                     "max_channels");
   } else if (!make_stream_ends(stream, &slot.fd, &channel.fd)) {
     refusal = {kFailed, std::string("cannot make a pipe: ") + g_strerror(errno)};
+  } else {
+    slot.stream = channel.id;
   }
   auto [it, inserted] = channels_.emplace(channel.id, std::move(channel));
   Channel& added = it->second;
@@ -753,10 +759,18 @@ void FramedLink::stop_out(Channel& channel) {
   }
 }
 
+// The channel no longer counts against the limits (its message was
+// refused, or its content is complete).
+void FramedLink::release(Channel& channel) {
+  if (!channel.counted) return;
+  channel.counted = false;
+  if (channel.type == Channel::Type::ContentIn) content_in_flight_ -= channel.content_size;
+}
+
 void FramedLink::content_finished(Channel& channel) {
   ContentResult& result = *channel.content;
   channel.in_done = true;
-  if (channel.counted) content_in_flight_ -= channel.content_size;
+  release(channel);
   if (result.done) return;
   result.done = true;
   if (result.failed || channel.in_stopped) {
@@ -790,11 +804,17 @@ void FramedLink::maybe_erase(uint32_t id) {
   channels_.erase(found);
 }
 
-// A slot whose message will not be delivered: its content is not wanted.
+// A slot whose message will not be delivered: its channel is not wanted,
+// and stops counting against the limits at once.
 void FramedLink::abandon(Slot& slot) {
-  if (!slot.content || slot.content->done) return;
-  auto found = channels_.find(slot.content->channel);
-  if (found != channels_.end() && !found->second.in_end) stop_in(found->second);
+  uint32_t id = slot.content ? slot.content->channel : slot.stream;
+  slot.fd.reset();
+  auto found = channels_.find(id);
+  if (id == 0 || found == channels_.end()) return;
+  Channel& channel = found->second;
+  release(channel);
+  if (channel.has_in && !channel.in_end) stop_in(channel);
+  if (channel.has_out && !channel.out_done) stop_out(channel);
 }
 
 // ---- messages ----
