@@ -681,6 +681,83 @@ void test_agent_binary() {
   rmdir(directory);
 }
 
+// A broker of link protocol 1 refuses SIDEBUS 2: the agent links again at
+// once with protocol 1 and relays the raw D-Bus stream, as that broker's own
+// agent would. The "broker" here is that exchange by hand, then GDBus-made
+// Hello through the link, answered by the guest bus.
+void test_agent_falls_back_to_protocol_1() {
+  const char* agent_path = g_getenv("SIDEBUS_AGENT");
+  if (!agent_path) {
+    g_test_skip("SIDEBUS_AGENT is not set (run through meson test)");
+    return;
+  }
+  Bus bus;
+  g_autofree char* directory = g_dir_make_tmp("sidebus-test-agent-XXXXXX", nullptr);
+  std::string path = std::string(directory) + "/link.sock";
+  int listening = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {};
+  sun.sun_family = AF_UNIX;
+  g_strlcpy(sun.sun_path, path.c_str(), sizeof sun.sun_path);
+  g_assert_cmpint(bind(listening, reinterpret_cast<struct sockaddr*>(&sun), sizeof sun), ==, 0);
+  g_assert_cmpint(listen(listening, 4), ==, 0);
+  std::vector<std::string> hellos;
+  std::string answer_to_hello;
+  std::thread old_broker([&] {
+    gint64 deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    for (int connection = 0; connection < 2; connection++) {
+      struct pollfd pfd = {listening, POLLIN, 0};
+      g_assert_cmpint(poll(&pfd, 1, 20000), ==, 1);
+      int fd = accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+      std::string line;
+      g_assert_true(handshake::read_line(fd, "\n", handshake::kMaxLineLength, deadline, "agent", &line, nullptr));
+      hellos.push_back(line);
+      if (connection == 0) {
+        handshake::write_all(fd, "ERROR unsupported protocol version, this broker speaks 1\n", deadline, "agent",
+                             nullptr);
+        close(fd);
+        continue;
+      }
+      g_assert_true(handshake::write_all(fd, "OK 1 fds=0\n", deadline, "agent", nullptr));
+      g_assert_true(handshake::read_line(fd, "\n", handshake::kMaxLineLength, deadline, "agent", &line, nullptr));
+      g_assert_cmpstr(line.c_str(), ==, "READY fds=0\n");
+      // The raw D-Bus stream: our Hello reaches the guest bus, its answer comes back.
+      g_autoptr(GDBusMessage) hello = g_dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                                     "org.freedesktop.DBus", "Hello");
+      g_dbus_message_set_serial(hello, 1);
+      gsize size = 0;
+      g_autofree guchar* blob = g_dbus_message_to_blob(hello, &size, G_DBUS_CAPABILITY_FLAGS_NONE, nullptr);
+      g_assert_true(
+          handshake::write_all(fd, std::string_view(reinterpret_cast<char*>(blob), size), deadline, "agent", nullptr));
+      g_autoptr(GDBusMessage) reply = read_message(fd, G_DBUS_CAPABILITY_FLAGS_NONE);
+      const char* name = nullptr;
+      g_variant_get(g_dbus_message_get_body(reply), "(&s)", &name);
+      answer_to_hello = name;
+      close(fd);
+    }
+  });
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_subprocess_launcher_setenv(launcher, "DBUS_SESSION_BUS_ADDRESS", bus.address.c_str(), TRUE);
+  g_subprocess_launcher_unsetenv(launcher, "CREDENTIALS_DIRECTORY");
+  std::string address = "unix:" + path;
+  g_autoptr(GSubprocess) agent =
+      g_subprocess_launcher_spawn(launcher, &error, agent_path, "--connect", address.c_str(), nullptr);
+  g_assert_no_error(error);
+  old_broker.join();
+  g_subprocess_send_signal(agent, SIGTERM);
+  g_autofree char* errors = nullptr;
+  g_assert_true(g_subprocess_communicate_utf8(agent, nullptr, nullptr, nullptr, &errors, &error));
+  g_test_message("agent said: %s", errors);
+  g_assert_cmpuint(hellos.size(), ==, 2);
+  g_assert_true(g_str_has_prefix(hellos[0].c_str(), "SIDEBUS 2 "));
+  g_assert_true(g_str_has_prefix(hellos[1].c_str(), "SIDEBUS 1 "));
+  g_assert_true(g_str_has_prefix(answer_to_hello.c_str(), ":1."));
+  g_assert_nonnull(strstr(errors, "older link protocol"));
+  close(listening);
+  unlink(path.c_str());
+  rmdir(directory);
+}
+
 // The agent exits 0 when its guest bus goes away.
 void test_agent_exits_with_bus() {
   const char* agent_path = g_getenv("SIDEBUS_AGENT");
@@ -728,5 +805,6 @@ int main(int argc, char** argv) {
   g_test_add_func("/link/char-device", test_char_device_link);
   g_test_add_func("/agent/reconnects", test_agent_binary);
   g_test_add_func("/agent/exits-with-bus", test_agent_exits_with_bus);
+  g_test_add_func("/agent/falls-back-to-protocol-1", test_agent_falls_back_to_protocol_1);
   return g_test_run();
 }

@@ -601,6 +601,7 @@ bool FramedLink::handle_record(const uint8_t* data, size_t length) {
     if (!refusal.error_name.empty()) {
       added.counted = false;
       added.content->failed = true;
+      added.content->done = true;  // the message is refused now, not when the END comes
       added.content->refusal = refusal;
       stop_in(added);
     } else {
@@ -926,6 +927,7 @@ bool FramedLink::push(Message message, Refusal* refusal) {
     std::vector<uint8_t> encoded = wire::encode_record(fd.record);
     std::vector<uint8_t> frame;
     wire::append_frame(&frame, wire::kDBusChannel, wire::FrameKind::Fd, encoded.data(), uint32_t(encoded.size()));
+    ch0_out_bytes_ += frame.size();  // what is queued counts records too
     ch0_out_.push_back(OutItem{std::move(frame), 0, true, id});
     if (counters_) counters_->fds_forwarded++;
   }
@@ -1032,6 +1034,7 @@ void FramedLink::fill() {
       OutItem& item = ch0_out_.front();
       if (item.record) {
         out_.insert(out_.end(), item.bytes.begin(), item.bytes.end());
+        ch0_out_bytes_ -= item.bytes.size();
         uint32_t announced = item.announces;
         ch0_out_.pop_front();
         progress = true;
