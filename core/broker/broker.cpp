@@ -76,6 +76,7 @@ class BrokerImpl : public Broker {
   std::unique_ptr<HostPortal> host_portal_;
   std::unique_ptr<PrivateBus> private_bus_;
   std::unique_ptr<DocumentExporter> exporter_;
+  std::shared_ptr<ExporterHandle> exporter_handle_;  // what the links' relay threads resolve documents with
   std::unique_ptr<DocumentShare> document_share_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<DebugBus> debug_bus_;
@@ -124,6 +125,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
   if (!private_bus_) return false;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  exporter_handle_ = std::make_shared<ExporterHandle>(exporter_.get());
   private_bus_->set_on_restarted([this] { exporter_->reload_index(); });
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
@@ -164,6 +166,7 @@ BrokerImpl::~BrokerImpl() {
   if (host_ != nullptr) g_dbus_connection_flush_sync(host_, nullptr, nullptr);
   wait_for_persisted_exports();
   document_share_.reset();
+  if (exporter_handle_) exporter_handle_->detach();
   exporter_.reset();
   private_bus_.reset();
   host_portal_.reset();
@@ -188,7 +191,7 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
   auto forwarded = std::make_shared<ForwardedDocuments>();
   GuestLinkForwarding forwarding;
   forwarding.documents_path = options_.guest_documents_path;
-  forwarding.resolver = make_document_resolver(exporter_.get(), forwarded);
+  forwarding.resolver = make_document_resolver(exporter_handle_, forwarded);
   establish_guest_link(
       std::move(fd), transport_carries_fds, transport,
       [alive, serial, forwarded](std::unique_ptr<GuestLink> link, GError* error) {

@@ -20,9 +20,15 @@ constexpr const char* kFailed = "org.freedesktop.DBus.Error.Failed";
 
 }  // namespace
 
-DocumentResolver make_document_resolver(const DocumentExporter* exporter,
+DocumentResolver make_document_resolver(std::shared_ptr<ExporterHandle> handle,
                                         std::shared_ptr<ForwardedDocuments> forwarded) {
-  return [exporter, forwarded](const DocumentReference& reference, Refusal* refusal) -> UniqueFd {
+  return [handle, forwarded](const DocumentReference& reference, Refusal* refusal) -> UniqueFd {
+    std::lock_guard lock(handle->mutex_);
+    const DocumentExporter* exporter = handle->exporter_;
+    if (exporter == nullptr) {
+      *refusal = {kFailed, "the broker is stopping"};
+      return {};
+    }
     std::string guest_path = exporter->guest_documents_path();
     while (guest_path.size() > 1 && guest_path.back() == '/') guest_path.pop_back();
     guest_path += "/" + reference.doc_id + "/" + reference.path;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 
 #include "link/framed-link.hpp"
 
@@ -16,10 +17,26 @@ namespace sidebus {
 class DocumentExporter;
 class ForwardedDocuments;
 
-// @exporter must outlive every link that uses the resolver (the broker
-// destroys its links before its exporter). Opened files are recorded in
-// @forwarded.
-DocumentResolver make_document_resolver(const DocumentExporter* exporter,
+// The exporter as the relay threads see it: detach() (on the main thread,
+// before the exporter goes) waits for a resolution in progress and makes the
+// later ones refuse. A link still in setup when the broker stops may outlive
+// the exporter, never its handle.
+class ExporterHandle {
+ public:
+  explicit ExporterHandle(const DocumentExporter* exporter) : exporter_(exporter) {}
+  void detach() {
+    std::lock_guard lock(mutex_);
+    exporter_ = nullptr;
+  }
+
+ private:
+  friend DocumentResolver make_document_resolver(std::shared_ptr<ExporterHandle>, std::shared_ptr<ForwardedDocuments>);
+  std::mutex mutex_;
+  const DocumentExporter* exporter_;
+};
+
+// Opened files are recorded in @forwarded.
+DocumentResolver make_document_resolver(std::shared_ptr<ExporterHandle> exporter,
                                         std::shared_ptr<ForwardedDocuments> forwarded);
 
 }  // namespace sidebus
