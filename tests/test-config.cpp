@@ -619,7 +619,8 @@ void test_broker_limits() {
   {
     TempTree tree;
     tree.write("etc/50-a.json", R"({"portals": {}})");
-    const sidebus::ForwardingLimits& defaults = tree.load()->limits().link.forwarding;
+    auto loaded = tree.load();
+    const sidebus::ForwardingLimits& defaults = loaded->limits().link.forwarding;
     g_assert_cmpuint(defaults.max_channels, ==, 32);
     g_assert_cmpuint(defaults.max_channel_buffer, ==, 1024 * 1024);
     g_assert_cmpuint(defaults.max_link_buffer, ==, 16 * 1024 * 1024);

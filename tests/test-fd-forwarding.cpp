@@ -17,6 +17,7 @@
 #include <glib/gstdio.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -499,6 +500,24 @@ void test_content_copies() {
   g_free(dir);
 }
 
+// Host → guest: a memfd in the broker's reply reaches the guest as a sealed copy.
+void test_content_to_guest() {
+  Link link;
+  int memfd = memfd_create("screenshot.png", MFD_CLOEXEC);
+  std::string contents(300000, 'm');
+  write_all(memfd, contents.data(), contents.size());
+  send_message(link.host(), reply(9, 3, {memfd}), {memfd});
+  close(memfd);
+  Received received = receive_message(link.guest());
+  g_assert_nonnull(received.message.get());
+  g_assert_cmpuint(g_dbus_message_get_reply_serial(received.message.get()), ==, 3);
+  g_assert_cmpuint(received.fds.size(), ==, 1);
+  std::string target = fd_target(received.fds[0]);
+  g_assert_cmpstr(target.c_str(), ==, "/memfd:screenshot.png (deleted)");
+  g_assert_cmpint(fcntl(received.fds[0], F_GET_SEALS) & F_SEAL_WRITE, ==, F_SEAL_WRITE);
+  g_assert_true(read_to_end(received.fds[0]) == contents);
+}
+
 // A message waits for its file's content, and the ones behind it for it.
 void test_content_keeps_order() {
   Link link;
@@ -866,6 +885,7 @@ int main(int argc, char** argv) {
   g_test_add_func("/fd-forwarding/socket/fds-dropped", test_socket_fds_dropped);
   g_test_add_func("/fd-forwarding/content/copies", test_content_copies);
   g_test_add_func("/fd-forwarding/content/keeps-order", test_content_keeps_order);
+  g_test_add_func("/fd-forwarding/content/to-guest", test_content_to_guest);
   g_test_add_func("/fd-forwarding/documents/by-reference", test_documents_by_reference);
   g_test_add_func("/fd-forwarding/documents/refused", test_documents_refused);
   g_test_add_func("/fd-forwarding/refused/kinds", test_refused_kinds);
