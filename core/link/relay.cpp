@@ -209,7 +209,8 @@ void Loop::run() {
     pfds.push_back({state_.fds[kLocal].get(), local_events, 0});
     pfds.push_back({state_.stop.get(), POLLIN, 0});
     const bool paused = paused_until_ > now;
-    const bool deliver = !ended_[kLink] && !paused && writer_.queued_bytes() < kHighWater;
+    const bool deliver = !ended_[kLink] && !paused && writer_.queued_bytes() < kHighWater &&
+                         (!traffic_ || link_->queued_bytes() < kHighWater);
     link_->add_pollfds(&pfds, deliver, writer_.queued_bytes());
     int timeout_ms = paused ? int((paused_until_ - now + 999) / 1000) : -1;
     // What a reader holds already is not the fd's: do not wait for it.
@@ -281,6 +282,9 @@ bool Loop::read_link() {
   for (int i = 0; i < kBatch; i++) {
     if (paused_until_ > g_get_monotonic_time()) return true;
     if (writer_.queued_bytes() >= kHighWater && !ended_[kLink]) return true;
+    // A guest that sends without reading what it is answered (refusals
+    // among it) is read no further than that queue's mark either.
+    if (traffic_ && link_->queued_bytes() >= kHighWater && !ended_[kLink]) return true;
     Message message;
     Refusal refusal;
     GError* error = nullptr;

@@ -20,8 +20,10 @@
 //   malformed header, an fd where none may come) loses its link.
 // * Nothing waits on the other side: the relay thread polls both fds and a
 //   stop eventfd; when what is queued toward one side passes a high-water
-//   mark it stops reading the other (backpressure), and a guest that sends
-//   more than broker.max_messages_per_second is read more slowly.
+//   mark it stops reading the other (backpressure) — at the broker end also
+//   the guest's own side, so a guest that does not read what it is answered
+//   cannot make the queue toward it grow — and a guest that sends more than
+//   broker.max_messages_per_second is read more slowly.
 // * The end of one side is passed on once what was queued for the other
 //   side is written (shutdown(SHUT_WR) on a socket); on_done runs once both
 //   directions ended, or at once on an error, on the main context the relay
