@@ -615,6 +615,35 @@ void test_broker_limits() {
       g_assert_true(g_str_has_suffix(message.c_str(), got));
     }
   }
+  // The fd forwarding limits (byte-only links): defaults, and where they go.
+  {
+    TempTree tree;
+    tree.write("etc/50-a.json", R"({"portals": {}})");
+    auto loaded = tree.load();
+    const sidebus::ForwardingLimits& defaults = loaded->limits().link.forwarding;
+    g_assert_cmpuint(defaults.max_channels, ==, 32);
+    g_assert_cmpuint(defaults.max_channel_buffer, ==, 1024 * 1024);
+    g_assert_cmpuint(defaults.max_link_buffer, ==, 16 * 1024 * 1024);
+    g_assert_cmpuint(defaults.max_content_size, ==, 64 * 1024 * 1024);
+    g_assert_cmpuint(defaults.max_content_in_flight, ==, 256 * 1024 * 1024);
+    tree.write("etc/60-b.json", R"({"broker": {"max_channels": 2, "max_channel_buffer": 4096,
+                                    "max_link_buffer": 65536, "max_content_size": 0,
+                                    "max_content_in_flight": 17179869184}})");
+    auto config = tree.load();
+    const sidebus::ForwardingLimits& set = config->limits().link.forwarding;
+    g_assert_cmpuint(set.max_channels, ==, 2);
+    g_assert_cmpuint(set.max_channel_buffer, ==, 4096);
+    g_assert_cmpuint(set.max_link_buffer, ==, 65536);
+    g_assert_cmpuint(set.max_content_size, ==, 0);
+    g_assert_cmpuint(set.max_content_in_flight, ==, G_GUINT64_CONSTANT(17179869184));
+    for (const char* bad : {R"({"broker": {"max_channels": 0}})", R"({"broker": {"max_channels": 1025}})",
+                            R"({"broker": {"max_channel_buffer": 4095}})", R"({"broker": {"max_link_buffer": 1}})",
+                            R"({"broker": {"max_content_size": -1}})"}) {
+      TempTree bad_tree;
+      bad_tree.write("etc/50-bad.json", bad);
+      g_assert_true(bad_tree.load_error().find("expected an integer in") != std::string::npos);
+    }
+  }
   // Not integers.
   for (const char* value : {"64.0", "6.4e1", "true", "\"64\"", "[64]"}) {
     TempTree tree;

@@ -266,10 +266,36 @@ void test_version() {
   g_assert_cmpuint(g_variant_get_uint32(guest_version.get()), ==, MIN(g_variant_get_uint32(host_version.get()), 4u));
 }
 
-// A link that cannot carry fds: a message without attachments goes, one with
-// attachment_fds is NotSupported (until fd forwarding).
+// A byte-only link forwards fds (link protocol 2): a document is attached as
+// the host file itself, a guest file as a copy of the content that crossed.
 void test_byte_only_link() {
   Vm vm(email_vm("{}", true));
+  SharedDocument document(vm, "minutes.txt", kMinutes);
+  std::string picture = vm.guest_files().write_file("Pictures/cat.png", kPicture);
+  vm.host().set_reply("ComposeEmail", kResponseSuccess);
+  auto sent = compose(vm.guest().connection(), "{'subject': <'over vsock'>}",
+                      {open_guest_file(document.guest_path), open_guest_file(picture)});
+  g_assert_no_error(sent->error());
+  g_assert_true(sent->wait_for_response());
+  g_assert_cmpuint(sent->response(), ==, kResponseSuccess);
+  BackendCall call = only_compose(vm);
+  std::vector<std::string> paths = strv(call.options.get(), "attachments");
+  g_assert_cmpuint(paths.size(), ==, 2);
+  assert_str_eq(paths[0], document.host_path);
+  g_autofree char* copy_name = g_path_get_basename(paths[1].c_str());
+  g_assert_cmpstr(copy_name, ==, "cat.png");
+  std::vector<std::string> bytes = attachment_bytes(call);
+  g_assert_cmpuint(bytes.size(), ==, 2);
+  g_assert_true(bytes[0] == kMinutes);
+  g_assert_true(bytes[1] == kPicture);
+}
+
+// An agent of link protocol 1 carries no fds: a message without attachments
+// goes, one with attachment_fds is NotSupported.
+void test_protocol_1_link() {
+  VmOptions options = email_vm("{}", true);
+  options.agent_args = {"--link-protocol", "1"};
+  Vm vm(options);
   vm.host().set_reply("ComposeEmail", kResponseSuccess);
   auto plain = compose(vm.guest().connection(), "{'address': <'ada@example.com'>, 'subject': <'no files'>}");
   g_assert_no_error(plain->error());
@@ -293,5 +319,6 @@ int main(int argc, char** argv) {
   add_test("/email/cancel-and-other", test_cancel_and_other);
   add_test("/email/version", test_version);
   add_test("/email/byte-only-link", test_byte_only_link);
+  add_test("/email/protocol-1-link", test_protocol_1_link);
   return g_test_run();
 }

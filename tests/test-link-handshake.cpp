@@ -35,6 +35,8 @@ void test_hello_round_trip() {
       {1, false, 0, "0.1.0"},
       {1, true, 1000, "1.2.3-rc1+git~x_y"},
       {1, true, UINT32_MAX, std::string(kMaxAgentVersionLength, 'a')},
+      {2, false, 1000, "0.2.0"},
+      {2, true, 0, "x"},
   };
   for (const auto& hello : cases) {
     std::string line = format_hello(hello);
@@ -55,9 +57,44 @@ void test_hello_round_trip() {
   g_assert_true(parse_hello(line, &parsed, nullptr));
 }
 
+Reply ok_reply(uint32_t version, bool fds, bool framed = false, std::string docs = {}) {
+  Reply reply;
+  reply.ok = true;
+  reply.version = version;
+  reply.fds = fds;
+  reply.framed = framed;
+  reply.documents_path = std::move(docs);
+  return reply;
+}
+
 void test_reply_round_trip() {
-  assert_same(format_reply({true, true, {}}), "OK 1 fds=1\n");
-  assert_same(format_reply({true, false, {}}), "OK 1 fds=0\n");
+  assert_same(format_reply(ok_reply(1, true)), "OK 1 fds=1\n");
+  assert_same(format_reply(ok_reply(1, false)), "OK 1 fds=0\n");
+  assert_same(format_reply(ok_reply(2, true)), "OK 2 fds=1 framed=0 docs=-\n");
+  assert_same(format_reply(ok_reply(2, false, true, "/run/sidebus/documents")),
+              "OK 2 fds=0 framed=1 docs=/run/sidebus/documents\n");
+  // Every byte but [A-Za-z0-9/._~-] is escaped, in upper case; it parses back.
+  assert_same(format_reply(ok_reply(2, false, true, "/home/u\xc3\xa9/My Docs/100%,x")),
+              "OK 2 fds=0 framed=1 docs=/home/u%C3%A9/My%20Docs/100%25%2Cx\n");
+  for (const char* path : {"/", "/run/sidebus/documents", "/a b/%/\xff\x01", "/~user/a-b_c.d"}) {
+    Reply parsed;
+    g_autoptr(GError) error = nullptr;
+    std::string line = format_reply(ok_reply(2, false, true, path));
+    g_assert_true(parse_reply(line, &parsed, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(parsed.version, ==, 2);
+    g_assert_true(parsed.framed);
+    g_assert_cmpstr(parsed.documents_path.c_str(), ==, path);
+    assert_same(format_reply(parsed), line);
+  }
+  // A path that cannot be sent (relative, NUL, too long) is sent as none.
+  for (std::string path : {std::string("relative"), std::string("/a\0b", 4), "/" + std::string(500, 'x')}) {
+    Reply parsed;
+    g_assert_true(parse_reply(format_reply(ok_reply(2, false, true, path)), &parsed, nullptr));
+    g_assert_cmpstr(parsed.documents_path.c_str(), ==, "");
+  }
+  // Framed and fds at once is not a thing: formatted as fds only.
+  assert_same(format_reply(ok_reply(2, true, true, "/d")), "OK 2 fds=1 framed=0 docs=/d\n");
   assert_same(format_reply({false, false, "busy"}), "ERROR busy\n");
   for (std::string reason : {"busy", "unsupported protocol version, this broker speaks 1", "two  spaces ", "x"}) {
     Reply parsed;
@@ -70,10 +107,13 @@ void test_reply_round_trip() {
     assert_same(format_reply(parsed), line);
   }
   for (bool fds : {false, true}) {
-    Reply parsed;
-    g_assert_true(parse_reply(format_reply({true, fds, {}}), &parsed, nullptr));
-    g_assert_true(parsed.ok);
-    g_assert_cmpint(parsed.fds, ==, fds);
+    for (uint32_t version : {1u, 2u}) {
+      Reply parsed;
+      g_assert_true(parse_reply(format_reply(ok_reply(version, fds)), &parsed, nullptr));
+      g_assert_true(parsed.ok);
+      g_assert_cmpint(parsed.fds, ==, fds);
+      g_assert_cmpuint(parsed.version, ==, version);
+    }
   }
   // Reasons that cannot be sent are made sendable.
   for (std::string reason : {std::string(), std::string("tab\there\xff"), std::string(1000, 'r')}) {
@@ -151,7 +191,7 @@ void test_hello_hostile() {
       {"SIDEBUS 1 fds=1 uid=1000 agent=\x7f\n", kInvalid},
       {"sidebus 1 fds=1 uid=1000 agent=0.1.0\n", kInvalid},
       {"SIDEBUS\n", kInvalid},
-      {"SIDEBUS 2 fds=1 uid=1000 agent=0.1.0\n", G_IO_ERROR_NOT_SUPPORTED},
+      {"SIDEBUS 3 fds=1 uid=1000 agent=0.1.0\n", G_IO_ERROR_NOT_SUPPORTED},
       {"SIDEBUS 0 fds=1 uid=1000 agent=0.1.0\n", G_IO_ERROR_NOT_SUPPORTED},
       {"SIDEBUS 01 fds=1 uid=1000 agent=0.1.0\n", kInvalid},
       {"SIDEBUS -1 fds=1 uid=1000 agent=0.1.0\n", kInvalid},
@@ -193,7 +233,27 @@ void test_reply_hostile() {
       {"", kInvalid},
       {"OK 1 fds=1", kInvalid},
       {"OK 1 fds=1\r\n", kInvalid},
-      {"OK 2 fds=1\n", G_IO_ERROR_NOT_SUPPORTED},
+      {"OK 3 fds=1\n", G_IO_ERROR_NOT_SUPPORTED},
+      {"OK 0 fds=1\n", G_IO_ERROR_NOT_SUPPORTED},
+      {"OK 2 fds=1\n", kInvalid},                               // version 2 has more fields
+      {"OK 1 fds=0 framed=1 docs=/d\n", kInvalid},              // version 1 has not
+      {"OK 2 fds=1 framed=1 docs=/d\n", kInvalid},              // framed only without fds
+      {"OK 2 fds=0 framed=2 docs=/d\n", kInvalid},
+      {"OK 2 fds=0 docs=/d framed=1\n", kInvalid},              // order
+      {"OK 2 fds=0 framed=1\n", kInvalid},                      // missing
+      {"OK 2 fds=0 framed=1 docs=\n", kInvalid},                // empty
+      {"OK 2 fds=0 framed=1 docs=relative\n", kInvalid},        // not absolute
+      {"OK 2 fds=0 framed=1 docs=--\n", kInvalid},
+      {"OK 2 fds=0 framed=1 docs=/a%2\n", kInvalid},            // cut escape
+      {"OK 2 fds=0 framed=1 docs=/a%\n", kInvalid},
+      {"OK 2 fds=0 framed=1 docs=/a%c3%a9\n", kInvalid},        // lower case
+      {"OK 2 fds=0 framed=1 docs=/a%41\n", kInvalid},           // 'A' needs no escape
+      {"OK 2 fds=0 framed=1 docs=/a%2F\n", kInvalid},           // nor '/'
+      {"OK 2 fds=0 framed=1 docs=/a%00b\n", kInvalid},          // NUL
+      {"OK 2 fds=0 framed=1 docs=/a+b\n", kInvalid},            // '+' must be escaped
+      {"OK 2 fds=0 framed=1 docs=/a%GGb\n", kInvalid},
+      {"OK 2 fds=0 framed=1 docs=/" + std::string(kMaxDocsFieldLength, 'a') + "\n", kInvalid},
+      {"OK 2 fds=0 framed=1 docs=/d extra=1\n", kInvalid},
       {"OK 1 fds=2\n", kInvalid},
       {"OK 1 fds=1 fds=1\n", kInvalid},
       {"OK 1 fds=1 extra=1\n", kInvalid},
@@ -266,6 +326,10 @@ void test_fuzz() {
       "SIDEBUS 1 fds=0 uid=0 agent=x\n",
       "OK 1 fds=1\n",
       "OK 1 fds=0\n",
+      "OK 2 fds=0 framed=1 docs=/run/sidebus/documents\n",
+      "OK 2 fds=1 framed=0 docs=-\n",
+      "OK 2 fds=0 framed=1 docs=/a%20b%C3%A9\n",
+      "SIDEBUS 2 fds=0 uid=1000 agent=0.2.0\n",
       "ERROR busy\n",
       "READY fds=1\n",
       "READY fds=0\n",
@@ -363,30 +427,66 @@ void test_read_line_bounds() {
 // ---- both ends of the exchange ----
 
 void test_exchange(gconstpointer data) {
-  // Bits: agent transport fds, broker transport fds, agent READY fds.
+  // Bits: agent transport fds, broker transport fds, agent READY fds, agent offers protocol 1.
   int bits = GPOINTER_TO_INT(data);
   bool agent_transport = bits & 1, broker_transport = bits & 2, ready = bits & 4;
+  uint32_t version = (bits & 8) ? 1 : 2;
   Pair pair;
   gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-  bool broker_fds = false, broker_ok = false;
+  bool broker_ok = false;
+  Terms broker_terms;
   Hello hello;
   std::thread broker([&] {
     g_autoptr(GError) error = nullptr;
-    broker_ok = broker_begin(pair.fds[0], broker_transport, deadline, "agent", &hello, &broker_fds, &error) &&
-                broker_finish(pair.fds[0], deadline, "agent", &broker_fds, &error);
+    BrokerOffer offer{true, "/run/sidebus/documents"};
+    broker_ok = broker_begin(pair.fds[0], broker_transport, offer, deadline, "agent", &hello, &broker_terms, &error) &&
+                broker_finish(pair.fds[0], deadline, "agent", &broker_terms, &error);
     g_assert_no_error(error);
   });
-  bool agent_fds = false;
+  Terms agent_terms;
   g_autoptr(GError) error = nullptr;
-  g_assert_true(agent_begin(pair.fds[1], agent_transport, 4242, "9.9", deadline, "broker", &agent_fds, &error));
+  g_assert_true(
+      agent_begin(pair.fds[1], agent_transport, 4242, "9.9", version, deadline, "broker", &agent_terms, &error));
   g_assert_no_error(error);
-  g_assert_cmpint(agent_fds, ==, agent_transport && broker_transport);
-  g_assert_true(agent_finish(pair.fds[1], agent_fds && ready, deadline, "broker", &error));
+  bool native = agent_transport && broker_transport;
+  g_assert_cmpuint(agent_terms.version, ==, version);
+  g_assert_cmpint(agent_terms.native_fds, ==, native);
+  // Protocol 2 frames a byte-only link and says where the documents are.
+  g_assert_cmpint(agent_terms.framed, ==, version == 2 && !native);
+  g_assert_cmpstr(agent_terms.documents_path.c_str(), ==, version == 2 ? "/run/sidebus/documents" : "");
+  bool carries = agent_terms.native_fds || agent_terms.framed;
+  g_assert_true(agent_finish(pair.fds[1], carries && ready, deadline, "broker", &error));
   broker.join();
   g_assert_true(broker_ok);
-  g_assert_cmpint(broker_fds, ==, agent_fds && ready);
+  g_assert_cmpuint(broker_terms.version, ==, version);
+  g_assert_cmpint(broker_terms.native_fds, ==, native);
+  g_assert_cmpint(broker_terms.framed, ==, agent_terms.framed);
+  g_assert_cmpint(broker_terms.fds, ==, carries && ready);
   g_assert_cmpuint(hello.uid, ==, 4242);
+  g_assert_cmpuint(hello.version, ==, version);
   g_assert_cmpstr(hello.agent_version.c_str(), ==, "9.9");
+}
+
+// A broker that does not frame (forward_fds off) serves protocol 2 agents a
+// raw byte-only link; READY fds=1 is then a lie.
+void test_exchange_unframed() {
+  Pair pair;
+  gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+  std::thread broker([&] {
+    Hello hello;
+    Terms terms;
+    g_autoptr(GError) error = nullptr;
+    g_assert_true(broker_begin(pair.fds[0], false, BrokerOffer{false, "/d"}, deadline, "agent", &hello, &terms, &error));
+    g_assert_false(terms.framed);
+    g_assert_false(broker_finish(pair.fds[0], deadline, "agent", &terms, &error));
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+  });
+  Terms terms;
+  g_assert_true(agent_begin(pair.fds[1], true, 1, "1", 2, deadline, "broker", &terms, nullptr));
+  g_assert_false(terms.framed);
+  g_assert_false(terms.native_fds);
+  g_assert_true(agent_finish(pair.fds[1], true, deadline, "broker", nullptr));
+  broker.join();
 }
 
 void test_exchange_refused() {
@@ -395,8 +495,8 @@ void test_exchange_refused() {
   std::thread broker([&] {
     g_autoptr(GError) error = nullptr;
     Hello hello;
-    bool fds;
-    g_assert_false(broker_begin(pair.fds[0], true, deadline, "agent", &hello, &fds, &error));
+    Terms terms;
+    g_assert_false(broker_begin(pair.fds[0], true, BrokerOffer{}, deadline, "agent", &hello, &terms, &error));
     g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
   });
   const char future[] = "SIDEBUS 7 fds=1 uid=1 agent=7.0 shiny=yes\n";
@@ -407,17 +507,57 @@ void test_exchange_refused() {
   Reply reply;
   g_assert_true(parse_reply(line, &reply, nullptr));
   g_assert_false(reply.ok);
-  g_assert_nonnull(strstr(reply.reason.c_str(), "version"));
+  g_assert_true(g_str_has_prefix(reply.reason.c_str(), kUnsupportedVersionReason));
 
   // The agent side reports the reason.
   Pair busy;
   handshake::broker_refuse(busy.fds[0], "busy");
-  bool fds = false;
+  Terms terms;
   g_autoptr(GError) error = nullptr;
-  g_assert_false(agent_begin(busy.fds[1], false, 1, "1", deadline, "the broker at unix:/x", &fds, &error));
+  g_assert_false(agent_begin(busy.fds[1], false, 1, "1", 2, deadline, "the broker at unix:/x", &terms, &error));
   g_assert_error(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED);
   g_assert_nonnull(strstr(error->message, "busy"));
   g_assert_nonnull(strstr(error->message, "unix:/x"));
+}
+
+// A protocol 1 broker (what it answered to anything but SIDEBUS 1): a
+// protocol 2 agent gets NOT_SUPPORTED, and then speaks 1 to it.
+void test_exchange_old_broker() {
+  for (uint32_t version : {2u, 1u}) {
+    Pair pair;
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    std::thread old_broker([&] {
+      std::string line;
+      g_assert_true(read_line(pair.fds[0], "\n", kMaxLineLength, deadline, "agent", &line, nullptr));
+      if (g_str_has_prefix(line.c_str(), "SIDEBUS 1 ")) {
+        g_assert_true(write_all(pair.fds[0], "OK 1 fds=0\n", deadline, "agent", nullptr));
+      } else {
+        g_assert_true(write_all(pair.fds[0], "ERROR unsupported protocol version, this broker speaks 1\n", deadline,
+                                "agent", nullptr));
+      }
+    });
+    Terms terms;
+    g_autoptr(GError) error = nullptr;
+    bool ok = agent_begin(pair.fds[1], false, 1, "1", version, deadline, "the broker", &terms, &error);
+    old_broker.join();
+    if (version == 2) {
+      g_assert_false(ok);
+      g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+    } else {
+      g_assert_no_error(error);
+      g_assert_true(ok);
+      g_assert_cmpuint(terms.version, ==, 1);
+      g_assert_false(terms.framed);
+    }
+  }
+  // A broker answering a newer version than offered is broken.
+  Pair pair;
+  gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+  g_assert_true(write_all(pair.fds[0], "OK 2 fds=0 framed=1 docs=-\n", deadline, "agent", nullptr));
+  Terms terms;
+  g_autoptr(GError) error = nullptr;
+  g_assert_false(agent_begin(pair.fds[1], false, 1, "1", 1, deadline, "the broker", &terms, &error));
+  g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
 }
 
 // ---- addresses ----
@@ -759,12 +899,15 @@ int main(int argc, char** argv) {
   g_test_add_func("/handshake/fuzz", test_fuzz);
   g_test_add_func("/handshake/io/read-line", test_read_line);
   g_test_add_func("/handshake/io/bounds", test_read_line_bounds);
-  for (int bits = 0; bits < 8; bits++) {
-    g_autofree char* path = g_strdup_printf("/handshake/exchange/agent-fds=%d,broker-fds=%d,ready-fds=%d", bits & 1,
-                                            (bits >> 1) & 1, (bits >> 2) & 1);
+  for (int bits = 0; bits < 16; bits++) {
+    g_autofree char* path =
+        g_strdup_printf("/handshake/exchange/v%d,agent-fds=%d,broker-fds=%d,ready-fds=%d", (bits & 8) ? 1 : 2,
+                        bits & 1, (bits >> 1) & 1, (bits >> 2) & 1);
     g_test_add_data_func(path, GINT_TO_POINTER(bits), test_exchange);
   }
+  g_test_add_func("/handshake/exchange/unframed", test_exchange_unframed);
   g_test_add_func("/handshake/exchange/refused", test_exchange_refused);
+  g_test_add_func("/handshake/exchange/old-broker", test_exchange_old_broker);
   g_test_add_func("/address/listen", test_listen_addresses);
   g_test_add_func("/address/connect", test_connect_addresses);
   g_test_add_func("/address/connect-errors", test_connect_errors);

@@ -160,10 +160,32 @@ std::unique_ptr<PortalRequest> fd_request(GDBusConnection* connection, const cha
 
 // ---- the VM ------------------------------------------------------------------
 
+// How the guest reaches the broker.
+enum class Link {
+  Native,     // unix socket that passes fds (SCM_RIGHTS)
+  ByteOnly,   // unix:PATH,nofds at the broker (hybrid vsock, a VMM's chardev): fds forwarded
+  VsockLike,  // byte-only at both ends, as vsock is (the agent connects to unix:PATH,nofds): fds forwarded
+  Protocol1,  // byte-only, and an agent of link protocol 1: no fds at all
+};
+
+const char* link_name(Link link) {
+  switch (link) {
+    case Link::Native:
+      return "native";
+    case Link::ByteOnly:
+      return "byte-only";
+    case Link::VsockLike:
+      return "vsock-like";
+    case Link::Protocol1:
+      return "protocol-1";
+  }
+  return "?";
+}
+
 struct OpenUriVmOptions {
   // The portals.openuri section (JSON); enabled is added.
   std::string openuri = "{}";
-  bool byte_only = false;  // the link carries no fds (unix:PATH,nofds)
+  Link link = Link::Native;
   // The guest documents path is a symlink to this VM's by-app view of the
   // document mount, as a VMM shares it (test-filechooser's layout); by
   // default it is the view itself.
@@ -178,10 +200,18 @@ class OpenUriVm : public Vm {
       : Vm({.name = kVmName,
             .portals = {"filechooser", "openuri"},
             .config = {{"60-openuri.json", R"({"portals": {"openuri": )" + options.openuri + "}}"}},
-            .byte_only = options.byte_only,
+            .byte_only = options.link != Link::Native,
             .documents = options.symlinked_documents ? GuestDocuments::kSymlinkToView
-                                                     : GuestDocuments::kBrokerDefault}) {
+                                                     : GuestDocuments::kBrokerDefault,
+            .agent_byte_only = options.link == Link::VsockLike,
+            .agent_args = options.link == Link::Protocol1 ? std::vector<std::string>{"--link-protocol", "1"}
+                                                          : std::vector<std::string>{}}) {
     host_application->forget();
+    if (options.link == Link::ByteOnly || options.link == Link::VsockLike) {
+      // What the broker said when the link came up: this is the framed link.
+      if (!wait_until([&] { return broker().process().log().find("fds forwarded") != std::string::npos; }))
+        throw FixtureError("the byte-only link does not forward fds; broker log:\n" + broker().process().log());
+    }
     host().set_reply("ChooseApplication", kResponseSuccess, std::string("{'choice': <'") + kRecorderId + "'>}");
   }
 
@@ -437,8 +467,8 @@ void test_cancel_and_close() {
 // A document the guest got from the FileChooser opens as the host file it
 // stands for: through OpenFile (fd), OpenURI (its file:// URI) and
 // OpenDirectory (the host folder that holds it).
-void test_open_document() {
-  OpenUriVm vm;
+void test_open_document(Link link) {
+  OpenUriVm vm({.link = link});
   SharedDocument document(vm);
   assert_str_eq(read_file(document.guest_path).value_or("(unreadable)"), "the host's report\n");
   const std::string host_uri = uri_for(document.host_path);
@@ -502,13 +532,16 @@ void test_symlinked_documents() {
 
 // An fd of a guest file outside the documents directory is refused by
 // default, with the configuration key that would allow a copy.
-void test_outside_documents_refused() {
-  OpenUriVm vm;
+void test_outside_documents_refused(Link link) {
+  OpenUriVm vm({.link = link});
   std::string guest_file = vm.guest_files().write_file("notes.txt", "the guest's notes\n");
   auto request = vm.open_fd("OpenFile", guest_file);
   assert_error(request->error(), kNotAllowed, "portals.openuri.copy_outside_documents");
   auto folder = vm.open_fd("OpenDirectory", vm.guest_files().path(), O_RDONLY | O_DIRECTORY);
-  assert_error(folder->error(), kNotAllowed, "not in the VM's documents directory");
+  if (link == Link::Native)
+    assert_error(folder->error(), kNotAllowed, "not in the VM's documents directory");
+  else  // a folder outside the documents cannot even cross a byte-only link
+    assert_error(folder->error(), kNotSupported, "a directory outside the VM's documents");
   // Not a file at all.
   int pipe_fds[2];
   g_assert_cmpint(pipe(pipe_fds), ==, 0);
@@ -524,8 +557,8 @@ void test_outside_documents_refused() {
 
 // copy_outside_documents: the host application gets a host copy, which is
 // deleted when the request fails and when the VM's link goes away.
-void test_copy_outside_documents() {
-  OpenUriVm vm({.openuri = R"({"copy_outside_documents": true})"});
+void test_copy_outside_documents(Link link) {
+  OpenUriVm vm({.openuri = R"({"copy_outside_documents": true})", .link = link});
   std::string guest_file = vm.guest_files().write_file("sub/notes.txt", "the guest's notes\n");
   auto request = vm.open_fd("OpenFile", guest_file);
   g_assert_null(request->error());
@@ -556,11 +589,26 @@ void test_copy_outside_documents() {
   while (g_dir_read_name(dir) != nullptr) entries++;
   g_assert_cmpint(entries, ==, 1);  // only the first, opened copy
 
-  // Folders and O_PATH fds are not copied.
+  // Folders are not copied; O_PATH fds neither on a native link (the broker
+  // would read with its own rights). Over a byte-only link the agent reads
+  // the file itself, with the guest's rights, and the copy is of that.
   auto folder = vm.open_fd("OpenFile", vm.guest_files().path() + "/sub", O_RDONLY | O_DIRECTORY);
-  assert_error(folder->error(), kNotAllowed, "only files are copied");
-  auto opath = vm.open_fd("OpenFile", guest_file, O_PATH);
-  assert_error(opath->error(), kNotAllowed, "O_PATH");
+  if (link == Link::Native) {
+    assert_error(folder->error(), kNotAllowed, "only files are copied");
+    auto opath = vm.open_fd("OpenFile", guest_file, O_PATH);
+    assert_error(opath->error(), kNotAllowed, "O_PATH");
+  } else {
+    assert_error(folder->error(), kNotSupported, "a directory outside the VM's documents");
+    vm.host().set_reply("ChooseApplication", kResponseSuccess, std::string("{'choice': <'") + kRecorderId + "'>}");
+    host_application->forget();
+    auto opath = vm.open_fd("OpenFile", guest_file, O_PATH);
+    g_assert_null(opath->error());
+    g_assert_true(opath->wait_for_response());
+    g_assert_cmpuint(opath->response(), ==, kResponseSuccess);
+    auto opened = host_application->wait_for_launches(1);
+    g_assert_cmpuint(opened.size(), ==, 1);
+    assert_str_eq(read_file(path_of(opened[0].args.at(0))).value_or("(unreadable)"), "the guest's notes\n");
+  }
 
   // The link goes away: every copy goes with it.
   vm.stop_agent();
@@ -610,10 +658,10 @@ void test_version() {
   g_assert_nonnull(strstr(xml.c_str(), "SchemeSupported"));
 }
 
-// A link that cannot carry fds: OpenFile and OpenDirectory say so; links
-// still open.
+// A link that cannot carry fds (byte-only, an agent of protocol 1):
+// OpenFile and OpenDirectory say so; links still open.
 void test_byte_only_link() {
-  OpenUriVm vm({.byte_only = true});
+  OpenUriVm vm({.link = Link::Protocol1});
   auto no_fd = fd_request(vm.guest().connection(), "OpenFile", -1, "{}");
   assert_error(no_fd->error(), kNotSupported, "cannot carry file descriptors");
   auto no_fd_dir = fd_request(vm.guest().connection(), "OpenDirectory", -1, "{}");
@@ -693,13 +741,16 @@ int main(int argc, char** argv) {
   add_test("/openuri/uri/configured-schemes", test_configured_schemes);
   add_test("/openuri/uri/options", test_options);
   add_test("/openuri/uri/cancel-and-close", test_cancel_and_close);
-  add_test("/openuri/document/open", test_open_document);
+  for (Link link : {Link::Native, Link::ByteOnly, Link::VsockLike}) {
+    std::string suffix = std::string("/") + link_name(link);
+    add_test(("/openuri/document/open" + suffix).c_str(), [link] { test_open_document(link); });
+    add_test(("/openuri/document/outside-refused" + suffix).c_str(), [link] { test_outside_documents_refused(link); });
+    add_test(("/openuri/document/copy-outside" + suffix).c_str(), [link] { test_copy_outside_documents(link); });
+  }
   add_test("/openuri/document/symlinked-documents", test_symlinked_documents);
-  add_test("/openuri/document/outside-refused", test_outside_documents_refused);
-  add_test("/openuri/document/copy-outside", test_copy_outside_documents);
   add_test("/openuri/scheme-supported", test_scheme_supported);
   add_test("/openuri/version", test_version);
-  add_test("/openuri/byte-only-link", test_byte_only_link);
+  add_test("/openuri/byte-only-link-protocol-1", test_byte_only_link);
   add_test("/openuri/real-clients", test_real_clients);
   int status = g_test_run();
   host_application = nullptr;

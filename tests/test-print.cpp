@@ -332,8 +332,34 @@ void test_version() {
 }
 
 // A link that cannot carry fds: Print says so (until fd forwarding), PreparePrint works.
+// A byte-only link forwards fds (link protocol 2): a document crosses as a
+// reference and is printed as the host file itself, a guest file crosses as
+// its content and is printed from a copy.
 void test_byte_only_link() {
   Vm vm(print_vm("{}", true));
+  SharedDocument document(vm, "report.pdf", kPdf);
+  vm.host().set_reply("Print", kResponseSuccess);
+  auto printed_document = print_fd(vm.guest().connection(), open_guest_file(document.guest_path));
+  g_assert_no_error(printed_document->error());
+  g_assert_true(printed_document->wait_for_response());
+  g_assert_cmpuint(printed_document->response(), ==, kResponseSuccess);
+  g_assert_true(printed_bytes(calls_of(vm.host(), "Print").at(0)) == kPdf);
+
+  const std::string notes = "%PDF-1.4\n% the guest's own notes\n%%EOF\n";
+  std::string guest_file = vm.guest_files().write_file("notes.pdf", notes);
+  auto printed_file = print_fd(vm.guest().connection(), open_guest_file(guest_file));
+  g_assert_no_error(printed_file->error());
+  g_assert_true(printed_file->wait_for_response());
+  g_assert_cmpuint(printed_file->response(), ==, kResponseSuccess);
+  g_assert_true(printed_bytes(calls_of(vm.host(), "Print").at(1)) == notes);
+}
+
+// An agent of link protocol 1 carries no fds: Print says so, PreparePrint
+// (no fd) works.
+void test_protocol_1_link() {
+  VmOptions options = print_vm("{}", true);
+  options.agent_args = {"--link-protocol", "1"};
+  Vm vm(options);
   auto no_fd = print_fd(vm.guest().connection(), -1);
   assert_error(no_fd->error(), kNotSupported, "cannot carry file descriptors");
   vm.host().set_reply("PreparePrint", kResponseSuccess);
@@ -359,5 +385,6 @@ int main(int argc, char** argv) {
   add_test("/print/close", test_close);
   add_test("/print/version", test_version);
   add_test("/print/byte-only-link", test_byte_only_link);
+  add_test("/print/protocol-1-link", test_protocol_1_link);
   return g_test_run();
 }

@@ -7,12 +7,15 @@
 //   AgentSession::start() (guest end) over a real unix socket: the broker's
 //   connection owns a name on the guest bus that `gdbus call` reaches; over a
 //   byte-only link an fd-carrying call fails at once with NotSupported and the
-//   next call still works; over an fd link the fd arrives.
+//   next call still works when the agent speaks protocol 1; with protocol 2
+//   the fd is forwarded (and one that cannot be is refused, the link stays);
+//   over an fd link the fd arrives.
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <gio/gunixfdlist.h>
 #include <poll.h>
 #include <pty.h>
+#include <sys/eventfd.h>
 #include <termios.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -340,7 +343,8 @@ struct EndToEnd {
   }
 
   // Listen, connect the agent from a thread (start() blocks), establish.
-  void connect(bool fds) {
+  // @fds: the link carries fds natively; @protocol: what the agent offers.
+  void connect(bool fds, uint32_t protocol = 2) {
     std::string suffix = fds ? "" : ",nofds";
     std::string address = std::string("unix:") + directory + "/link.sock" + suffix;
     g_autoptr(GError) error = nullptr;
@@ -357,7 +361,7 @@ struct EndToEnd {
         },
         &error);
     g_assert_no_error(error);
-    std::thread agent([this, address] {
+    std::thread agent([this, address, protocol] {
       g_autoptr(GError) error = nullptr;
       bool carries_fds = false;
       UniqueFd fd = connect_link(address, &carries_fds, &error);
@@ -368,18 +372,23 @@ struct EndToEnd {
             agent_closed = true;
             agent_saw_bus_gone = guest_bus_gone;
           },
-          &error);
+          &error, protocol);
       g_assert_no_error(error);
     });
     spin_until([this] { return link != nullptr; });
     agent.join();
     g_assert_nonnull(session);
-    g_assert_cmpint(link->peer().carries_fds, ==, fds);
+    // Protocol 2 forwards fds over a byte-only link.
+    bool crosses = fds || protocol >= 2;
+    g_assert_cmpint(link->peer().carries_fds, ==, crosses);
+    g_assert_cmpint(link->peer().framed, ==, !fds && protocol >= 2);
+    g_assert_cmpint(session->framed(), ==, !fds && protocol >= 2);
     g_assert_cmpuint(link->peer().guest_uid, ==, geteuid());
-    g_assert_cmpuint(link->peer().protocol_version, ==, 1);
+    g_assert_cmpuint(link->peer().protocol_version, ==, protocol);
+    g_assert_cmpuint(session->protocol_version(), ==, protocol);
     g_assert_true(g_str_has_prefix(link->peer().transport.c_str(), "unix:"));
     bool can_pass = g_dbus_connection_get_capabilities(link->connection()) & G_DBUS_CAPABILITY_FLAGS_UNIX_FD_PASSING;
-    g_assert_cmpint(can_pass, ==, fds);
+    g_assert_cmpint(can_pass, ==, crosses);
 
     g_autoptr(GDBusNodeInfo) info = g_dbus_node_info_new_for_xml(kTestInterface, &error);
     g_assert_no_error(error);
@@ -437,11 +446,16 @@ struct EndToEnd {
   }
 };
 
+enum class LinkMode { Native, Forwarded, Protocol1 };
+
 void test_end_to_end(gconstpointer data) {
-  bool fds = GPOINTER_TO_INT(data);
+  auto mode = LinkMode(GPOINTER_TO_INT(data));
+  bool fds = mode == LinkMode::Native;
   EndToEnd e2e;
-  e2e.connect(fds);
-  const char* name = fds ? "dev.sidebus.TestBrokerFds" : "dev.sidebus.TestBroker";
+  e2e.connect(fds, mode == LinkMode::Protocol1 ? 1 : 2);
+  const char* name = mode == LinkMode::Native      ? "dev.sidebus.TestBrokerFds"
+                     : mode == LinkMode::Forwarded ? "dev.sidebus.TestBrokerForwarded"
+                                                   : "dev.sidebus.TestBroker";
   e2e.own_name(name);
 
   // `gdbus call` as a guest application reaches the broker's object.
@@ -469,14 +483,17 @@ void test_end_to_end(gconstpointer data) {
   g_assert_cmpstr(output.text, ==, "('pong guest',)\n");
   g_free(output.text);
 
-  // fds: refused at once over a byte-only link; delivered over an fd link.
+  // fds: refused at once over a byte-only protocol 1 link; delivered over an
+  // fd link and forwarded over a protocol 2 one (a pipe: stdin may be a
+  // device, which would not be forwarded).
   g_autoptr(GDBusConnection) client = e2e.guest_client();
-  g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new();
-  g_unix_fd_list_append(fd_list, STDIN_FILENO, &error);
-  g_assert_no_error(error);
+  int pipe_fds[2];
+  g_assert_cmpint(pipe2(pipe_fds, O_CLOEXEC), ==, 0);
+  g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new_from_array(pipe_fds, 1);
+  close(pipe_fds[1]);
   gint64 start = g_get_monotonic_time();
   g_autoptr(GVariant) took = e2e.call(client, "TakeFd", g_variant_new("(h)", 0), fd_list, &error);
-  if (fds) {
+  if (mode != LinkMode::Protocol1) {
     g_assert_no_error(error);
     guint32 count = 0;
     g_variant_get(took, "(u)", &count);
@@ -488,6 +505,22 @@ void test_end_to_end(gconstpointer data) {
     g_assert_cmpstr(remote, ==, "org.freedesktop.DBus.Error.NotSupported");
     g_assert_cmpint(g_get_monotonic_time() - start, <, 4 * G_USEC_PER_SEC);  // not a timeout
     g_clear_error(&error);
+  }
+  if (mode == LinkMode::Forwarded) {
+    // What cannot be forwarded is refused by the agent, naming what it is
+    // (and logging a warning, which is not fatal here).
+    GLogLevelFlags fatal = g_log_set_always_fatal(GLogLevelFlags(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL));
+    int event = eventfd(0, EFD_CLOEXEC);
+    g_autoptr(GUnixFDList) events = g_unix_fd_list_new_from_array(&event, 1);
+    g_autoptr(GVariant) refused = e2e.call(client, "TakeFd", g_variant_new("(h)", 0), events, &error);
+    g_assert_null(refused);
+    g_autofree char* remote = g_dbus_error_get_remote_error(error);
+    g_assert_cmpstr(remote, ==, "org.freedesktop.DBus.Error.NotSupported");
+    g_test_message("an eventfd: %s", error->message);
+    g_assert_nonnull(strstr(error->message, "eventfd"));
+    g_clear_error(&error);
+    g_assert_cmpuint(e2e.session->counters().refused, ==, 1);
+    g_log_set_always_fatal(fatal);
   }
   g_autoptr(GVariant) pong = e2e.call(client, "Ping", g_variant_new("(s)", "again"), nullptr, &error);
   g_assert_no_error(error);
@@ -556,7 +589,9 @@ void test_char_device_link() {
                                      &error);
   g_assert_no_error(error);
   spin_until([&] { return link != nullptr; });
-  g_assert_false(link->peer().carries_fds);
+  // Protocol 2 frames the byte stream of a device: fds are forwarded.
+  g_assert_true(link->peer().framed);
+  g_assert_true(link->peer().carries_fds);
   g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
       link->connection(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId", nullptr,
       G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, &error);
@@ -646,6 +681,83 @@ void test_agent_binary() {
   rmdir(directory);
 }
 
+// A broker of link protocol 1 refuses SIDEBUS 2: the agent links again at
+// once with protocol 1 and relays the raw D-Bus stream, as that broker's own
+// agent would. The "broker" here is that exchange by hand, then GDBus-made
+// Hello through the link, answered by the guest bus.
+void test_agent_falls_back_to_protocol_1() {
+  const char* agent_path = g_getenv("SIDEBUS_AGENT");
+  if (!agent_path) {
+    g_test_skip("SIDEBUS_AGENT is not set (run through meson test)");
+    return;
+  }
+  Bus bus;
+  g_autofree char* directory = g_dir_make_tmp("sidebus-test-agent-XXXXXX", nullptr);
+  std::string path = std::string(directory) + "/link.sock";
+  int listening = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {};
+  sun.sun_family = AF_UNIX;
+  g_strlcpy(sun.sun_path, path.c_str(), sizeof sun.sun_path);
+  g_assert_cmpint(bind(listening, reinterpret_cast<struct sockaddr*>(&sun), sizeof sun), ==, 0);
+  g_assert_cmpint(listen(listening, 4), ==, 0);
+  std::vector<std::string> hellos;
+  std::string answer_to_hello;
+  std::thread old_broker([&] {
+    gint64 deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    for (int connection = 0; connection < 2; connection++) {
+      struct pollfd pfd = {listening, POLLIN, 0};
+      g_assert_cmpint(poll(&pfd, 1, 20000), ==, 1);
+      int fd = accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+      std::string line;
+      g_assert_true(handshake::read_line(fd, "\n", handshake::kMaxLineLength, deadline, "agent", &line, nullptr));
+      hellos.push_back(line);
+      if (connection == 0) {
+        handshake::write_all(fd, "ERROR unsupported protocol version, this broker speaks 1\n", deadline, "agent",
+                             nullptr);
+        close(fd);
+        continue;
+      }
+      g_assert_true(handshake::write_all(fd, "OK 1 fds=0\n", deadline, "agent", nullptr));
+      g_assert_true(handshake::read_line(fd, "\n", handshake::kMaxLineLength, deadline, "agent", &line, nullptr));
+      g_assert_cmpstr(line.c_str(), ==, "READY fds=0\n");
+      // The raw D-Bus stream: our Hello reaches the guest bus, its answer comes back.
+      g_autoptr(GDBusMessage) hello = g_dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                                     "org.freedesktop.DBus", "Hello");
+      g_dbus_message_set_serial(hello, 1);
+      gsize size = 0;
+      g_autofree guchar* blob = g_dbus_message_to_blob(hello, &size, G_DBUS_CAPABILITY_FLAGS_NONE, nullptr);
+      g_assert_true(
+          handshake::write_all(fd, std::string_view(reinterpret_cast<char*>(blob), size), deadline, "agent", nullptr));
+      g_autoptr(GDBusMessage) reply = read_message(fd, G_DBUS_CAPABILITY_FLAGS_NONE);
+      const char* name = nullptr;
+      g_variant_get(g_dbus_message_get_body(reply), "(&s)", &name);
+      answer_to_hello = name;
+      close(fd);
+    }
+  });
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_subprocess_launcher_setenv(launcher, "DBUS_SESSION_BUS_ADDRESS", bus.address.c_str(), TRUE);
+  g_subprocess_launcher_unsetenv(launcher, "CREDENTIALS_DIRECTORY");
+  std::string address = "unix:" + path;
+  g_autoptr(GSubprocess) agent =
+      g_subprocess_launcher_spawn(launcher, &error, agent_path, "--connect", address.c_str(), nullptr);
+  g_assert_no_error(error);
+  old_broker.join();
+  g_subprocess_send_signal(agent, SIGTERM);
+  g_autofree char* errors = nullptr;
+  g_assert_true(g_subprocess_communicate_utf8(agent, nullptr, nullptr, nullptr, &errors, &error));
+  g_test_message("agent said: %s", errors);
+  g_assert_cmpuint(hellos.size(), ==, 2);
+  g_assert_true(g_str_has_prefix(hellos[0].c_str(), "SIDEBUS 2 "));
+  g_assert_true(g_str_has_prefix(hellos[1].c_str(), "SIDEBUS 1 "));
+  g_assert_true(g_str_has_prefix(answer_to_hello.c_str(), ":1."));
+  g_assert_nonnull(strstr(errors, "older link protocol"));
+  close(listening);
+  unlink(path.c_str());
+  rmdir(directory);
+}
+
 // The agent exits 0 when its guest bus goes away.
 void test_agent_exits_with_bus() {
   const char* agent_path = g_getenv("SIDEBUS_AGENT");
@@ -682,13 +794,17 @@ int main(int argc, char** argv) {
   g_test_add_data_func("/sasl/client/dbus-daemon/fds", GINT_TO_POINTER(1), test_client_with_dbus_daemon);
   g_test_add_data_func("/sasl/client/dbus-daemon/nofds", GINT_TO_POINTER(0), test_client_with_dbus_daemon);
   g_test_add_func("/sasl/client/rejected", test_client_rejected);
-  g_test_add_data_func("/link/end-to-end/fds", GINT_TO_POINTER(1), test_end_to_end);
-  g_test_add_data_func("/link/end-to-end/nofds", GINT_TO_POINTER(0), test_end_to_end);
+  g_test_add_data_func("/link/end-to-end/fds", GINT_TO_POINTER(int(LinkMode::Native)), test_end_to_end);
+  g_test_add_data_func("/link/end-to-end/nofds-forwarded", GINT_TO_POINTER(int(LinkMode::Forwarded)),
+                       test_end_to_end);
+  g_test_add_data_func("/link/end-to-end/nofds-protocol-1", GINT_TO_POINTER(int(LinkMode::Protocol1)),
+                       test_end_to_end);
   g_test_add_func("/link/guest-bus-gone", test_guest_bus_gone);
   g_test_add_func("/link/refuses-garbage", test_broker_refuses_garbage);
   g_test_add_func("/link/debug-access", test_debug_access_shape);
   g_test_add_func("/link/char-device", test_char_device_link);
   g_test_add_func("/agent/reconnects", test_agent_binary);
   g_test_add_func("/agent/exits-with-bus", test_agent_exits_with_bus);
+  g_test_add_func("/agent/falls-back-to-protocol-1", test_agent_falls_back_to_protocol_1);
   return g_test_run();
 }

@@ -251,10 +251,26 @@ void test_version() {
   g_assert_cmpuint(g_variant_get_uint32(guest_version.get()), ==, MIN(g_variant_get_uint32(host_version.get()), 1u));
 }
 
-// A link that cannot carry fds: SetWallpaperFile says so (until fd
-// forwarding); a document's URI needs no fd and works.
+// A byte-only link forwards fds (link protocol 2): SetWallpaperFile of a
+// document crosses as a reference and the host shows the host file itself.
 void test_byte_only_link() {
   Vm vm(wallpaper_vm("{}", true));
+  SharedDocument document(vm, "sunset.png", kPicture);
+  vm.host().set_reply("SetWallpaperURI", kResponseSuccess);
+  auto request = set_file(vm.guest().connection(), open_guest_file(document.guest_path));
+  g_assert_no_error(request->error());
+  g_assert_true(request->wait_for_response());
+  g_assert_cmpuint(request->response(), ==, kResponseSuccess);
+  assert_str_eq(lookup_string(last_set(vm).record.get(), "uri"), uri_for(document.host_path));
+  g_assert_true(file_data(last_set(vm)) == kPicture);
+}
+
+// An agent of link protocol 1 carries no fds: SetWallpaperFile says so; a
+// document's URI needs no fd and works.
+void test_protocol_1_link() {
+  VmOptions options = wallpaper_vm("{}", true);
+  options.agent_args = {"--link-protocol", "1"};
+  Vm vm(options);
   auto no_fd = set_file(vm.guest().connection(), -1);
   assert_error(no_fd->error(), kNotSupported, "cannot carry file descriptors");
   SharedDocument document(vm, "sunset.png", kPicture);
@@ -282,6 +298,7 @@ int main(int argc, char** argv) {
   add_test("/wallpaper/cancel-and-other", test_cancel_and_other);
   add_test("/wallpaper/version", test_version);
   add_test("/wallpaper/byte-only-link", test_byte_only_link);
+  add_test("/wallpaper/protocol-1-link", test_protocol_1_link);
   int status = g_test_run();
   data_home = nullptr;
   data.reset();

@@ -11,6 +11,11 @@
 // * That connection's "closed" signal means the guest bus went away: exit 0.
 // * Link lost or broker absent/refusing: retry after 100 ms, doubling up to
 //   10 s; a link that lived more than 5 s resets the delay.
+// * Link protocol: 2 (fds forwarded over byte-only links), or what
+//   --link-protocol says. A broker that refuses the version (a sidebus 0.1
+//   broker speaks 1 only) is asked again at once with protocol 1, and for as
+//   long as this agent runs: the link then works as with that broker's own
+//   agent (no fds over byte-only links).
 // * SIGTERM/SIGINT: clean exit (0).
 #include <gio/gio.h>
 #include <glib-unix.h>
@@ -48,6 +53,7 @@ struct Agent {
   gint64 connected_at = 0;
   std::string last_failure;  // to log a repeated failure only once
   int exit_code = 0;
+  guint32 protocol = 2;  // the link protocol offered
 
   void quit(int code) {
     exit_code = code;
@@ -84,8 +90,19 @@ struct Agent {
     if (link)
       session = sidebus::AgentSession::start(
           std::move(link), carries_fds, connect_address, bus_address,
-          [this](bool guest_bus_gone, GError* error) { on_session_closed(guest_bus_gone, error); }, &error);
+          [this](bool guest_bus_gone, GError* error) { on_session_closed(guest_bus_gone, error); }, &error,
+          protocol);
     if (!session) {
+      if (protocol > 1 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED)) {
+        g_message("%s; the broker speaks an older link protocol: linking with protocol 1 (no file descriptors over "
+                  "byte-only links; update sidebus on the host)",
+                  error->message);
+        g_error_free(error);
+        protocol = 1;
+        delay_ms = kFirstDelayMs;
+        schedule_retry();
+        return;
+      }
       report_failure(error->message);
       g_error_free(error);
       schedule_retry();
@@ -93,7 +110,8 @@ struct Agent {
     }
     connected_at = g_get_monotonic_time();
     last_failure.clear();
-    g_message("linked the guest bus to the broker at %s", connect_address.c_str());
+    g_message("linked the guest bus to the broker at %s (link protocol %u%s)", connect_address.c_str(),
+              session->protocol_version(), session->framed() ? ", file descriptors forwarded" : "");
   }
 
   void on_session_closed(bool guest_bus_gone, GError* error) {
@@ -139,11 +157,14 @@ int main(int argc, char** argv) {
   g_autofree char* connect = nullptr;
   g_autofree char* bus = nullptr;
   gboolean verbose = FALSE, version = FALSE;
+  gint link_protocol = 2;
   GOptionEntry entries[] = {
       {"connect", 0, 0, G_OPTION_ARG_STRING, &connect,
        "Where the broker is: vsock:[CID:]PORT, unix:PATH[,nofds], virtio-serial:/dev/virtio-ports/NAME", "ADDR"},
       {"bus", 0, 0, G_OPTION_ARG_STRING, &bus, "Guest session bus address (default: $DBUS_SESSION_BUS_ADDRESS)",
        "ADDR"},
+      {"link-protocol", 0, 0, G_OPTION_ARG_INT, &link_protocol,
+       "Link protocol to offer: 2 (default; forwards fds over byte-only links) or 1", "N"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug messages", nullptr},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {},
@@ -168,7 +189,12 @@ int main(int argc, char** argv) {
   sidebus::log::setup("sidebus-agent", "", verbose);
   signal(SIGPIPE, SIG_IGN);
 
+  if (link_protocol < 1 || link_protocol > 2) {
+    fprintf(stderr, "sidebus-agent: --link-protocol must be 1 or 2\n");
+    return 2;
+  }
   Agent agent;
+  agent.protocol = guint32(link_protocol);
   if (connect) {
     agent.connect_address = connect;
   } else if (std::string address = read_credential("sidebus.connect"); !address.empty()) {

@@ -31,7 +31,11 @@ namespace {
 
 class AgentSessionImpl : public AgentSession {
  public:
+  const Relay::Counters& counters() const override { return relay->counters(); }
+  uint32_t protocol_version() const override { return terms.version; }
+  bool framed() const override { return terms.framed; }
   std::unique_ptr<Relay> relay;
+  handshake::Terms terms;
 };
 
 
@@ -67,29 +71,39 @@ UniqueFd connect_guest_bus(const std::string& address, GError** error) {
 std::unique_ptr<AgentSession> AgentSession::start(UniqueFd link, bool transport_carries_fds, std::string transport,
                                                   std::string guest_bus_address,
                                                   std::function<void(bool guest_bus_gone, GError*)> on_closed,
-                                                  GError** error) {
+                                                  GError** error, uint32_t protocol_version) {
   std::string link_name = "the broker at " + transport;
   std::string bus_name = "the guest bus at " + guest_bus_address;
   uint32_t uid = geteuid();  // what SO_PEERCRED shows the bus
   gint64 deadline = g_get_monotonic_time() + handshake::kTimeoutUsec;
-  bool fds = false;
-  if (!handshake::agent_begin(link.get(), transport_carries_fds, uid, SIDEBUS_VERSION, deadline, link_name.c_str(),
-                              &fds, error))
+  handshake::Terms terms;
+  if (!handshake::agent_begin(link.get(), transport_carries_fds, uid, SIDEBUS_VERSION, protocol_version, deadline,
+                              link_name.c_str(), &terms, error))
     return nullptr;
 
   UniqueFd bus = connect_guest_bus(guest_bus_address, error);
   if (!bus) return nullptr;
   bool bus_fds = false;
   deadline = g_get_monotonic_time() + handshake::kTimeoutUsec;
-  if (!sasl::run_client(bus.get(), uid, fds && is_unix_socket(bus.get()), deadline, bus_name.c_str(), &bus_fds, nullptr,
-                        error))
-    return nullptr;
+  // On a framed link the fds the guest bus hands us are forwarded: ask for
+  // them as on a link that passes them natively.
+  bool want_fds = (terms.native_fds || terms.framed) && is_unix_socket(bus.get());
+  if (!sasl::run_client(bus.get(), uid, want_fds, deadline, bus_name.c_str(), &bus_fds, nullptr, error)) return nullptr;
   if (!handshake::agent_finish(link.get(), bus_fds, deadline, link_name.c_str(), error)) return nullptr;
-  g_debug("link %s ready: fd passing %s", transport.c_str(), bus_fds ? "on" : "off");
+  g_debug("link %s ready: protocol %u, fds %s", transport.c_str(), terms.version,
+          !bus_fds ? "not carried" : terms.framed ? "forwarded" : "passed natively");
 
   auto session = std::make_unique<AgentSessionImpl>();
+  session->terms = terms;
   Relay::Options options;
   options.pass_fds = bus_fds;
+  if (terms.framed) {
+    FramedLinkOptions framed;
+    framed.broker_end = false;
+    framed.documents_path = terms.documents_path;
+    framed.limit_prefix = "the agent's ";
+    options.framed = std::move(framed);
+  }
   session->relay = Relay::start(
       std::move(bus), "the guest bus", std::move(link), "link " + transport, options,
       [on_closed = std::move(on_closed)](Relay::Side ended_first, const GError* error) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "link/relay.hpp"
 #include "util/unique-fd.hpp"
 
 namespace sidebus {
@@ -25,11 +26,19 @@ class AgentSession {
   // served elsewhere: establish_guest_link() runs its handshake in a thread,
   // so --debug-access can call establish_guest_link(pair[0]) and then
   // start(pair[1]) on the main thread.
+  // @protocol_version: the link protocol to offer (1 or 2,
+  // handshake-lines.hpp); a broker that does not speak it refuses with
+  // G_IO_ERROR_NOT_SUPPORTED (see agent-main.cpp, which then offers 1).
   static std::unique_ptr<AgentSession> start(UniqueFd link, bool transport_carries_fds, std::string transport,
                                              std::string guest_bus_address,
                                              std::function<void(bool guest_bus_gone, GError*)> on_closed,
-                                             GError** error);
+                                             GError** error, uint32_t protocol_version = 2);
   virtual ~AgentSession() = default;
+
+  // What was agreed, and what the relay did (for tests and logs).
+  virtual uint32_t protocol_version() const = 0;
+  virtual bool framed() const = 0;
+  virtual const Relay::Counters& counters() const = 0;
 };
 
 }  // namespace sidebus

@@ -4,9 +4,12 @@
 // file export export.cpp, requests request.cpp, sessions session.cpp.)
 #include "api/context.hpp"
 
+#include <sys/stat.h>
+
 #include <cstdarg>
 #include <cstring>
 
+#include "documents/forwarded-documents.hpp"
 #include "api/errors.hpp"
 #include "api/host-portal.hpp"
 #include "api/portal-link.hpp"
@@ -158,9 +161,25 @@ SidebusFdTransport sidebus_context_get_fd_transport(SidebusContext* context) {
 gboolean sidebus_context_require_fds(SidebusContext* context, GError** error) {
   if (sidebus_context_get_fd_transport(context) != SIDEBUS_FD_TRANSPORT_NONE) return TRUE;
   g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_NOT_SUPPORTED,
-              "this VM's link (%s) cannot carry file descriptors; use a unix-socket link that passes fds",
+              "this VM's link (%s) cannot carry file descriptors; use a unix-socket link that passes fds, or an "
+              "agent that speaks link protocol 2",
               context->link != nullptr ? context->link->options().transport.c_str() : "closed");
   return FALSE;
+}
+
+gboolean sidebus_context_get_forwarded_document(SidebusContext* context, int fd, char** guest_path,
+                                                gboolean* writable) {
+  if (guest_path) *guest_path = nullptr;
+  if (writable) *writable = FALSE;
+  if (sidebus_context_get_fd_transport(context) != SIDEBUS_FD_TRANSPORT_FORWARDED) return FALSE;
+  const auto& forwarded = context->link->options().forwarded_documents;
+  struct stat st;
+  if (!forwarded || fstat(fd, &st) != 0) return FALSE;
+  auto entry = forwarded->find(st.st_dev, st.st_ino);
+  if (!entry) return FALSE;
+  if (guest_path) *guest_path = g_strdup(entry->guest_path.c_str());
+  if (writable) *writable = entry->writable;
+  return TRUE;
 }
 
 }  // extern "C"

@@ -34,12 +34,15 @@
 namespace sidebus {
 
 class DocumentExporter;
+class ForwardedDocuments;
 class HostPortal;
 
 struct PortalLinkOptions {
   std::string vm_name;
   std::string transport;  // for messages: "unix:/run/…", "vsock:1234"
   SidebusFdTransport fd_transport = SIDEBUS_FD_TRANSPORT_NONE;
+  // FORWARDED: the host files the guest's documents arrived as.
+  std::shared_ptr<ForwardedDocuments> forwarded_documents;
   unsigned max_pending_requests = 64;  // broker.max_pending_requests
   unsigned max_sessions = 16;          // broker.max_sessions
   std::string dialog_title_prefix;     // broker.dialog_title_prefix, the VM's name filled in

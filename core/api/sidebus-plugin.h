@@ -345,6 +345,14 @@ typedef enum {
 SidebusFdTransport sidebus_context_get_fd_transport (SidebusContext *context);
 /* TRUE if fds can cross; otherwise sets a NOT_SUPPORTED error that names the link. */
 gboolean sidebus_context_require_fds (SidebusContext *context, GError **error);
+/* On a FORWARDED link a guest fd of one of its documents arrives as the host
+ * file itself (the link mapped the document; other regular files arrive as a
+ * sealed copy of their content). For such an fd: TRUE, with the document's
+ * guest path (@guest_path, free it) and whether the VM may write it
+ * (@writable; an O_PATH fd says nothing about that). FALSE for any other fd,
+ * and on other links. Either out argument may be NULL. */
+gboolean sidebus_context_get_forwarded_document (SidebusContext *context, int fd, char **guest_path,
+                                                 gboolean *writable);
 
 /* ---- Configuration schema ----------------------------------------------------
  * A plugin declares the keys of its configuration section; the broker checks

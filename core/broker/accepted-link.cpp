@@ -45,6 +45,7 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
 
   LinkPeerInfo peer;
   GuestLinkLimits limits;
+  GuestLinkForwarding forwarding;
   DoneFunc done;
   std::function<void()> on_closed;
 
@@ -64,6 +65,14 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
 
   void fail(GError* error) {  // takes error
     if (finished) return g_error_free(error);
+    // During setup the relay knows best why the link went (a guest that
+    // broke the protocol): that is the one reason given.
+    Relay::Side side;
+    GError* relay_error = nullptr;
+    if (relay && relay->failed(&side, &relay_error)) {
+      g_error_free(error);
+      error = relay_error;
+    }
     auto hold = std::move(self);
     finished = true;
     closed = true;
@@ -78,11 +87,11 @@ struct LinkCore : std::enable_shared_from_this<LinkCore> {
   // half-open state, so the whole link goes down now, whatever the owner does
   // with the GuestLink: the agent sees EOF and reconnects.
   void link_closed() {
-    if (!closed) say_why_closed();
     if (!finished) {
-      fail(g_error_new(G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "closed during setup"));
+      fail(g_error_new(G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "closed during setup"));  // says why
       return;
     }
+    if (!closed) say_why_closed();
     if (closed) return;
     closed = true;
     stop();
@@ -137,6 +146,7 @@ class GuestLinkImpl : public GuestLink {
   }
   GDBusConnection* connection() override { return core_->connection; }
   const LinkPeerInfo& peer() override { return core_->peer; }
+  const Relay::Counters* counters() override { return core_->relay ? &core_->relay->counters() : nullptr; }
 
  private:
   std::shared_ptr<LinkCore> core_;
@@ -169,20 +179,24 @@ void on_connection_ready(GObject*, GAsyncResult* result, gpointer data) {
   core->timeout = 0;
   core->finished = true;
   core->self.reset();  // from now on the GuestLink owns the core
-  g_debug("guest link %s established: agent %s, guest uid %u, fd passing %s, broker is %s on the guest bus",
-          core->peer.transport.c_str(), core->peer.agent_version.c_str(), core->peer.guest_uid,
-          core->peer.carries_fds ? "on" : "off", g_dbus_connection_get_unique_name(connection));
+  g_debug("guest link %s established: protocol %u, agent %s, guest uid %u, fds %s, broker is %s on the guest bus",
+          core->peer.transport.c_str(), core->peer.protocol_version, core->peer.agent_version.c_str(),
+          core->peer.guest_uid,
+          !core->peer.carries_fds ? "not carried" : core->peer.framed ? "forwarded" : "passed natively",
+          g_dbus_connection_get_unique_name(connection));
   auto done = std::move(core->done);
   done(std::make_unique<GuestLinkImpl>(core), nullptr);
 }
 
 // ---- step 2: handshake done, GDBus may start authenticating ----
 
-void on_handshake_done(const std::shared_ptr<LinkCore>& core, const handshake::Hello& hello, bool fds) {
-  core->peer.protocol_version = hello.version;
+void on_handshake_done(const std::shared_ptr<LinkCore>& core, const handshake::Hello& hello,
+                       const handshake::Terms& terms) {
+  core->peer.protocol_version = terms.version;
   core->peer.guest_uid = hello.uid;
   core->peer.agent_version = hello.agent_version;
-  core->peer.carries_fds = fds;
+  core->peer.carries_fds = terms.fds;
+  core->peer.framed = terms.framed;
   GError* error = nullptr;
   GSocket* socket = g_socket_new_from_fd(core->client_end.get(), &error);
   if (!socket) return core->fail(error);
@@ -203,6 +217,14 @@ void on_auth_done(const std::shared_ptr<LinkCore>& core, UniqueFd link, UniqueFd
   WeakCore weak = core;
   Relay::Options options;
   options.pass_fds = fds;
+  if (core->peer.framed) {
+    FramedLinkOptions framed;
+    framed.broker_end = true;
+    framed.resolver = core->forwarding.resolver;
+    framed.limits = core->limits.forwarding;
+    framed.limit_prefix = "broker.";
+    options.framed = std::move(framed);
+  }
   options.guest_limits = core->limits.traffic;
   options.guest_messages_per_second = core->limits.max_messages_per_second;
   core->relay = Relay::start(
@@ -220,8 +242,8 @@ struct ThreadResult {
   UniqueFd link, pump;
 };
 
-void setup_thread(GMainContext* context, WeakCore weak, std::string transport, bool transport_fds, UniqueFd link,
-                  UniqueFd pump) {
+void setup_thread(GMainContext* context, WeakCore weak, std::string transport, bool transport_fds,
+                  handshake::BrokerOffer offer, UniqueFd link, UniqueFd pump) {
   std::string what = "link " + transport;
   auto post_error = [&](GError* error) {
     post_to_context(context, [weak, error] {
@@ -233,19 +255,19 @@ void setup_thread(GMainContext* context, WeakCore weak, std::string transport, b
   };
   GError* error = nullptr;
   handshake::Hello hello;
-  bool fds = false;
+  handshake::Terms terms;
   gint64 deadline = g_get_monotonic_time() + handshake::kTimeoutUsec;
-  if (!handshake::broker_begin(link.get(), transport_fds, deadline, what.c_str(), &hello, &fds, &error) ||
-      !handshake::broker_finish(link.get(), deadline, what.c_str(), &fds, &error)) {
+  if (!handshake::broker_begin(link.get(), transport_fds, offer, deadline, what.c_str(), &hello, &terms, &error) ||
+      !handshake::broker_finish(link.get(), deadline, what.c_str(), &terms, &error)) {
     post_error(error);
   } else {
-    post_to_context(context, [weak, hello, fds] {
+    post_to_context(context, [weak, hello, terms] {
       auto core = weak.lock();
-      if (core && !core->finished) on_handshake_done(core, hello, fds);
+      if (core && !core->finished) on_handshake_done(core, hello, terms);
     });
     bool agreed = false;
     deadline = g_get_monotonic_time() + handshake::kTimeoutUsec;
-    if (!sasl::run_server(pump.get(), fds, deadline, &agreed, &error)) {
+    if (!sasl::run_server(pump.get(), terms.fds, deadline, &agreed, &error)) {
       post_error(error);
     } else {
       auto result = std::make_shared<ThreadResult>(ThreadResult{std::move(link), std::move(pump)});
@@ -263,11 +285,14 @@ void setup_thread(GMainContext* context, WeakCore weak, std::string transport, b
 
 void establish_guest_link(UniqueFd link, bool transport_carries_fds, std::string transport,
                           std::function<void(std::unique_ptr<GuestLink>, GError*)> done,
-                          std::function<void()> on_closed, GuestLinkLimits limits) {
+                          std::function<void()> on_closed, GuestLinkLimits limits,
+                          GuestLinkForwarding forwarding) {
   auto core = std::make_shared<LinkCore>();
   core->self = core;
   core->peer.transport = transport;
   core->limits = limits;
+  handshake::BrokerOffer offer{forwarding.enabled, forwarding.documents_path};
+  core->forwarding = std::move(forwarding);
   core->done = std::move(done);
   core->on_closed = std::move(on_closed);
   GMainContext* context = g_main_context_ref_thread_default();  // the thread's reference
@@ -310,7 +335,8 @@ void establish_guest_link(UniqueFd link, bool transport_carries_fds, std::string
       },
       new WeakCore(weak), [](gpointer data) { delete static_cast<WeakCore*>(data); });
   try {
-    std::thread(setup_thread, context, weak, transport, transport_carries_fds, std::move(link), std::move(pump))
+    std::thread(setup_thread, context, weak, transport, transport_carries_fds, std::move(offer), std::move(link),
+                std::move(pump))
         .detach();
   } catch (const std::system_error& e) {
     links_in_handshake--;

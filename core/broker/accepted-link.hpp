@@ -16,7 +16,9 @@
 #include <memory>
 #include <string>
 
+#include "link/framed-link.hpp"
 #include "link/guest-traffic.hpp"
+#include "link/relay.hpp"
 #include "link/peer.hpp"
 #include "util/unique-fd.hpp"
 
@@ -30,6 +32,8 @@ class GuestLink {
   // assigned (Hello done). Borrowed.
   virtual GDBusConnection* connection() = 0;
   virtual const LinkPeerInfo& peer() = 0;
+  // What the link's relay did (for tests and status).
+  virtual const Relay::Counters* counters() = 0;
 };
 
 // What one guest may push at the broker through its link; only the guest →
@@ -42,6 +46,15 @@ struct GuestLinkLimits {
   // (broker.max_messages_per_second). Above it the broker reads the link
   // more slowly, so the guest's sends wait; nothing is dropped.
   unsigned max_messages_per_second = 20000;
+  // What the guest may make the broker hold for forwarded fds (framed links).
+  ForwardingLimits forwarding;
+};
+
+// Fd forwarding on byte-only links (protocol 2, link/framed-link.hpp).
+struct GuestLinkForwarding {
+  bool enabled = true;          // frame byte-only links of protocol 2 agents
+  std::string documents_path;   // the guest documents path, announced to the agent
+  DocumentResolver resolver;    // guest document references → host files (relay thread); none: refused
 };
 
 // Runs the handshake on an accepted link (off the main thread, so a slow or
@@ -59,6 +72,7 @@ struct GuestLinkLimits {
 // the first byte after the handshake on.
 void establish_guest_link(UniqueFd link, bool transport_carries_fds, std::string transport,
                           std::function<void(std::unique_ptr<GuestLink>, GError*)> done,
-                          std::function<void()> on_closed, GuestLinkLimits limits = {});
+                          std::function<void()> on_closed, GuestLinkLimits limits = {},
+                          GuestLinkForwarding forwarding = {});
 
 }  // namespace sidebus

@@ -25,11 +25,14 @@
 #include "broker/accepted-link.hpp"
 #include "broker/config.hpp"
 #include "broker/debug-bus.hpp"
+#include "broker/document-resolver.hpp"
 #include "broker/plugin-engine.hpp"
 #include "documents/document-export.hpp"
+#include "documents/forwarded-documents.hpp"
 #include "documents/private-bus.hpp"
 #include "documents/virtiofsd.hpp"
 #include "link/listener.hpp"
+#include "wire/handshake-lines.hpp"
 #include "sidebus-config.h"
 
 namespace sidebus {
@@ -63,7 +66,8 @@ class BrokerImpl : public Broker {
 
  private:
   void on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport);
-  void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error);
+  void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link,
+                           std::shared_ptr<ForwardedDocuments> forwarded, GError* error);
   void on_link_closed(uint64_t serial);
   void start_portals(ActiveLink& active);
   void wait_for_persisted_exports();
@@ -76,6 +80,7 @@ class BrokerImpl : public Broker {
   std::unique_ptr<HostPortal> host_portal_;
   std::unique_ptr<PrivateBus> private_bus_;
   std::unique_ptr<DocumentExporter> exporter_;
+  std::shared_ptr<ExporterHandle> exporter_handle_;  // what the links' relay threads resolve documents with
   std::unique_ptr<DocumentShare> document_share_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<DebugBus> debug_bus_;
@@ -88,6 +93,13 @@ class BrokerImpl : public Broker {
 
 bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   options_ = options;
+  if (handshake::encode_documents_path(options.guest_documents_path).empty()) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "--guest-documents-path %s cannot be announced to the agent: it must be an absolute path of at most %zu "
+                "bytes, percent-encoded",
+                options.guest_documents_path.c_str(), handshake::kMaxDocsFieldLength);
+    return false;
+  }
   auto config_dirs = options.config_dirs.empty() ? Config::default_dirs() : options.config_dirs;
   config_ = Config::load(config_dirs, options.vm_name, error);
   if (!config_) return false;
@@ -117,6 +129,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
   if (!private_bus_) return false;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  exporter_handle_ = std::make_shared<ExporterHandle>(exporter_.get());
   private_bus_->set_on_restarted([this] { exporter_->reload_index(); });
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
@@ -158,6 +171,7 @@ BrokerImpl::~BrokerImpl() {
   if (host_ != nullptr) g_dbus_connection_flush_sync(host_, nullptr, nullptr);
   wait_for_persisted_exports();
   document_share_.reset();
+  if (exporter_handle_) exporter_handle_->detach();
   exporter_.reset();
   private_bus_.reset();
   host_portal_.reset();
@@ -191,18 +205,25 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
   uint64_t serial = next_serial_++;
   g_message("guest link %" G_GUINT64_FORMAT " arrived on %s", serial, transport.c_str());
   auto alive = alive_;
+  // Byte-only links of protocol 2 forward fds: the agent learns where the
+  // documents are, and the relay maps the guest's documents to host files.
+  auto forwarded = std::make_shared<ForwardedDocuments>();
+  GuestLinkForwarding forwarding;
+  forwarding.documents_path = options_.guest_documents_path;
+  forwarding.resolver = make_document_resolver(exporter_handle_, forwarded);
   establish_guest_link(
       std::move(fd), transport_carries_fds, transport,
-      [alive, serial](std::unique_ptr<GuestLink> link, GError* error) {
-        if (*alive) (*alive)->on_link_established(serial, std::move(link), error);
+      [alive, serial, forwarded](std::unique_ptr<GuestLink> link, GError* error) {
+        if (*alive) (*alive)->on_link_established(serial, std::move(link), forwarded, error);
       },
       [alive, serial]() {
         if (*alive) (*alive)->on_link_closed(serial);
       },
-      config_->limits().link);
+      config_->limits().link, std::move(forwarding));
 }
 
-void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link, GError* error) {
+void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link,
+                                     std::shared_ptr<ForwardedDocuments> forwarded, GError* error) {
   if (!link) {
     g_warning("guest link %" G_GUINT64_FORMAT " failed: %s", serial, error != nullptr ? error->message : "unknown");
     return;
@@ -217,7 +238,10 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
   PortalLinkOptions options;
   options.vm_name = options_.vm_name;
   options.transport = peer.transport;
-  options.fd_transport = peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NATIVE : SIDEBUS_FD_TRANSPORT_NONE;
+  options.fd_transport = !peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NONE
+                         : peer.framed    ? SIDEBUS_FD_TRANSPORT_FORWARDED
+                                          : SIDEBUS_FD_TRANSPORT_NATIVE;
+  options.forwarded_documents = std::move(forwarded);
   options.max_pending_requests = config_->limits().max_pending_requests;
   options.max_sessions = config_->limits().max_sessions;
   options.dialog_title_prefix = config_->dialog_title_prefix();
@@ -226,9 +250,9 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
     options.dialog_title_prefix.replace(at, 4, options_.vm_name);
   active->portals =
       std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(), std::move(options));
-  g_message("guest link %" G_GUINT64_FORMAT " up on %s: agent %s, guest uid %u, fds %s, guest name %s", serial,
-            peer.transport.c_str(), peer.agent_version.c_str(), peer.guest_uid,
-            peer.carries_fds ? "passed natively" : "not carried",
+  g_message("guest link %" G_GUINT64_FORMAT " up on %s: protocol %u, agent %s, guest uid %u, fds %s, guest name %s",
+            serial, peer.transport.c_str(), peer.protocol_version, peer.agent_version.c_str(), peer.guest_uid,
+            !peer.carries_fds ? "not carried" : peer.framed ? "forwarded" : "passed natively",
             g_dbus_connection_get_unique_name(active->link->connection()));
   active_ = std::move(active);
   active_serial_ = serial;

@@ -353,6 +353,16 @@ const BrokerKey kBrokerKeys[] = {
      [](Config::BrokerLimits& l, gint64 v) { l.link.traffic.signals_per_second = unsigned(v); }},
     {"max_messages_per_second", 10, 1000000,
      [](Config::BrokerLimits& l, gint64 v) { l.link.max_messages_per_second = unsigned(v); }},
+    // Forwarded fds (byte-only links of protocol 2): link/framed-link.hpp.
+    {"max_channels", 1, 1024, [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_channels = unsigned(v); }},
+    {"max_channel_buffer", 4 * kKiB, 64 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_channel_buffer = size_t(v); }},
+    {"max_link_buffer", 64 * kKiB, 1024 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_link_buffer = size_t(v); }},
+    {"max_content_size", 0, 4096 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_content_size = uint64_t(v); }},
+    {"max_content_in_flight", 0, 16384 * kMiB,
+     [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_content_in_flight = uint64_t(v); }},
 };
 
 // Every key the core reads (plugins declare theirs: check_portal()).

@@ -264,14 +264,24 @@ void DocumentExporter::reload_index() {
         const char* doc_id;
         GVariant* path;
         g_variant_iter_init(&iter, documents);
-        std::map<std::string, std::string> index;
+        std::map<std::string, IndexEntry> index;
         while (g_variant_iter_loop(&iter, "{&s@ay}", &doc_id, &path))
-          if (is_document_id(doc_id)) index[doc_id] = g_variant_get_bytestring(path);
-        // Exports that finished while the list was on its way stay.
-        for (auto& [id, host_path] : self->index_) index.emplace(id, host_path);
-        self->index_ = std::move(index);
-        self->index_loaded_ = true;
-        g_debug("document index of %s: %zu documents", self->app_id_.c_str(), self->index_.size());
+          if (is_document_id(doc_id)) index[doc_id] = IndexEntry{g_variant_get_bytestring(path), std::nullopt};
+        std::vector<std::string> ids;
+        {
+          std::lock_guard lock(self->index_mutex_);
+          // Exports that finished while the list was on its way stay, and
+          // what is known of the permissions.
+          for (auto& [id, entry] : self->index_) {
+            auto [it, added] = index.emplace(id, entry);
+            if (!added) it->second.writable = entry.writable;
+          }
+          self->index_ = std::move(index);
+          self->index_loaded_ = true;
+          for (auto& [id, entry] : self->index_) ids.push_back(id);
+        }
+        g_debug("document index of %s: %zu documents", self->app_id_.c_str(), ids.size());
+        self->learn_permissions(ids);
       },
       alive);
 }
@@ -442,13 +452,23 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
       auto resolved = resolved_path(item.fd.get());
       indexed = resolved ? *resolved : item.host_path;
     }
-    index_[item.doc_id] = indexed;
+    {
+      std::lock_guard lock(index_mutex_);
+      auto& entry = index_[item.doc_id];
+      entry.host_path = indexed;
+      // Granted now; what else the document portal holds for it comes below.
+      if (job->writable()) entry.writable = true;
+    }
     g_debug("exported %s to app %s as %s", item.host_path.c_str(), app_id_.c_str(), guest_uri);
     guest_uris.emplace_back(guest_uri);
   }
   std::string last_doc_id = job->items.empty() ? "" : job->items.back().doc_id;
   bool writable = job->writable();
+  std::vector<std::string> ids;
+  if (!writable)
+    for (auto& item : job->items) ids.push_back(item.doc_id);
   done(std::move(guest_uris), nullptr);
+  if (!ids.empty()) learn_permissions(ids);
   if (!last_doc_id.empty()) persist(last_doc_id, writable);  // after the guest has its answer
 }
 
@@ -476,6 +496,54 @@ void DocumentExporter::persist(const std::string& doc_id, bool writable) {
         }
       },
       new std::shared_ptr<DocumentExporter*>(alive_));
+}
+
+bool DocumentExporter::index_loaded() const {
+  std::lock_guard lock(index_mutex_);
+  return index_loaded_;
+}
+
+std::optional<bool> DocumentExporter::document_writable(const std::string& doc_id) const {
+  std::lock_guard lock(index_mutex_);
+  auto found = index_.find(doc_id);
+  if (found == index_.end()) return std::nullopt;
+  return found->second.writable;
+}
+
+// Asks the document portal what this app may do with each document
+// (Documents.Info: the apps and their permissions), all calls at once.
+void DocumentExporter::learn_permissions(const std::vector<std::string>& doc_ids) {
+  GDBusConnection* bus = connection();
+  if (bus == nullptr) return;
+  for (const std::string& doc_id : doc_ids) {
+    struct Ask {
+      std::shared_ptr<DocumentExporter*> alive;
+      std::string doc_id;
+    };
+    g_dbus_connection_call(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "Info", g_variant_new("(s)", doc_id.c_str()),
+        G_VARIANT_TYPE("(aya{sas})"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Ask> ask(static_cast<Ask*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          DocumentExporter* self = *ask->alive;
+          if (self == nullptr) return;
+          if (reply == nullptr) {
+            g_debug("no permissions of document %s: %s", ask->doc_id.c_str(), error->message);
+            return;
+          }
+          g_autoptr(GVariant) apps = g_variant_get_child_value(reply, 1);
+          g_autofree const char** permissions = nullptr;
+          bool writable = false;
+          if (g_variant_lookup(apps, self->app_id_.c_str(), "^a&s", &permissions))
+            for (const char** p = permissions; *p != nullptr; p++) writable = writable || g_str_equal(*p, "write");
+          std::lock_guard lock(self->index_mutex_);
+          auto found = self->index_.find(ask->doc_id);
+          if (found != self->index_.end()) found->second.writable = writable;
+        },
+        new Ask{alive_, doc_id});
+  }
 }
 
 std::optional<std::string> DocumentExporter::guest_path_to_host_path(const std::string& guest_path,
@@ -516,18 +584,22 @@ std::optional<std::string> DocumentExporter::guest_path_to_host_path(const std::
   const std::string& name = components[base.size() + 1];
   std::vector<std::string> inside(components.begin() + ptrdiff_t(base.size()) + 2, components.end());
 
-  if (!index_loaded_) {
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
-                "cannot look up “%s”: the VM's document index is still loading; try again",
-                printable(guest_path).c_str());
-    return std::nullopt;
+  std::string host_path;
+  {
+    std::lock_guard lock(index_mutex_);
+    if (!index_loaded_) {
+      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                  "cannot look up “%s”: the VM's document index is still loading; try again",
+                  printable(guest_path).c_str());
+      return std::nullopt;
+    }
+    auto indexed = index_.find(doc_id);
+    if (indexed == index_.end()) return not_allowed("names no document shared with this VM");
+    host_path = indexed->second.host_path;
   }
-  auto indexed = index_.find(doc_id);
-  if (indexed == index_.end()) return not_allowed("names no document shared with this VM");
-  g_autofree char* document_name = g_path_get_basename(indexed->second.c_str());
+  g_autofree char* document_name = g_path_get_basename(host_path.c_str());
   if (name != document_name) return not_allowed("is not the file of document " + doc_id);
 
-  const std::string& host_path = indexed->second;
   struct stat st;
   if (inside.empty()) {
     if (lstat(host_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return not_allowed("is a symbolic link");

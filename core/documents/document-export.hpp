@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -73,11 +74,17 @@ class DocumentExporter {
   // VM) is a SIDEBUS_ERROR_NOT_ALLOWED error; a missing file inside an
   // exported directory is NOT_FOUND; before the index is loaded, FAILED.
   // Error messages name only guest paths: they may be returned to the guest.
+  // Thread-safe: the relay thread of a link maps the guest's fds with it
+  // (forwarded document references, link/framed-link.hpp).
   std::optional<std::string> guest_path_to_host_path(const std::string& guest_path, GError** error) const;
+  // Whether this VM may write document @doc_id, as the document portal says
+  // (asked after every export and index load); nullopt while that is not
+  // known. Thread-safe.
+  std::optional<bool> document_writable(const std::string& doc_id) const;
 
   // Loads the index of this app's documents again (asynchronously).
   void reload_index();
-  bool index_loaded() const { return index_loaded_; }
+  bool index_loaded() const;
   // Exports not yet confirmed on disk by the permission store (see
   // document-export.cpp); the broker waits for 0 before it stops the bus.
   size_t unpersisted() const { return unpersisted_; }
@@ -97,12 +104,21 @@ class DocumentExporter {
                 GError* call_error);
   void finish_job(const std::shared_ptr<Job>& job);
   void persist(const std::string& doc_id, bool writable);
+  void learn_permissions(const std::vector<std::string>& doc_ids);
+
+  struct IndexEntry {
+    std::string host_path;
+    std::optional<bool> writable;  // the VM's "write" permission, once known
+  };
 
   PrivateBus& private_bus_;
   std::string app_id_;
   std::string documents_mount_;
   std::string guest_documents_path_;
-  std::map<std::string, std::string> index_;  // document id → host path, this app's documents
+  // index_ and index_loaded_ are written on the main thread and read from
+  // relay threads too: under index_mutex_.
+  mutable std::mutex index_mutex_;
+  std::map<std::string, IndexEntry> index_;  // document id → host path, this app's documents
   bool index_loaded_ = false;
   size_t unpersisted_ = 0;
   std::deque<std::shared_ptr<Job>> waiting_;  // exports with batches to send, in turn

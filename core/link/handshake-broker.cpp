@@ -9,33 +9,47 @@
 
 namespace sidebus::handshake {
 
-bool broker_begin(int fd, bool transport_carries_fds, gint64 deadline, const char* what, Hello* hello, bool* fds,
-                  GError** error) {
+bool broker_begin(int fd, bool transport_carries_fds, const BrokerOffer& offer, gint64 deadline, const char* what,
+                  Hello* hello, Terms* terms, GError** error) {
   std::string line;
   if (!read_line(fd, "\n", kMaxLineLength, deadline, what, &line, error)) return false;
   GError* parse_error = nullptr;
   if (!parse_hello(line, hello, &parse_error)) {
     broker_refuse(fd, g_error_matches(parse_error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED)
-                          ? "unsupported protocol version, this broker speaks 1"
+                          ? std::string(kUnsupportedVersionReason) + ", this broker speaks 1 and 2"
                           : "malformed handshake");
     g_propagate_error(error, parse_error);
     return false;
   }
-  *fds = hello->fds && transport_carries_fds;
-  return write_all(fd, format_reply(Reply{true, *fds, {}}), deadline, what, error);
+  Terms agreed;
+  agreed.version = hello->version;
+  agreed.native_fds = hello->fds && transport_carries_fds;
+  Reply reply;
+  reply.ok = true;
+  reply.version = agreed.version;
+  reply.fds = agreed.native_fds;
+  if (agreed.version >= 2) {
+    agreed.framed = !agreed.native_fds && offer.forward_fds;
+    std::string encoded = encode_documents_path(offer.documents_path);
+    agreed.documents_path = encoded.empty() || encoded == "-" ? std::string() : offer.documents_path;
+    reply.framed = agreed.framed;
+    reply.documents_path = agreed.documents_path;
+  }
+  *terms = agreed;
+  return write_all(fd, format_reply(reply), deadline, what, error);
 }
 
-bool broker_finish(int fd, gint64 deadline, const char* what, bool* fds, GError** error) {
+bool broker_finish(int fd, gint64 deadline, const char* what, Terms* terms, GError** error) {
   std::string line;
   Ready ready;
   if (!read_line(fd, "\n", kMaxLineLength, deadline, what, &line, error) || !parse_ready(line, &ready, error))
     return false;
-  if (ready.fds && !*fds) {
+  if (ready.fds && !terms->native_fds && !terms->framed) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                "%s announced fd passing in READY although the broker refused it", what);
+                "%s announced fd passing in READY although the link carries none", what);
     return false;
   }
-  *fds = ready.fds;
+  terms->fds = ready.fds;
   return true;
 }
 

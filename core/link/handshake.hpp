@@ -30,18 +30,37 @@ bool write_all(int fd, std::string_view data, gint64 deadline, const char* what,
 
 // ---- the two ends of the exchange, on a connected link fd ----
 
-// Broker: reads SIDEBUS, answers OK (or ERROR and fails). *fds is the agreed
-// value (hello.fds && transport_carries_fds).
-bool broker_begin(int fd, bool transport_carries_fds, gint64 deadline, const char* what, Hello* hello, bool* fds,
-                  GError** error);
-// Broker: reads READY; *fds may only stay or drop.
-bool broker_finish(int fd, gint64 deadline, const char* what, bool* fds, GError** error);
+// What the two ends agreed (handshake-lines.hpp has the lines).
+struct Terms {
+  uint32_t version = kProtocolVersion;  // 1 or 2
+  bool native_fds = false;  // fds pass as they are (SCM_RIGHTS on a unix socket; both ends can)
+  bool framed = false;      // protocol 2 on a byte-only transport: frames, fds forwarded as channels
+  std::string documents_path;  // protocol 2: the guest documents path the broker announced ("" if none)
+  bool fds = false;  // after READY: the guest bus agreed to fd passing, and the link carries fds (either way)
+};
+
+// What the broker offers a protocol 2 agent.
+struct BrokerOffer {
+  bool forward_fds = true;     // frame byte-only links (protocol 2)
+  std::string documents_path;  // announced in OK 2 (must fit kMaxDocsFieldLength encoded; else "-")
+};
+
+// Broker: reads SIDEBUS, answers OK in the agent's version (or ERROR and
+// fails). A protocol 1 agent gets protocol 1 (raw stream, fds only natively).
+bool broker_begin(int fd, bool transport_carries_fds, const BrokerOffer& offer, gint64 deadline, const char* what,
+                  Hello* hello, Terms* terms, GError** error);
+// Broker: reads READY; terms->fds says whether fds cross (only possible on
+// a native or framed link).
+bool broker_finish(int fd, gint64 deadline, const char* what, Terms* terms, GError** error);
 // Broker: refuses the link with a reason, best effort, without blocking.
 void broker_refuse(int fd, std::string_view reason);
 
-// Agent: sends SIDEBUS, reads the reply; *fds is what the broker agreed to.
-bool agent_begin(int fd, bool transport_carries_fds, uint32_t uid, const char* agent_version, gint64 deadline,
-                 const char* what, bool* fds, GError** error);
+// Agent: sends SIDEBUS @version (1 or 2), reads the reply into *terms. A
+// broker that does not speak @version refuses with an ERROR: that is
+// G_IO_ERROR_NOT_SUPPORTED (try again with an older version), any other
+// ERROR G_IO_ERROR_CONNECTION_REFUSED.
+bool agent_begin(int fd, bool transport_carries_fds, uint32_t uid, const char* agent_version, uint32_t version,
+                 gint64 deadline, const char* what, Terms* terms, GError** error);
 // Agent: sends READY.
 bool agent_finish(int fd, bool fds, gint64 deadline, const char* what, GError** error);
 

@@ -9,7 +9,8 @@ namespace sidebus {
 
 struct LinkPeerInfo {
   uint32_t protocol_version = 0;
-  bool carries_fds = false;  // agreed by both ends (and the guest bus)
+  bool carries_fds = false;  // fds cross: agreed by both ends (and the guest bus), natively or forwarded
+  bool framed = false;       // protocol 2 frames: fds are forwarded as channels (framed-link.hpp)
   uint32_t guest_uid = 0;    // the agent's uid in the guest
   std::string agent_version;
   std::string transport;  // "unix:/path", "vsock:1234 from cid 3", "fd:3", ... for logs

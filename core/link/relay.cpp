@@ -14,7 +14,10 @@
 #include <system_error>
 #include <thread>
 
+#include "link/link-end.hpp"
 #include "link/message-stream.hpp"
+#include <csignal>
+#include <vector>
 #include "util/main-context.hpp"
 #include "util/socket.hpp"
 
@@ -81,34 +84,108 @@ class RateLimit {
   gint64 last_;
 };
 
+// The raw link end: messages as they are, fds with SCM_RIGHTS or not at all.
+class RawLink : public LinkEnd {
+ public:
+  RawLink(int fd, const std::string& name, size_t max_message_size, bool pass_fds)
+      : fd_(fd), pass_fds_(pass_fds), reader_(fd, name, max_message_size), writer_(fd, name, pass_fds) {}
+
+  void add_pollfds(std::vector<struct pollfd>* pfds, bool deliver, size_t) override {
+    short events = 0;
+    if (deliver && !ended_) events |= POLLIN;
+    if (!writer_.empty()) events |= POLLOUT;
+    polled_in_ = events & POLLIN;
+    pfds->push_back({fd_, events, 0});
+  }
+  bool dispatch(const struct pollfd* pfds, GError**) override {
+    revents_ = pfds[0].revents;
+    return true;
+  }
+  bool readable() const override {
+    // A peer that hung up is read to its end even when we are not reading
+    // it otherwise: poll() reports it without being asked, every time.
+    return (revents_ & POLLIN) || (polled_in_ && reader_.has_buffered()) ||
+           ((revents_ & (POLLHUP | POLLERR)) && !ended_);
+  }
+  Next next(Message* out, Refusal*, GError** error) override {
+    switch (reader_.next(out, pass_fds_, error)) {
+      case MessageReader::Result::Message:
+        return Next::Message;
+      case MessageReader::Result::Skipped:
+        return Next::Skipped;
+      case MessageReader::Result::WouldBlock:
+        return Next::WouldBlock;
+      case MessageReader::Result::End:
+        ended_ = true;
+        return Next::End;
+      case MessageReader::Result::Failed:
+        return Next::Failed;
+    }
+    return Next::Failed;
+  }
+  bool push(Message message, Refusal*) override {
+    writer_.push(std::move(message.bytes), std::move(message.fds));
+    return true;
+  }
+  size_t queued_bytes() const override { return writer_.queued_bytes(); }
+  bool empty() const override { return writer_.empty(); }
+  bool flush(GError** error) override { return writer_.empty() || writer_.flush(error); }
+  bool end_stream() override {
+    if (!is_socket(fd_)) return false;  // no half-close on a device
+    shutdown(fd_, SHUT_WR);
+    return true;
+  }
+
+ private:
+  int fd_;
+  bool pass_fds_;
+  MessageReader reader_;
+  MessageWriter writer_;
+  short revents_ = 0;
+  bool polled_in_ = false;
+  bool ended_ = false;
+};
+
 class Loop {
  public:
   explicit Loop(std::shared_ptr<State> holder)
       : state_holder_(holder),
         state_(*holder),
-        readers_{MessageReader(holder->fds[kLocal].get(), holder->names[kLocal], wire::kMaxMessageSize),
-                 MessageReader(holder->fds[kLink].get(), holder->names[kLink],
-                               holder->options.guest_limits ? holder->options.guest_limits->max_message_size
-                                                            : wire::kMaxMessageSize)},
-        writers_{MessageWriter(holder->fds[kLocal].get(), holder->names[kLocal], holder->options.pass_fds),
-                 MessageWriter(holder->fds[kLink].get(), holder->names[kLink], holder->options.pass_fds)},
+        reader_(holder->fds[kLocal].get(), holder->names[kLocal], wire::kMaxMessageSize),
+        writer_(holder->fds[kLocal].get(), holder->names[kLocal], holder->options.pass_fds),
         rate_(holder->options.guest_messages_per_second) {
-    if (state_.options.guest_limits) traffic_.emplace(*state_.options.guest_limits);
+    const Relay::Options& options = state_.options;
+    size_t max_message_size = options.guest_limits ? options.guest_limits->max_message_size : wire::kMaxMessageSize;
+    if (options.framed) {
+      FramedLinkOptions framed = *options.framed;
+      framed.max_message_size = max_message_size;
+      link_ = make_framed_link(state_.fds[kLink].get(), state_.names[kLink], std::move(framed),
+                               &state_.counters.forwarding);
+    } else {
+      link_ = std::make_unique<RawLink>(state_.fds[kLink].get(), state_.names[kLink], max_message_size,
+                                        options.pass_fds);
+    }
+    if (options.guest_limits) traffic_.emplace(*options.guest_limits);
   }
 
   void run();
 
  private:
-  bool read_from(int side);
+  bool read_local();
+  bool read_link();
   void from_guest(Message message);
   void refuse(const wire::MessageHeader& header, const char* error_name, const std::string& why);
+  void refuse_incoming(const wire::MessageHeader& header, const Refusal& refusal);
+  void refuse_outgoing(const wire::MessageHeader& header, const Refusal& refusal);
+  uint32_t take_serial();
   void log_refusal(const std::string& what);
   void finish(int side, GError* error);
 
   std::shared_ptr<State> state_holder_;
   State& state_;
-  MessageReader readers_[2];
-  MessageWriter writers_[2];  // writers_[side] writes to that side
+  MessageReader reader_;  // the local side
+  MessageWriter writer_;
+  std::unique_ptr<LinkEnd> link_;
   bool ended_[2] = {false, false};  // the side closed its stream
   bool shut_[2] = {false, false};   // we passed the other side's end on to it
   int first_end_ = -1;
@@ -122,84 +199,120 @@ class Loop {
 };
 
 void Loop::run() {
+  std::vector<struct pollfd> pfds;
   while (!done_) {
     const gint64 now = g_get_monotonic_time();
-    struct pollfd pfds[3] = {};
-    for (int side : {kLocal, kLink}) {
-      int other = 1 - side;
-      short events = 0;
-      bool paused = side == kLink && paused_until_ > now;
-      if (!ended_[side] && !paused && writers_[other].queued_bytes() < kHighWater) events |= POLLIN;
-      if (!writers_[side].empty()) events |= POLLOUT;
-      pfds[side] = {state_.fds[side].get(), events, 0};
-    }
-    pfds[2] = {state_.stop.get(), POLLIN, 0};
-    int timeout_ms = paused_until_ > now ? int((paused_until_ - now + 999) / 1000) : -1;
+    pfds.clear();
+    short local_events = 0;
+    if (!ended_[kLocal] && link_->queued_bytes() < kHighWater) local_events |= POLLIN;
+    if (!writer_.empty()) local_events |= POLLOUT;
+    pfds.push_back({state_.fds[kLocal].get(), local_events, 0});
+    pfds.push_back({state_.stop.get(), POLLIN, 0});
+    const bool paused = paused_until_ > now;
+    const bool deliver = !ended_[kLink] && !paused && writer_.queued_bytes() < kHighWater &&
+                         (!traffic_ || link_->queued_bytes() < kHighWater);
+    link_->add_pollfds(&pfds, deliver, writer_.queued_bytes());
+    int timeout_ms = paused ? int((paused_until_ - now + 999) / 1000) : -1;
     // What a reader holds already is not the fd's: do not wait for it.
-    bool buffered[2];
-    for (int side : {kLocal, kLink}) {
-      buffered[side] = (pfds[side].events & POLLIN) && readers_[side].has_buffered();
-      if (buffered[side]) timeout_ms = 0;
-    }
-    int n = poll(pfds, 3, timeout_ms);
+    const bool local_buffered = (local_events & POLLIN) && reader_.has_buffered();
+    if (local_buffered || (deliver && link_->readable())) timeout_ms = 0;
+    int n = poll(pfds.data(), nfds_t(pfds.size()), timeout_ms);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 || (pfds[2].revents & POLLIN)) return finish(-1, nullptr);
+    if (n < 0 || (pfds[1].revents & POLLIN)) return finish(-1, nullptr);
 
-    for (int side : {kLocal, kLink}) {
-      short revents = pfds[side].revents;
-      // A peer that hung up is read to its end even when we are not reading
-      // it otherwise: poll() reports it without being asked, every time.
-      bool readable =
-          (revents & POLLIN) || buffered[side] || ((revents & (POLLHUP | POLLERR)) && !ended_[side]);
-      if (readable && !read_from(side)) return;
-    }
-    for (int side : {kLocal, kLink}) {
-      if (writers_[side].empty()) continue;
-      GError* error = nullptr;
-      if (!writers_[side].flush(&error)) return finish(side, error);
-    }
+    short local_revents = pfds[0].revents;
+    bool local_readable =
+        (local_revents & POLLIN) || local_buffered || ((local_revents & (POLLHUP | POLLERR)) && !ended_[kLocal]);
+    if (local_readable && !read_local()) return;
+    GError* error = nullptr;
+    if (!link_->dispatch(&pfds[2], &error)) return finish(kLink, error);
+    if (link_->readable() && !read_link()) return;
+    if (!writer_.empty() && !writer_.flush(&error)) return finish(kLocal, error);
+    if (!link_->flush(&error)) return finish(kLink, error);
     // An end is passed on once everything queued before it was written.
-    for (int side : {kLocal, kLink}) {
-      int other = 1 - side;
-      if (!ended_[side] || shut_[other] || !writers_[other].empty()) continue;
-      shut_[other] = true;
-      if (!is_socket(state_.fds[other].get())) return finish(side, nullptr);  // no half-close on a device
-      shutdown(state_.fds[other].get(), SHUT_WR);
+    if (ended_[kLocal] && !shut_[kLink] && link_->empty()) {
+      shut_[kLink] = true;
+      if (!link_->end_stream()) return finish(kLocal, nullptr);
+      if (!link_->flush(&error)) return finish(kLink, error);
     }
-    if (ended_[kLocal] && ended_[kLink] && shut_[kLocal] && shut_[kLink]) return finish(first_end_, nullptr);
+    if (ended_[kLink] && !shut_[kLocal] && writer_.empty()) {
+      shut_[kLocal] = true;
+      if (!is_socket(state_.fds[kLocal].get())) return finish(kLink, nullptr);
+      shutdown(state_.fds[kLocal].get(), SHUT_WR);
+    }
+    if (ended_[kLocal] && ended_[kLink] && shut_[kLocal] && shut_[kLink] && link_->empty())
+      return finish(first_end_, nullptr);
   }
 }
 
-bool Loop::read_from(int side) {
+// What the local peer sent: to the link (at the broker end, a reply to a
+// guest call releases what the call was charged).
+bool Loop::read_local() {
   for (int i = 0; i < kBatch; i++) {
-    if (side == kLink && paused_until_ > g_get_monotonic_time()) return true;
-    if (writers_[1 - side].queued_bytes() >= kHighWater && !ended_[side]) return true;
+    if (link_->queued_bytes() >= kHighWater && !ended_[kLocal]) return true;
     Message message;
     GError* error = nullptr;
-    switch (readers_[side].next(&message, state_.options.pass_fds, &error)) {
+    switch (reader_.next(&message, state_.options.pass_fds, &error)) {
       case MessageReader::Result::WouldBlock:
         return true;
       case MessageReader::Result::End:
-        ended_[side] = true;
-        if (first_end_ < 0) first_end_ = side;
+        ended_[kLocal] = true;
+        if (first_end_ < 0) first_end_ = kLocal;
         return true;
       case MessageReader::Result::Failed:
-        finish(side, error);
+        finish(kLocal, error);
         return false;
-      case MessageReader::Result::Skipped: {
+      case MessageReader::Result::Skipped:
+        break;  // (local messages are never above the protocol's own limit)
+      case MessageReader::Result::Message: {
+        if (traffic_) traffic_->sent(message.header);
+        std::optional<wire::MessageHeader> header;
+        if (!message.fds.empty()) header = message.header;
+        Refusal refusal;
+        if (!link_->push(std::move(message), &refusal)) refuse_outgoing(*header, refusal);
+        break;
+      }
+    }
+  }
+  return true;
+}
+
+// What came over the link: to the local peer (at the broker end, checked first).
+bool Loop::read_link() {
+  for (int i = 0; i < kBatch; i++) {
+    if (paused_until_ > g_get_monotonic_time()) return true;
+    if (writer_.queued_bytes() >= kHighWater && !ended_[kLink]) return true;
+    // A guest that sends without reading what it is answered (refusals
+    // among it) is read no further than that queue's mark either.
+    if (traffic_ && link_->queued_bytes() >= kHighWater && !ended_[kLink]) return true;
+    Message message;
+    Refusal refusal;
+    GError* error = nullptr;
+    switch (link_->next(&message, &refusal, &error)) {
+      case LinkEnd::Next::WouldBlock:
+        return true;
+      case LinkEnd::Next::End:
+        ended_[kLink] = true;
+        if (first_end_ < 0) first_end_ = kLink;
+        return true;
+      case LinkEnd::Next::Failed:
+        finish(kLink, error);
+        return false;
+      case LinkEnd::Next::Skipped: {
         g_autofree char* why = g_strdup_printf(
             "the message is %zu bytes, more than the %zu the broker accepts (broker.max_message_size)", message.size,
             traffic_ ? traffic_->limits().max_message_size : wire::kMaxMessageSize);
         refuse(message.header, kLimitsExceeded, why);
         break;
       }
-      case MessageReader::Result::Message:
-        if (side == kLocal) {
-          if (traffic_) traffic_->sent(message.header);
-          writers_[kLink].push(std::move(message.bytes), std::move(message.fds));
-        } else {
+      case LinkEnd::Next::Refused:
+        refuse_incoming(message.header, refusal);
+        break;
+      case LinkEnd::Next::Message:
+        if (!traffic_)
+          writer_.push(std::move(message.bytes), std::move(message.fds));
+        else
           from_guest(std::move(message));
-        }
         break;
     }
   }
@@ -207,10 +320,6 @@ bool Loop::read_from(int side) {
 }
 
 void Loop::from_guest(Message message) {
-  if (!traffic_) {
-    writers_[kLocal].push(std::move(message.bytes), std::move(message.fds));
-    return;
-  }
   const wire::MessageHeader& header = message.header;
   const gint64 now = g_get_monotonic_time();
   using wire::MessageType;
@@ -228,7 +337,7 @@ void Loop::from_guest(Message message) {
   if (!state_.options.pass_fds && header.unix_fds == 0 && header.signature.find('h') != std::string::npos) {
     refuse(header, kNotSupported,
            "this VM's link (" + state_.names[kLink] +
-               ") cannot carry file descriptors; use a unix-socket link that passes fds");
+               ") cannot carry file descriptors; use a unix-socket link that passes fds, or a link of protocol 2");
     return;
   }
   // The values GDBus would allocate, counted before it sees any of them.
@@ -255,7 +364,7 @@ void Loop::from_guest(Message message) {
   switch (traffic_->admit(header, message.size, now, &error_name, &why)) {
     case GuestTraffic::Verdict::Forward:
       state_.counters.forwarded++;
-      writers_[kLocal].push(std::move(message.bytes), std::move(message.fds));
+      writer_.push(std::move(message.bytes), std::move(message.fds));
       break;
     case GuestTraffic::Verdict::Refuse:
       refuse(header, error_name.c_str(), why);
@@ -265,6 +374,73 @@ void Loop::from_guest(Message message) {
       log_refusal("dropped a " + std::string(header.fixed.type == MessageType::Signal ? "signal" : "no-reply call") +
                   " from " + header.sender + " (over broker.max_signals_per_second)");
       break;
+  }
+}
+
+uint32_t Loop::take_serial() {
+  uint32_t serial = next_serial_;
+  next_serial_ = next_serial_ > 0x80000000u ? next_serial_ - 1 : 0xFFFFFFFF;
+  return serial;
+}
+
+namespace {
+std::string describe(const wire::MessageHeader& header) {
+  using wire::MessageType;
+  std::string what = header.fixed.type == MessageType::MethodReturn ? "a reply"
+                     : header.fixed.type == MessageType::Error      ? "an error " + header.error_name
+                     : header.fixed.type == MessageType::Signal     ? "signal " + header.interface_name + "." + header.member
+                                                                    : header.interface_name + "." + header.member;
+  if (!header.sender.empty()) what += " from " + header.sender;
+  if (!header.destination.empty()) what += " to " + header.destination;
+  return what;
+}
+}  // namespace
+
+// A message from the link whose fds could not be made here: a call is
+// answered over the link, a reply becomes an error for the local caller.
+void Loop::refuse_incoming(const wire::MessageHeader& header, const Refusal& refusal) {
+  using wire::MessageType;
+  bool wants_reply = header.fixed.type == MessageType::MethodCall && !(header.fixed.flags & wire::kFlagNoReplyExpected);
+  if (wants_reply && (!header.sender.empty() || !traffic_)) {
+    state_.counters.refused++;
+    log_refusal("refused " + describe(header) + " with " + refusal.error_name + ": " + refusal.why);
+    Message error;
+    error.bytes = wire::encode_error(take_serial(), header.fixed.serial, header.sender, refusal.error_name, refusal.why);
+    Refusal ignored;
+    link_->push(std::move(error), &ignored);
+  } else if (header.fixed.type == MessageType::MethodReturn) {
+    state_.counters.refused++;
+    log_refusal("turned " + describe(header) + " into " + refusal.error_name + ": " + refusal.why);
+    writer_.push(wire::encode_error(take_serial(), header.reply_serial, header.destination, refusal.error_name,
+                                    refusal.why),
+                 {});
+  } else {
+    state_.counters.dropped++;
+    log_refusal("dropped " + describe(header) + ": " + refusal.why);
+  }
+}
+
+// A message from the local peer whose fds cannot cross: a call is answered
+// here, a reply becomes an error for the caller on the other side.
+void Loop::refuse_outgoing(const wire::MessageHeader& header, const Refusal& refusal) {
+  using wire::MessageType;
+  bool wants_reply = header.fixed.type == MessageType::MethodCall && !(header.fixed.flags & wire::kFlagNoReplyExpected);
+  if (wants_reply) {
+    state_.counters.refused++;
+    log_refusal("refused " + describe(header) + " with " + refusal.error_name + ": " + refusal.why);
+    writer_.push(wire::encode_error(take_serial(), header.fixed.serial, header.sender, refusal.error_name, refusal.why),
+                 {});
+  } else if (header.fixed.type == MessageType::MethodReturn) {
+    state_.counters.refused++;
+    log_refusal("turned " + describe(header) + " into " + refusal.error_name + ": " + refusal.why);
+    Message error;
+    error.bytes =
+        wire::encode_error(take_serial(), header.reply_serial, header.destination, refusal.error_name, refusal.why);
+    Refusal ignored;
+    link_->push(std::move(error), &ignored);
+  } else {
+    state_.counters.dropped++;
+    log_refusal("dropped " + describe(header) + ": " + refusal.why);
   }
 }
 
@@ -282,8 +458,10 @@ void Loop::refuse(const wire::MessageHeader& header, const char* error_name, con
   }
   state_.counters.refused++;
   log_refusal("refused " + what + " with " + error_name + ": " + why);
-  writers_[kLink].push(wire::encode_error(next_serial_, header.fixed.serial, header.sender, error_name, why), {});
-  next_serial_ = next_serial_ > 0x80000000u ? next_serial_ - 1 : 0xFFFFFFFF;
+  Message error;
+  error.bytes = wire::encode_error(take_serial(), header.fixed.serial, header.sender, error_name, why);
+  Refusal ignored;
+  link_->push(std::move(error), &ignored);
 }
 
 // The first refusal is a warning; a flood of them is one line per
@@ -372,7 +550,8 @@ std::unique_ptr<Relay> Relay::start(UniqueFd local, std::string local_name, Uniq
     }
     both_unix = both_unix && is_unix_socket(fd);
   }
-  options.pass_fds = options.pass_fds && both_unix;
+  // A framed link carries no SCM_RIGHTS itself: only the local side must.
+  options.pass_fds = options.pass_fds && (options.framed ? is_unix_socket(state->fds[kLocal].get()) : both_unix);
   state->options = std::move(options);
   state->stop = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!state->stop) {
@@ -385,7 +564,15 @@ std::unique_ptr<Relay> Relay::start(UniqueFd local, std::string local_name, Uniq
 
   auto relay = std::make_unique<RelayImpl>(state);
   try {
-    relay->thread_ = std::thread([state] { Loop(state).run(); });
+    relay->thread_ = std::thread([state] {
+      // A pipe whose reader went away is an EPIPE for the framed link to
+      // handle, not a signal for the whole process.
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGPIPE);
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      Loop(state).run();
+    });
   } catch (const std::system_error& e) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot start the relay thread: %s", e.what());
     return nullptr;

@@ -3,6 +3,13 @@
 // boundary) and a local unix socket (the broker's own GDBusConnection, or the
 // guest bus for the agent).
 //
+// * The link is a raw D-Bus stream (protocol 1, and links that pass fds
+//   natively) or, on a byte-only transport with protocol 2, a framed link
+//   that forwards the messages' fds as channels (framed-link.hpp). The relay
+//   is the same for both (link-end.hpp); a message whose fds cannot cross is
+//   answered where it came from: a call with an error reply, a reply turned
+//   into an error for the caller waiting for it, anything else dropped with
+//   a warning.
 // * Whole messages (message-stream.hpp): fds stay with their message, and
 //   at the broker end every message from the guest is checked before the
 //   broker sees it: its size (above broker.max_message_size it is refused
@@ -13,8 +20,10 @@
 //   malformed header, an fd where none may come) loses its link.
 // * Nothing waits on the other side: the relay thread polls both fds and a
 //   stop eventfd; when what is queued toward one side passes a high-water
-//   mark it stops reading the other (backpressure), and a guest that sends
-//   more than broker.max_messages_per_second is read more slowly.
+//   mark it stops reading the other (backpressure) — at the broker end also
+//   the guest's own side, so a guest that does not read what it is answered
+//   cannot make the queue toward it grow — and a guest that sends more than
+//   broker.max_messages_per_second is read more slowly.
 // * The end of one side is passed on once what was queued for the other
 //   side is written (shutdown(SHUT_WR) on a socket); on_done runs once both
 //   directions ended, or at once on an error, on the main context the relay
@@ -30,6 +39,7 @@
 #include <optional>
 #include <string>
 
+#include "link/framed-link.hpp"
 #include "link/guest-traffic.hpp"
 #include "util/unique-fd.hpp"
 
@@ -41,9 +51,12 @@ class Relay {
   using DoneFunc = std::function<void(Side ended_first, const GError* error)>;
 
   struct Options {
-    // Both fds are unix sockets and the link carries fds: they pass with
-    // their messages. Otherwise an fd from either side is an error.
+    // Raw link: both fds are unix sockets and the link carries fds: they
+    // pass with their messages; otherwise an fd from either side is an
+    // error. Framed link: the local socket's peer agreed to fd passing.
     bool pass_fds = false;
+    // Present: protocol 2 frames on the link, fds forwarded as channels.
+    std::optional<FramedLinkOptions> framed;
     // The broker end: what comes over the link is the guest's, and these
     // limits apply to it. The agent end: none.
     std::optional<GuestTrafficLimits> guest_limits;
@@ -59,6 +72,7 @@ class Relay {
     std::atomic<uint64_t> refused{0};   // answered with an error by the relay
     std::atomic<uint64_t> dropped{0};   // signals and no-reply calls over the limits
     std::atomic<uint64_t> throttled{0};  // times reading was slowed down
+    FramedLinkCounters forwarding;       // framed links: fds and channels
   };
 
   static std::unique_ptr<Relay> start(UniqueFd local, std::string local_name, UniqueFd link, std::string link_name,

@@ -56,7 +56,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       "an accepted SIDEBUS line formats back to itself");
   round_trip<Reply>(
       line, parse_reply, format_reply,
-      [](const Reply& a, const Reply& b) { return a.ok == b.ok && a.fds == b.fds && a.reason == b.reason; },
+      [](const Reply& a, const Reply& b) {
+        return a.ok == b.ok && a.fds == b.fds && a.reason == b.reason &&
+               (!a.ok || (a.version == b.version && a.framed == b.framed && a.documents_path == b.documents_path));
+      },
       "an accepted OK/ERROR line formats back to itself");
   round_trip<Ready>(
       line, parse_ready, format_ready, [](const Ready& a, const Ready& b) { return a.fds == b.fds; },

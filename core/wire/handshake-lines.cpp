@@ -121,16 +121,49 @@ bool split_fields(std::string_view line, const std::vector<std::string_view>& fi
   return true;
 }
 
-bool check_version(std::string_view line, std::string_view text, GError** error) {
+bool check_version(std::string_view line, std::string_view text, uint32_t* out, GError** error) {
   uint32_t version = 0;
   if (!parse_uint32(line, "protocol version", text, &version, error)) return false;
-  if (version != kProtocolVersion) {
+  if (version < kMinProtocolVersion || version > kProtocolVersion) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                "link protocol version %u is not supported (this end speaks %u): install the same sidebus "
+                "link protocol version %u is not supported (this end speaks %u to %u): install the same sidebus "
                 "version on the host and in the guest",
-                version, kProtocolVersion);
+                version, kMinProtocolVersion, kProtocolVersion);
     return false;
   }
+  *out = version;
+  return true;
+}
+
+bool is_unreserved(char c) { return g_ascii_isalnum(c) || c == '/' || c == '.' || c == '_' || c == '~' || c == '-'; }
+
+// The docs= value: "-" (none) or the canonical percent-encoding of an absolute path.
+bool parse_documents_path(std::string_view line, std::string_view text, std::string* out, GError** error) {
+  if (text == "-") {
+    out->clear();
+    return true;
+  }
+  if (text.size() > kMaxDocsFieldLength) return fail(error, line, "docs is longer than %zu bytes", kMaxDocsFieldLength);
+  std::string path;
+  for (size_t i = 0; i < text.size(); i++) {
+    char c = text[i];
+    if (is_unreserved(c)) {
+      path += c;
+      continue;
+    }
+    if (c != '%') return fail(error, line, "docs holds “%c”, which must be percent-encoded", c);
+    if (text.size() - i < 3) return fail(error, line, "docs ends in the middle of a percent-escape");
+    auto hex = [](char h) { return (h >= '0' && h <= '9') ? h - '0' : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1; };
+    int high = hex(text[i + 1]), low = hex(text[i + 2]);
+    if (high < 0 || low < 0) return fail(error, line, "docs has a percent-escape that is not two upper-case hex digits");
+    char decoded = static_cast<char>(high * 16 + low);
+    if (decoded == '\0') return fail(error, line, "docs holds a NUL byte");
+    if (is_unreserved(decoded)) return fail(error, line, "docs percent-encodes “%c”, which needs no escape", decoded);
+    path += decoded;
+    i += 2;
+  }
+  if (path.empty() || path[0] != '/') return fail(error, line, "docs is not an absolute path");
+  *out = std::move(path);
   return true;
 }
 
@@ -150,6 +183,23 @@ bool is_valid_reason(std::string_view reason) {
   return true;
 }
 
+std::string encode_documents_path(std::string_view path) {
+  if (path.empty()) return "-";
+  if (path[0] != '/') return "";
+  std::string out;
+  for (char c : path) {
+    if (c == '\0') return "";
+    if (is_unreserved(c)) {
+      out += c;
+    } else {
+      char escaped[4];
+      g_snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(c));
+      out += escaped;
+    }
+  }
+  return out.size() <= kMaxDocsFieldLength ? out : "";
+}
+
 std::string format_hello(const Hello& hello) {
   std::string version = is_valid_agent_version(hello.agent_version) ? hello.agent_version : "unknown";
   return "SIDEBUS " + std::to_string(hello.version) + " fds=" + (hello.fds ? "1" : "0") +
@@ -157,7 +207,13 @@ std::string format_hello(const Hello& hello) {
 }
 
 std::string format_reply(const Reply& reply) {
-  if (reply.ok) return std::string("OK ") + std::to_string(kProtocolVersion) + " fds=" + (reply.fds ? "1" : "0") + "\n";
+  if (reply.ok && reply.version == 1) return std::string("OK 1 fds=") + (reply.fds ? "1" : "0") + "\n";
+  if (reply.ok) {
+    std::string docs = encode_documents_path(reply.documents_path);
+    if (docs.empty()) docs = "-";
+    return std::string("OK 2 fds=") + (reply.fds ? "1" : "0") + " framed=" + (reply.framed && !reply.fds ? "1" : "0") +
+           " docs=" + docs + "\n";
+  }
   std::string reason = reply.reason.substr(0, kMaxReasonLength);
   for (char& c : reason)
     if (c < 0x20 || c > 0x7e) c = '?';
@@ -173,10 +229,10 @@ bool parse_hello(std::string_view line, Hello* out, GError** error) {
   if (tokens[0] != "SIDEBUS")
     return fail(error, line, "expected “SIDEBUS”: is a sidebus-agent on the other end of the link?");
   if (tokens.size() < 2) return fail(error, line, "missing protocol version");
-  if (!check_version(line, tokens[1], error)) return false;
+  Hello hello;
+  if (!check_version(line, tokens[1], &hello.version, error)) return false;
   std::vector<std::string_view> values;
   if (!split_fields(line, {tokens.begin() + 2, tokens.end()}, {"fds", "uid", "agent"}, &values, error)) return false;
-  Hello hello;
   if (!parse_flag(line, "fds", values[0], &hello.fds, error)) return false;
   if (!parse_uint32(line, "uid", values[1], &hello.uid, error)) return false;
   if (!is_valid_agent_version(values[2]))
@@ -194,18 +250,28 @@ bool parse_reply(std::string_view line, Reply* out, GError** error) {
     std::string_view reason = body.size() > 6 ? body.substr(6) : std::string_view();
     if (reason.empty()) return fail(error, line, "ERROR without a reason");
     if (!is_valid_reason(reason)) return fail(error, line, "reason longer than %zu bytes", kMaxReasonLength);
-    *out = Reply{false, false, std::string(reason)};
+    Reply refused;
+    refused.reason = std::string(reason);
+    *out = std::move(refused);
     return true;
   }
   std::vector<std::string_view> tokens;
   if (!split_line(line, &tokens, error)) return false;
   if (tokens[0] != "OK") return fail(error, line, "expected “OK” or “ERROR”: is a sidebus-broker on the other end?");
   if (tokens.size() < 2) return fail(error, line, "missing protocol version");
-  if (!check_version(line, tokens[1], error)) return false;
+  Reply reply;
+  reply.ok = true;
+  if (!check_version(line, tokens[1], &reply.version, error)) return false;
   std::vector<std::string_view> values;
-  if (!split_fields(line, {tokens.begin() + 2, tokens.end()}, {"fds"}, &values, error)) return false;
-  Reply reply{true, false, {}};
+  std::vector<std::string_view> keys = {"fds"};
+  if (reply.version >= 2) keys = {"fds", "framed", "docs"};
+  if (!split_fields(line, {tokens.begin() + 2, tokens.end()}, keys, &values, error)) return false;
   if (!parse_flag(line, "fds", values[0], &reply.fds, error)) return false;
+  if (reply.version >= 2) {
+    if (!parse_flag(line, "framed", values[1], &reply.framed, error)) return false;
+    if (reply.fds && reply.framed) return fail(error, line, "a link that carries fds is never framed");
+    if (!parse_documents_path(line, values[2], &reply.documents_path, error)) return false;
+  }
   *out = std::move(reply);
   return true;
 }

@@ -1,15 +1,28 @@
 // handshake-lines.hpp — the versioned text handshake that opens every guest
-// link, before the raw D-Bus stream:
+// link, before the D-Bus stream (protocol 1: raw; protocol 2: raw on links
+// that carry fds, frames on byte-only links, wire/channel-frames.hpp):
 //
-//   agent  → broker   SIDEBUS 1 fds=<0|1> uid=<n> agent=<version>\n
-//   broker → agent    OK 1 fds=<0|1>\n          (fds = AND of both ends)
+//   agent  → broker   SIDEBUS <1|2> fds=<0|1> uid=<n> agent=<version>\n
+//                                               (the highest version it speaks;
+//                                               fds: its transport carries fds)
+//   broker → agent    OK 1 fds=<0|1>\n          (to SIDEBUS 1: fds = AND of both ends)
+//                or   OK 2 fds=<0|1> framed=<0|1> docs=<path>\n
+//                                               (to SIDEBUS 2: fds as above;
+//                                               framed: fds are forwarded as
+//                                               channels, never with fds=1;
+//                                               docs: the guest documents path,
+//                                               percent-encoded, or "-")
 //                or   ERROR <reason>\n          (then the broker closes)
 //   agent  → broker   READY fds=<0|1>\n         (after the agent authenticated
-//                                               to the guest bus; may only lower)
+//                                               to the guest bus: whether it
+//                                               agreed to fd passing; only on
+//                                               an fds=1 or framed=1 link)
 //
 // Parsing and formatting are pure functions over one line (fuzzed by
-// tests/test-link-handshake.cpp): strict ASCII, fields in this exact order,
-// no duplicates, decimal numbers without sign or leading zeros, at most
+// fuzz-handshake-lines.cpp, and tests/test-link-handshake.cpp): strict
+// ASCII, fields in this exact order, no duplicates, decimal numbers without
+// sign or leading zeros, one spelling of every path (percent-escapes in
+// upper case, only where needed: every byte but [A-Za-z0-9/._~-]), at most
 // kMaxLineLength bytes including the '\n'. Anything else is rejected with a
 // G_IO_ERROR_INVALID_DATA error; an unknown protocol version with
 // G_IO_ERROR_NOT_SUPPORTED, so the broker can answer "ERROR" politely.
@@ -26,10 +39,17 @@
 
 namespace sidebus::handshake {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// The newest protocol; every version from kMinProtocolVersion on is spoken.
+inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kMinProtocolVersion = 1;
 inline constexpr size_t kMaxLineLength = 512;         // including the '\n'
 inline constexpr size_t kMaxAgentVersionLength = 64;  // [A-Za-z0-9._+~-]
 inline constexpr size_t kMaxReasonLength = 200;       // printable ASCII
+inline constexpr size_t kMaxDocsFieldLength = 400;    // the docs= value, encoded
+// The start of the ERROR reason a broker gives for a version it does not
+// speak (protocol 1 brokers say "…, this broker speaks 1"): an agent that
+// reads it may try again with an older version.
+inline constexpr char kUnsupportedVersionReason[] = "unsupported protocol version";
 
 struct Hello {
   uint32_t version = kProtocolVersion;
@@ -42,6 +62,9 @@ struct Reply {
   bool ok = false;     // OK or ERROR
   bool fds = false;    // OK only
   std::string reason;  // ERROR only
+  uint32_t version = kProtocolVersion;  // OK only: 1 or 2
+  bool framed = false;                  // OK 2 only
+  std::string documents_path;           // OK 2 only: absolute, or "" (sent as "-")
 };
 
 struct Ready {
@@ -62,6 +85,9 @@ bool parse_ready(std::string_view line, Ready* out, GError** error);
 // Is this a valid agent version string / ERROR reason?
 bool is_valid_agent_version(std::string_view version);
 bool is_valid_reason(std::string_view reason);
+// The docs= spelling of an absolute path ("" if it is not absolute, holds a
+// NUL or encodes to more than kMaxDocsFieldLength bytes; "-" for "").
+std::string encode_documents_path(std::string_view path);
 
 
 }  // namespace sidebus::handshake

@@ -45,11 +45,13 @@ std::string copy_name(const std::string& guest_path, const struct stat& st, cons
   g_autofree char* base = guest_path.empty() ? nullptr : g_path_get_basename(guest_path.c_str());
   std::string name = base != nullptr ? base : "";
   const std::string deleted = " (deleted)";
-  if (st.st_nlink == 0 && name.size() > deleted.size() &&
+  // A memfd (what a byte-only link makes of a guest file's content) shows
+  // as "/memfd:NAME (deleted)".
+  const bool memfd = guest_path.rfind("/memfd:", 0) == 0;
+  if ((st.st_nlink == 0 || memfd) && name.size() > deleted.size() &&
       name.compare(name.size() - deleted.size(), deleted.size(), deleted) == 0)
     name.resize(name.size() - deleted.size());
-  // A memfd (a byte-only link's forwarded file content) is "/memfd:<name>".
-  if (g_str_has_prefix(name.c_str(), "memfd:")) name = name.substr(strlen("memfd:"));
+  if (memfd) name = name.substr(strlen("memfd:"));
   if (!g_utf8_validate(name.c_str(), -1, nullptr)) name.clear();
   if (name.size() > 200) name.clear();  // NAME_MAX is 255 bytes
   name = safe_file_name(name);

@@ -159,6 +159,17 @@ std::optional<std::string> document_path_for(SidebusContext* context, const std:
   return base + fd_path.substr(real.size());
 }
 
+std::optional<GuestDocument> guest_document(SidebusContext* context, const GuestFd& guest) {
+  if (auto path = document_path_for(context, guest.path)) return GuestDocument{*path, guest.shown(), guest.is_writable()};
+  g_autofree char* forwarded = nullptr;
+  gboolean forwarded_writable = FALSE;
+  if (!sidebus_context_get_forwarded_document(context, guest.fd.get(), &forwarded, &forwarded_writable))
+    return std::nullopt;
+  // An O_PATH fd says nothing about writing; the link's mapping does.
+  bool writable = guest.is_opath() ? bool(forwarded_writable) : guest.is_writable();
+  return GuestDocument{forwarded, quote_for_message(forwarded), writable};
+}
+
 std::optional<GuestFd> take_guest_fd(GUnixFDList* fd_list, gint32 handle, unsigned kinds, GError** error) {
   gint n_fds = fd_list != nullptr ? g_unix_fd_list_get_length(fd_list) : 0;
   if (handle < 0 || handle >= n_fds) {

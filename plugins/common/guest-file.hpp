@@ -69,6 +69,14 @@ std::optional<HostFile> open_document(SidebusContext* context, const std::string
 // came up).
 std::optional<std::string> document_path_for(SidebusContext* context, const std::string& fd_path);
 
+// A guest fd that is one of the VM's shared documents: its guest path, how
+// messages name it, and whether the VM may write it.
+struct GuestDocument {
+  std::string path;
+  std::string shown;
+  bool writable = false;
+};
+
 // The kinds of file descriptor a method takes from the guest.
 enum GuestFdKinds : unsigned {
   kRegularFiles = 1 << 0,  // files, memfds
@@ -94,6 +102,11 @@ struct GuestFd {
 // Takes fd number @handle of @fd_list (the message's fds): it must exist and
 // be of one of @kinds.
 std::optional<GuestFd> take_guest_fd(GUnixFDList* fd_list, gint32 handle, unsigned kinds, GError** error);
+
+// The document @guest stands for, if it is one: found by its path, or, on a
+// byte-only link that forwards fds, by what the link mapped the guest's
+// document to (the fd is then the host file, its path the host's).
+std::optional<GuestDocument> guest_document(SidebusContext* context, const GuestFd& guest);
 
 // Deletes @path and everything under it, never following symlinks.
 void remove_tree(const std::string& path);

@@ -17,7 +17,8 @@ std::optional<std::vector<PreparedInput>> prepare_host_inputs(SidebusContext* co
     if (!guest) return std::nullopt;
     PreparedInput input;
     input.shown = guest->shown();
-    if (auto document = document_path_for(context, guest->path)) {
+    if (auto found = guest_document(context, *guest)) {
+      const std::string* document = &found->path;
       auto file = open_document(context, *document, error);
       if (!file) {
         g_prefix_error(error, "%s: ", input.shown.c_str());

@@ -380,9 +380,10 @@ void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUn
   const char* documents = sidebus_context_get_guest_documents_path(context_);
   std::string shown =
       guest->path.empty() ? std::string("(a file without a path)") : quote_for_message(guest->path.c_str());
-
-  if (auto document = document_path_for(context_, guest->path)) {
-    if (option_is_true(host_options, "writable") && !guest->is_writable()) {
+  if (auto found = guest_document(context_, *guest)) {
+    const std::string* document = &found->path;
+    shown = found->shown;
+    if (option_is_true(host_options, "writable") && !found->writable) {
       reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
                                      "cannot open “%s” writable: the file descriptor is read-only (open it O_RDWR)",
                                      shown.c_str()));

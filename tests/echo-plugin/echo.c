@@ -8,6 +8,12 @@
  *   ReadFd(h) → s               the first bytes read from the fd the guest sent
  *   OpenPipe(s) → h             a pipe the plugin wrote the string into (an fd
  *                               in a reply, host → guest)
+ *   ReadAll(h) → (ts)           reads the fd to its end without blocking the
+ *                               broker: how many bytes, and their SHA-256
+ *   WritePattern(t) → h         a pipe the plugin writes that many bytes into,
+ *                               byte i being i % 251, then closes
+ *   FdTransport() → s           how fds cross this VM's link: "none",
+ *                               "native" or "forwarded"
  *   GetConfig() → s             this plugin's configuration section as JSON
  *   CreateMonitor(a{sv}) → o    a session-based portal call: the host's
  *                               Inhibit.CreateMonitor, whose Response carries
@@ -27,6 +33,8 @@
  */
 #include <sidebus-plugin.h>
 #include <libpeas/peas.h>
+#include <gio/gunixinputstream.h>
+#include <gio/gunixoutputstream.h>
 #include <glib-unix.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +47,10 @@ static const char echo_xml[] =
     "    <method name='Echo'><arg type='s' direction='in'/><arg type='s' direction='out'/></method>"
     "    <method name='ReadFd'><arg type='h' direction='in'/><arg type='s' direction='out'/></method>"
     "    <method name='OpenPipe'><arg type='s' direction='in'/><arg type='h' direction='out'/></method>"
+    "    <method name='ReadAll'><arg type='h' direction='in'/><arg type='t' direction='out'/>"
+    "      <arg type='s' direction='out'/></method>"
+    "    <method name='WritePattern'><arg type='t' direction='in'/><arg type='h' direction='out'/></method>"
+    "    <method name='FdTransport'><arg type='s' direction='out'/></method>"
     "    <method name='GetConfig'><arg type='s' direction='out'/></method>"
     "    <method name='CreateMonitor'><arg type='a{sv}' direction='in'/><arg type='o' direction='out'/></method>"
     "    <method name='SessionState'><arg type='o' direction='in'/><arg type='s' direction='out'/></method>"
@@ -121,6 +133,167 @@ open_pipe (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parame
   close (fds[1]);
   fd_list = g_unix_fd_list_new_from_array (&fds[0], 1);  /* takes fds[0] */
   g_dbus_method_invocation_return_value_with_unix_fd_list (invocation, g_variant_new ("(h)", 0), fd_list);
+}
+
+/* ReadAll: asynchronous reads on the main loop, so that a stream as long
+ * as the guest likes never blocks the broker. */
+#define CHUNK (256 * 1024)
+
+typedef struct {
+  GDBusMethodInvocation *invocation;
+  GInputStream *in;
+  GChecksum *checksum;
+  guint64 size;
+  guint8 *buffer;
+} ReadAll;
+
+static void
+read_all_free (ReadAll *r)
+{
+  g_object_unref (r->invocation);
+  g_object_unref (r->in);
+  g_checksum_free (r->checksum);
+  g_free (r->buffer);
+  g_free (r);
+}
+
+static void read_all_done (GObject *source, GAsyncResult *result, gpointer data);
+
+static void
+read_all_next (ReadAll *r)
+{
+  g_input_stream_read_async (r->in, r->buffer, CHUNK, G_PRIORITY_DEFAULT, NULL, read_all_done, r);
+}
+
+static void
+read_all_done (GObject *source, GAsyncResult *result, gpointer data)
+{
+  ReadAll *r = data;
+  GError *error = NULL;
+  gssize n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
+
+  if (n < 0)
+    {
+      g_dbus_method_invocation_take_error (r->invocation, error);
+      read_all_free (r);
+      return;
+    }
+  if (n == 0)
+    {
+      g_dbus_method_invocation_return_value (r->invocation,
+                                             g_variant_new ("(ts)", r->size, g_checksum_get_string (r->checksum)));
+      read_all_free (r);
+      return;
+    }
+  g_checksum_update (r->checksum, r->buffer, n);
+  r->size += n;
+  read_all_next (r);
+}
+
+static void
+read_all (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  gint32 handle;
+  GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (invocation));
+  ReadAll *r;
+  int fd;
+
+  g_variant_get (parameters, "(h)", &handle);
+  if (fds == NULL || handle < 0 || handle >= g_unix_fd_list_get_length (fds))
+    {
+      sidebus_context_reject (self->context, invocation,
+                              g_error_new (SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "bad fd handle %d", handle));
+      return;
+    }
+  fd = g_unix_fd_list_get (fds, handle, &error);
+  if (fd < 0)
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  r = g_new0 (ReadAll, 1);
+  r->invocation = g_object_ref (invocation);
+  r->in = g_unix_input_stream_new (fd, TRUE);
+  r->checksum = g_checksum_new (G_CHECKSUM_SHA256);
+  r->buffer = g_malloc (CHUNK);
+  read_all_next (r);
+}
+
+/* WritePattern: the plugin keeps the write end and fills it asynchronously. */
+#define PATTERN_PERIOD 251
+
+typedef struct {
+  GOutputStream *out;
+  guint64 left;
+  guint64 offset;
+  guint8 *pattern; /* PATTERN_PERIOD * 1024 + PATTERN_PERIOD bytes of i % 251 */
+} WritePattern;
+
+static void write_pattern_done (GObject *source, GAsyncResult *result, gpointer data);
+
+static void
+write_pattern_next (WritePattern *w)
+{
+  if (w->left == 0)
+    {
+      g_output_stream_close (w->out, NULL, NULL);
+      g_object_unref (w->out);
+      g_free (w->pattern);
+      g_free (w);
+      return;
+    }
+  g_output_stream_write_async (w->out, w->pattern + w->offset % PATTERN_PERIOD,
+                               MIN (w->left, (guint64) PATTERN_PERIOD * 1024), G_PRIORITY_DEFAULT, NULL,
+                               write_pattern_done, w);
+}
+
+static void
+write_pattern_done (GObject *source, GAsyncResult *result, gpointer data)
+{
+  WritePattern *w = data;
+  gssize n = g_output_stream_write_finish (G_OUTPUT_STREAM (source), result, NULL);
+
+  if (n <= 0)
+    w->left = 0; /* the reader went away */
+  else
+    {
+      w->left -= n;
+      w->offset += n;
+    }
+  write_pattern_next (w);
+}
+
+static void
+write_pattern (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parameters)
+{
+  GError *error = NULL;
+  guint64 size;
+  int fds[2];
+  g_autoptr(GUnixFDList) fd_list = NULL;
+  WritePattern *w;
+  gsize i;
+
+  if (!sidebus_context_require_fds (self->context, &error))
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  g_variant_get (parameters, "(t)", &size);
+  if (!g_unix_open_pipe (fds, FD_CLOEXEC, &error))
+    {
+      sidebus_context_reject (self->context, invocation, error);
+      return;
+    }
+  w = g_new0 (WritePattern, 1);
+  w->out = g_unix_output_stream_new (fds[1], TRUE);
+  w->left = size;
+  w->pattern = g_malloc (PATTERN_PERIOD * 1025);
+  for (i = 0; i < PATTERN_PERIOD * 1025; i++)
+    w->pattern[i] = i % PATTERN_PERIOD;
+  fd_list = g_unix_fd_list_new_from_array (&fds[0], 1); /* takes fds[0] */
+  g_dbus_method_invocation_return_value_with_unix_fd_list (invocation, g_variant_new ("(h)", 0), fd_list);
+  write_pattern_next (w);
 }
 
 /* Across the plugin's instances: a request may be freed after its link. */
@@ -249,6 +422,23 @@ handle_method (GDBusConnection *connection, const char *sender, const char *path
   else if (g_str_equal (method, "OpenPipe"))
     {
       open_pipe (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "ReadAll"))
+    {
+      read_all (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "WritePattern"))
+    {
+      write_pattern (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "FdTransport"))
+    {
+      static const char *const names[] = { "none", "native", "forwarded" };
+      SidebusFdTransport transport = sidebus_context_get_fd_transport (self->context);
+      g_dbus_method_invocation_return_value (invocation,
+                                             g_variant_new ("(s)", transport <= SIDEBUS_FD_TRANSPORT_FORWARDED
+                                                                       ? names[transport]
+                                                                       : "unknown"));
     }
   else if (g_str_equal (method, "CreateMonitor"))
     {

@@ -244,7 +244,8 @@ std::optional<GuestReport> run_to_power_off(Qemu& qemu, Checker& check) {
 
 // ---- QemuHost ---------------------------------------------------------------
 
-QemuHost::QemuHost(QemuHostOptions options) : options_(std::move(options)), state_("sidebus-test-qemu-state") {
+QemuHost::QemuHost(QemuHostOptions options)
+    : options_(std::move(options)), state_("sidebus-test-qemu-state"), portal_(options_.portal) {
   restart_broker();
 }
 

@@ -154,6 +154,7 @@ struct QemuHostOptions {
   std::string link_socket;
   std::string virtiofsd;  // non-empty: the broker serves the documents (--virtiofsd)
   std::string vm_name = "vmtest";
+  HostPortalOptions portal;  // the host portal's (applications to launch, …)
 };
 
 class QemuHost {

@@ -35,6 +35,9 @@ Vm::Vm(VmOptions options)
   topology.broker.config.insert(topology.broker.config.end(), options_.config.begin(), options_.config.end());
   topology.broker.extra_args = options_.broker_args;
   if (options_.byte_only) topology.broker.listen = {"unix:" + (guest_files_ / "link.sock") + ",nofds"};
+  topology.agent_args = options_.agent_args;
+  if (options_.byte_only && options_.agent_byte_only)
+    topology.agent_args.insert(topology.agent_args.end(), {"--connect", topology.broker.listen[0]});
   if (options_.documents == GuestDocuments::kSymlinkToView) {
     documents_ = guest_files_ / "documents";
     topology.broker.guest_documents_path = documents_;

@@ -44,10 +44,17 @@ struct VmOptions {
   // More JSON drop-ins, file name → text, written after it (so they win),
   // e.g. {"60-openuri.json", R"({"portals": {"openuri": {"schemes": ["https"]}}})"}.
   std::vector<std::pair<std::string, std::string>> config;
-  bool byte_only = false;  // the link carries no fds (unix:PATH,nofds)
+  // The broker's end of the link is byte-only (unix:PATH,nofds), like a
+  // virtio-serial port: fds cross it only as link protocol 2 forwards them.
+  bool byte_only = false;
   GuestDocuments documents = GuestDocuments::kSymlinkToView;
   HostPortalOptions host;
   std::vector<std::string> broker_args;  // extra command-line arguments
+  // With byte_only: the agent's end is byte-only too (it connects to
+  // unix:PATH,nofds), as both ends of vsock are.
+  bool agent_byte_only = false;
+  // Extra agent arguments, e.g. {"--link-protocol", "1"}: no fds at all.
+  std::vector<std::string> agent_args;
 };
 
 class Vm {
