@@ -357,6 +357,17 @@ void on_link_gone(SidebusRequest* request) {
   retire(request);
 }
 
+void on_portals_restart(SidebusRequest* request) {
+  if (request->link == nullptr) return;
+  close_host_side(request);
+  if (request->invocation != nullptr) {
+    retire(request);  // the guest's call fails: "closed before the host answered"
+    return;
+  }
+  // Straight to the guest: a plugin's result hook has nothing to map.
+  sidebus_request_respond(request, SIDEBUS_RESPONSE_OTHER, nullptr);
+}
+
 int host_calls_in_flight() { return ::host_calls_in_flight; }
 
 }  // namespace sidebus::request

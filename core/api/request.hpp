@@ -17,6 +17,10 @@ void on_host_gone(SidebusRequest* request);
 // retired, without a word to the guest.
 void on_link_gone(SidebusRequest* request);
 
+// The link's portals restart (a configuration reload): the guest gets
+// response 2 (or its call fails if the host has not answered it yet), the
+// host request is closed, the request retired.
+void on_portals_restart(SidebusRequest* request);
 // Host calls that have not been answered yet. A stopping broker waits for
 // them (bounded): only the answer says which host request to close.
 int host_calls_in_flight();

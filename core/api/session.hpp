@@ -30,5 +30,8 @@ void on_host_gone(SidebusSession* session);
 // The link is going away: the host session is closed, nothing is said to
 // the guest.
 void on_link_gone(SidebusSession* session);
+// The link's portals restart (a configuration reload): the guest gets
+// Closed and the host session is closed.
+void on_portals_restart(SidebusSession* session);
 
 }  // namespace sidebus::session

@@ -78,6 +78,8 @@ class DocumentExporter {
   // Loads the index of this app's documents again (asynchronously).
   void reload_index();
   bool index_loaded() const { return index_loaded_; }
+  // Documents of this VM in the index (what the guest can open).
+  size_t documents() const { return index_.size(); }
   // Exports not yet confirmed on disk by the permission store (see
   // document-export.cpp); the broker waits for 0 before it stops the bus.
   size_t unpersisted() const { return unpersisted_; }

@@ -16,6 +16,7 @@
 #include <gio/gio.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -46,6 +47,16 @@ class PrivateBus {
   // restarted and answers again (after a dbus-daemon restart, connection()
   // has changed). Must not destroy the PrivateBus.
   virtual void set_on_restarted(std::function<void()> on_restarted) = 0;
+
+  // What `sidebusctl status` reports about the helpers: how often each one
+  // died ("dbus-daemon", "xdg-permission-store", "xdg-document-portal"), how
+  // many restarts succeeded, and whether the broker gave up restarting.
+  struct Health {
+    std::map<std::string, unsigned> exits;
+    unsigned restarts = 0;
+    bool given_up = false;
+  };
+  virtual Health health() const = 0;
 };
 
 }  // namespace sidebus
