@@ -4,6 +4,7 @@
 // starts, and its link listening where the agent connects.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <memory>
 #include <string>
@@ -29,8 +30,9 @@ struct BrokerOptions {
   std::vector<std::pair<std::string, std::string>> config;
   std::string plugin_dir;                 // default: $SIDEBUS_PLUGIN_DIR
   std::vector<std::string> extra_args;
+  std::map<std::string, std::string> env;  // on top of the support library's (e.g. NOTIFY_SOCKET)
   bool verbose = true;
-  bool wait_for_listen = true;            // return once unix: listen sockets exist
+  bool wait_for_listen = true;            // return once unix: listen sockets exist and the broker is ready
 };
 
 class Broker {
