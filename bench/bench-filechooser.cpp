@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // bench-filechooser.cpp — what the VM boundary costs a FileChooser call.
 //
 // One run, one topology (tests/support's Topology: host bus, xdg-desktop-portal, the test

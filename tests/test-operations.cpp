@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-operations.cpp — what an operator gets from a running broker: the
 // control socket through the real sidebusctl (status after a link comes up
 // and goes, dump-log, reload with SIGHUP and on request, a bad file that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-out-of-tree-plugin.cpp — what a distribution and a third-party plugin
 // author get from `meson install`: the broker, the agent, the public header,
 // the sidebus-plugin pkg-config file and the data files; and a plugin built

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-parts.cpp — the two parts a distribution packages separately, built
 // from this source tree the way a packager would:
 //  - -Dhost=false (the guest image): configured and compiled with a

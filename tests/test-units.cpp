@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-units.cpp — the shipped systemd units as systemd reads them:
 // `systemd-analyze verify` of the user and system broker units (an
 // instance of the template with its socket) and the agent's user unit, with

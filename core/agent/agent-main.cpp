@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent-main.cpp — sidebus-agent, the guest side: connects out to the broker
 // and splices that link into the guest session bus (AgentSession), keeping it
 // up with exponential backoff.

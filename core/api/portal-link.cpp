@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // portal-link.cpp — see portal-link.hpp for the order of things.
 #include "api/portal-link.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // portal-link.hpp — everything the portals of one guest link share, and the
 // one owner of all of it: the plugin instances and their contexts, every
 // guest request and session, the host signal routes, the guest client

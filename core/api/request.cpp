@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // request.cpp — the portal Request pattern across the VM boundary.
 //
 // A guest call returns a request object path at once and later gets a

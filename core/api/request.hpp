@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // request.hpp — what PortalLink tells a request (request.cpp) beyond the
 // public API: the host answered, the host portal left, the link is going.
 #pragma once

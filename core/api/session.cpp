@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // session.cpp — portal sessions across the VM boundary (see the Sessions
 // part of sidebus-plugin.h).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // session.hpp — what request.cpp and PortalLink tell a session
 // (session.cpp) beyond the public API.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker-main.cpp — sidebus-broker's command line (the contract in
 // docs/broker.md, sidebus-broker(8) and DESIGN.md), defaults, the checks of
 // every address and path before anything starts, signals, the control

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker-status.cpp — BrokerStatus and ReloadReport as JSON (see
 // broker-status.hpp); the field names are the documented interface of
 // `sidebusctl status`, so they only ever grow.

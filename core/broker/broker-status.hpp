@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker-status.hpp — what a running broker tells its operator: the facts
 // behind `sidebusctl status` and the outcome of a reload, and their JSON
 // (docs/operations.md lists every field). The broker fills them in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.cpp — wires the broker's pieces together and decides link policy.
 //
 // Start-up order: the listener's sockets are bound first but not accepted

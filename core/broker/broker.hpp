@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.hpp — one broker serves one VM: it owns the configuration, the
 // plugins, the host bus connection, the VM's private bus with its document
 // portal, the listener for guest links and the current link.

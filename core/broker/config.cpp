@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // config.cpp — reads, checks and merges the JSON drop-ins (see config.hpp).
 //
 // Why this shape: what a VM may do on the host (which portals, which URI

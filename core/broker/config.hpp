@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // config.hpp — the merged JSON configuration.
 //
 // Drop-ins in systemd style: for each config directory in order (default

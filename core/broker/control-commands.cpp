@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // control-commands.cpp — see control-commands.hpp.
 #include "broker/control-commands.hpp"
 

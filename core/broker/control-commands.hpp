@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // control-commands.hpp — what the control socket answers (control-socket.hpp
 // carries the bytes): "status", "dump-log" and "reload", each documented in
 // docs/operations.md and sidebusctl(1).

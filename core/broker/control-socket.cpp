@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // control-socket.cpp — see control-socket.hpp. Each connection is a small
 // state machine on the main loop: reading the request line, then writing
 // the reply, then closed; a timeout bounds the whole of it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // control-socket.hpp — the broker's control socket, <runtime-dir>/control.sock:
 // where `sidebusctl` asks a running broker for its status, its recent log
 // and a configuration reload.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // plugin-engine.cpp — libpeas glue. A plugin declares the plugin API version
 // it was built for with `X-Sidebus-API=2` in its .plugin file, so a broker
 // never loads a module compiled against an incompatible header.

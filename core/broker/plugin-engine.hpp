@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // plugin-engine.hpp — finds portal plugins with libpeas, checks every
 // configuration drop-in against each plugin's schema, loads the ones the
 // configuration enables, and starts one instance of each on every guest link.

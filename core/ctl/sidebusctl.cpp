@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // sidebusctl.cpp — asks a running sidebus-broker over its control socket
 // (<runtime-dir>/control.sock, core/broker/control-socket.hpp): one JSON
 // request line out, one JSON reply line back. sidebusctl(1) and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // document-export.hpp — host files to guest files through the private
 // document portal (org.freedesktop.portal.Documents AddFull/AddNamedFull,
 // granted to the VM's app id), and the reverse mapping from a guest path in

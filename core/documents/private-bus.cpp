@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // private-bus.cpp — the per-VM private bus (see private-bus.hpp): one
 // dbus-daemon, the real xdg-permission-store and xdg-document-portal on it,
 // and their FUSE mount, owned and supervised by the broker.

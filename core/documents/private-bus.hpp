@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // private-bus.hpp — the per-VM private D-Bus: a dbus-daemon the broker spawns
 // (generated config, socket in the runtime dir) with the real
 // xdg-permission-store and xdg-document-portal on it, XDG_RUNTIME_DIR =

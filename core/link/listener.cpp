@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // listener.cpp — the broker's Listener: where guest links arrive (unix, vsock,
 // inherited fds, systemd socket activation); see listener.hpp.
 //

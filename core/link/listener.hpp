@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // listener.hpp — the broker accepts guest links on every --listen address.
 #pragma once
 

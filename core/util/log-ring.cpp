@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // log-ring.cpp — see log-ring.hpp. One fixed buffer written round and
 // round; `start_` is where the oldest byte is once it has wrapped.
 #include "util/log-ring.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // log-ring.hpp — the last few hundred KiB of a process's log, kept in memory
 // for `sidebusctl dump-log` and written to a file when the process dies of
 // a fatal error (a crash signal, g_error(), a fatal critical) or fails to

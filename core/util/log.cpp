@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // log.cpp — the structured log writer of the broker and the agent (log.hpp).
 //
 // Every g_message/g_warning/g_debug (ours and GLib's) arrives here. When

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // service-notify.cpp — see service-notify.hpp. The address rules follow
 // sd_notify(3): '/' starts a path, '@' an abstract name (the '@' stands for
 // the leading NUL, and the address length counts exactly the name).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // service-notify.hpp — the systemd notification protocol (sd_notify(3)),
 // without libsystemd: one datagram per state change to $NOTIFY_SOCKET, so a
 // Type=notify unit knows when the broker is ready and what its link does

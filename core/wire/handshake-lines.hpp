@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake-lines.hpp — the versioned text handshake that opens every guest
 // link, before the raw D-Bus stream:
 //

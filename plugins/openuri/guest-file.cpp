@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-file.cpp — guest fds and documents turned into host files, and the
 // copy store for files that are not documents (see guest-file.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.cpp — Broker (broker.hpp): its command line from BrokerOptions,
 // and the wait until its unix: link sockets exist.
 #include "support/broker.hpp"

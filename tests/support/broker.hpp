@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.hpp — Broker: one sidebus-broker process for one VM, on a host bus
 // (HostPortal::bus_address()), with its runtime, state and config
 // directories in its own TempDir, JSON config drop-ins written before it
