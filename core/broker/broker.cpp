@@ -378,11 +378,13 @@ void BrokerImpl::announce() const {
 
 bool BrokerImpl::reload(ReloadReport* report, GError** error) {
   auto config_dirs = options_.config_dirs.empty() ? Config::default_dirs() : options_.config_dirs;
-  std::shared_ptr<const Config> fresh = Config::load(config_dirs, options_.vm_name, error);
+  g_autoptr(GError) failure = nullptr;
+  std::shared_ptr<const Config> fresh = Config::load(config_dirs, options_.vm_name, &failure);
   std::vector<std::string> enabled_before = plugins_->loaded();
-  if (!fresh || !plugins_->reload(*fresh, error)) {
-    g_prefix_error(error, "configuration not reloaded, the one in effect stays: ");
-    last_reload_error_ = (*error)->message;
+  if (!fresh || !plugins_->reload(*fresh, &failure)) {
+    g_prefix_error(&failure, "configuration not reloaded, the one in effect stays: ");
+    last_reload_error_ = failure->message;
+    g_propagate_error(error, g_steal_pointer(&failure));
     return false;
   }
   ReloadReport done;
