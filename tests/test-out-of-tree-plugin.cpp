@@ -118,9 +118,8 @@ void test_install_and_build_plugin() {
   // What a distribution packages.
   for (const char* name : {"sidebus-broker", "sidebus-agent", "sidebusctl", "sidebus-plugin.h", "sidebus-plugin.pc",
                            "10-defaults.json", "dev.sidebus.portal.Desktop.service", "sidebus-broker@.service",
-                           "sidebus-broker@.socket", "sidebus-agent.service", "filechooser.plugin",
-                           "libfilechooser.so", "openuri.plugin", "libopenuri.so", "LICENSE", "NEWS",
-                           "configuration.md"})
+                           "sidebus-broker@.socket", "sidebus-agent.service", "filechooser.plugin", "libfilechooser.so",
+                           "openuri.plugin", "libopenuri.so", "LICENSE", "NEWS", "configuration.md"})
     if (find_file(root, name).empty()) g_error("meson install did not install %s", name);
   // Never xdg-desktop-portal's own activation file: a guest package holding
   // it could not be installed beside xdg-desktop-portal.

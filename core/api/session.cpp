@@ -167,9 +167,7 @@ void on_host_gone(SidebusSession* session) { end(session, {.tell_guest = true, .
 
 void on_link_gone(SidebusSession* session) { end(session, {.tell_guest = false, .close_host = true}, nullptr); }
 
-void on_portals_restart(SidebusSession* session) {
-  end(session, {.tell_guest = true, .close_host = true}, nullptr);
-}
+void on_portals_restart(SidebusSession* session) { end(session, {.tell_guest = true, .close_host = true}, nullptr); }
 
 }  // namespace sidebus::session
 
