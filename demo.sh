@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The README's first command: installs what sidebus needs (Debian 12, as
 # root), builds it, and runs the demo — the broker in --debug-access mode and
 # a guest-side example application that opens a host file through it.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds sidebus twice — plain, and with AddressSanitizer + UBSan — and runs
 # the whole test suite in both; then builds the fuzz targets with clang and
 # libFuzzer (-Dfuzzing=true, build-test-fuzz) and runs each for a few seconds

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // bench-broker.cpp — what one VM's broker costs to start and to keep.
 //
 // Start-up: from spawning sidebus-broker (FileChooser and OpenURI enabled)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // bench-fd-forwarding.cpp — what fd forwarding over a byte-only link costs
 // (link protocol 2, core/link/framed-link.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // desktop-client.cpp — a guest application for the desktop portal tests
 // (tests/desktop-portals.hpp, GuestApp): it uses the portals the way real
 // applications do — libportal 0.6 for notifications, inhibition and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // desktop-portals.cpp — see desktop-portals.hpp.
 #include "desktop-portals.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // desktop-portals.hpp — what the tests of the desktop portals (Settings,
 // Notification, Inhibit, NetworkMonitor, ProxyResolver) share beyond the
 // support library: plain portal calls on a bus, the signals a client hears,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser-client.cpp — the application in the guest for
 // test-filechooser: a libportal client, run as the guest user with the guest
 // session bus as its DBUS_SESSION_BUS_ADDRESS, that asks for a file dialog

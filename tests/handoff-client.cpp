@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handoff-client.cpp — the libportal (0.6) application in the guest for
 // test-print, test-email and test-wallpaper: run as the guest user with the
 // guest session bus as its DBUS_SESSION_BUS_ADDRESS, it makes one call as an

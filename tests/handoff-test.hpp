@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handoff-test.hpp — what test-print, test-email and test-wallpaper share:
 // the libportal application in the guest (handoff-client.cpp) and its
 // report, guest calls with fds, documents shared with the VM, and a look

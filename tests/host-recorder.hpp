@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-recorder.hpp — a host application that records what it was asked to
 // open, for tests where the host's xdg-desktop-portal launches one (OpenURI):
 // a shell script that writes its arguments to a file per launch, registered

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // socket-pair.hpp — what the link tests (test-sasl, test-relay) share: a
 // socket pair, and raw SCM_RIGHTS helpers that drive a socket byte by byte,
 // under GDBus's level, to check that fds stay with the bytes of their own

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-backends.cpp — the test backend (tests/backend) against the real
 // xdg-desktop-portal 1.16, no broker: the test is an unsandboxed app on the
 // host bus, calls each frontend portal with plain D-Bus calls and asserts

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-camera.cpp — the Camera portal across the VM boundary, real parts
 // only: a PipeWire daemon of the test's own (HostPipeWire) with the test
 // camera on it (sidebus-test-camera: a Video/Source node, media.role

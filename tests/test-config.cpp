@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-config.cpp — unit test of Config (core/config.cpp): where drop-ins are
 // read from and in which order, how they merge, and that every malformed or
 // mistyped file is refused as a whole with a message that says where.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-core.cpp — the broker, the agent and the link as a user sees them:
 // the portal name appears on the guest bus, introspection shows exactly the
 // enabled portals, configuration switches plugins, a bad file stops the

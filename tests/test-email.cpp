@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-email.cpp — the Email portal across the VM boundary, real parts only:
 // the host's xdg-desktop-portal (1.16, which turns attachment fds into the
 // paths it hands the backend) and the test backend's Email (which records

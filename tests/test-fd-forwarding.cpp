@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-fd-forwarding.cpp — fds across a byte-only link (link protocol 2,
 // core/link/framed-link.hpp), on real socket pairs: two relays as the agent
 // and the broker build them, the agent's local side standing for the guest

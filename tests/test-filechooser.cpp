@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-filechooser.cpp — the FileChooser portal across the VM boundary, with
 // real parts only: the host's xdg-desktop-portal and the test backend (told
 // per test what the "user" picks), the broker with the filechooser plugin and

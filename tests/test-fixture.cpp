@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-fixture.cpp — tests the integration tests' support library itself
 // (tests/support/):
 // the host portal stack answers the way the broker will use it, a guest bus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-host-stream.cpp — the host half of phase 2's stream relay
 // (plugins/common/host-stream.hpp, a prototype no route uses yet) against a
 // real PipeWire daemon (HostPipeWire) and a real video source painting

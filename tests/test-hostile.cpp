@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-hostile.cpp — the broker against a guest that misbehaves, a VM that
 // goes away mid-dialog, and helpers that die or freeze, with real parts: the
 // host's xdg-desktop-portal and test backend, the broker with the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-inhibit.cpp — the Inhibit portal across the VM boundary, real parts
 // only: the host's xdg-desktop-portal 1.16 with the test backend's Inhibit
 // (it keeps each inhibition's Request until the portal closes it and records

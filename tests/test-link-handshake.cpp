@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-link-handshake.cpp — the link handshake parser/formatter (strictness,
 // round trips, a deterministic fuzz loop), its blocking line I/O, the
 // exchange between both ends over a socketpair, and --listen/--connect

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-networkmonitor.cpp — the NetworkMonitor portal across the VM
 // boundary: the host's xdg-desktop-portal 1.16, the broker with the
 // networkmonitor plugin, the guest bus and the agent; the guest application

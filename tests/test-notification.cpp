@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-notification.cpp — the Notification portal across the VM boundary,
 // real parts only: the host's xdg-desktop-portal 1.16 with the test
 // backend's Notification (it records each AddNotification as the portal

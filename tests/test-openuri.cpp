@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-openuri.cpp — the OpenURI portal across the VM boundary, real parts
 // only: the host's xdg-desktop-portal (1.16) choosing and launching a real
 // host application, the test backend's AppChooser where the portal asks the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-out-of-tree-plugin.cpp — what a distribution and a third-party plugin
 // author get from `meson install`: the broker, the agent, the public header,
 // the sidebus-plugin pkg-config file and the data files; and a plugin built
@@ -115,11 +116,14 @@ void test_install_and_build_plugin() {
   run({"meson", "install", "-C", env_path("SIDEBUS_BUILD_ROOT"), "--destdir", root, "--no-rebuild", "--quiet"});
 
   // What a distribution packages.
-  for (const char* name : {"sidebus-broker", "sidebus-agent", "sidebus-plugin.h", "sidebus-plugin.pc",
-                           "10-defaults.json", "org.freedesktop.portal.Desktop.service", "sidebus-broker@.service",
-                           "sidebus-broker@.socket", "sidebus-agent.service", "filechooser.plugin",
-                           "libfilechooser.so", "openuri.plugin", "libopenuri.so"})
+  for (const char* name : {"sidebus-broker", "sidebus-agent", "sidebusctl", "sidebus-plugin.h", "sidebus-plugin.pc",
+                           "10-defaults.json", "dev.sidebus.portal.Desktop.service", "sidebus-broker@.service",
+                           "sidebus-broker@.socket", "sidebus-agent.service", "filechooser.plugin", "libfilechooser.so",
+                           "openuri.plugin", "libopenuri.so", "LICENSE", "NEWS", "configuration.md"})
     if (find_file(root, name).empty()) g_error("meson install did not install %s", name);
+  // Never xdg-desktop-portal's own activation file: a guest package holding
+  // it could not be installed beside xdg-desktop-portal.
+  g_assert_true(find_file(root, "org.freedesktop.portal.Desktop.service").empty());
 
   // A third party's build: only the installed header and pkg-config file.
   std::string pc = find_file(root, "sidebus-plugin.pc");

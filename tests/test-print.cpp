@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-print.cpp — the Print portal across the VM boundary, real parts only:
 // the host's xdg-desktop-portal (1.16) and the test backend's Print (which
 // records the bytes of the document fd it is asked to print), the broker

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-private-bus.cpp — the per-VM private bus and document export against
 // the real dbus-daemon, xdg-permission-store and xdg-document-portal with a
 // real FUSE mount (no mocks): start-up, export (read, write, save, folders),

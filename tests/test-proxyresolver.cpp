@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-proxyresolver.cpp — the ProxyResolver portal across the VM boundary:
 // the host's xdg-desktop-portal 1.16, the broker with the proxyresolver (and
 // networkmonitor) plugins, the guest bus and the agent; the guest

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-relay.cpp — the relay between a link and a local D-Bus stream
 // (core/link/relay.hpp), on real socket pairs, as the broker's end of a link
 // builds it: the local side stands for the broker's GDBusConnection, the link

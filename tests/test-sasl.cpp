@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-sasl.cpp — SASL both ways against real peers, and the whole link end
 // to end:
 // * sasl::run_server() against a real GDBusConnection (AUTHENTICATION_CLIENT),

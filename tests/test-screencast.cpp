@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-screencast.cpp — the ScreenCast portal across the VM boundary, with
 // real parts only: a PipeWire daemon of the test's own (HostPipeWire), the
 // host's xdg-desktop-portal 1.16 and the test backend, whose Start creates a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-screenshot.cpp — the Screenshot portal across the VM boundary, real
 // parts only: the host's xdg-desktop-portal 1.16 with the test backend
 // (whose Screenshot writes a real PNG, tests/backend/test-patterns.hpp, and

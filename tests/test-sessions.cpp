@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-sessions.cpp — portal sessions across the VM boundary (the core's
 // SidebusSession, core/api/session.cpp), through the echo test plugin's
 // session-based call: CreateMonitor, the host's Inhibit.CreateMonitor behind

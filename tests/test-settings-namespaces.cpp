@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-settings-namespaces.cpp — the Settings plugin's namespace rules
 // (plugins/settings/namespaces.hpp) on their own: which allow-list entries
 // an administrator may write, what each matches, and how the guest's ReadAll

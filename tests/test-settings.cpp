@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-settings.cpp — the Settings portal across the VM boundary, real parts
 // only: the host's xdg-desktop-portal 1.16 with the test backend's Settings
 // (appearance defaults: color-scheme 1, accent-color (0.2, 0.4, 0.8),

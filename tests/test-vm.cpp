@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-vm.cpp — the real-VM integration test: a QEMU guest (tests/support/
 // qemu.hpp: TCG, the host's kernel, a busybox initramfs, the host's root
 // read-only over 9p) runs the host's own dbus-daemon, gdbus and freshly

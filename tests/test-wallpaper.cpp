@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-wallpaper.cpp — the Wallpaper portal across the VM boundary, real
 // parts only: the host's xdg-desktop-portal (1.16, which asks its Access
 // backend unless a preview is shown, and turns SetWallpaperFile's fd into a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-wire-dbus-message.cpp — the D-Bus message checks of
 // wire/dbus-message.hpp: real messages serialized by GDBus (every type, both
 // byte orders, many body signatures) parse to the same fields; element

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-wire-frames.cpp — the pure pieces of link protocol 2
 // (core/wire/channel-frames.hpp, core/wire/message-cutter.hpp): frames and
 // fd records round trip, every rule of the header and of each record is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // video-client.cpp — an app of the picture portals (Screenshot, ScreenCast,
 // Camera), as a program in the VM runs it: plain D-Bus calls on its session
 // bus (DBUS_SESSION_BUS_ADDRESS), then, for the video portals, libpipewire

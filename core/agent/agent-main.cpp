@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent-main.cpp — sidebus-agent, the guest side: connects out to the broker
 // and splices that link into the guest session bus (AgentSession), keeping it
 // up with exponential backoff.
@@ -21,6 +22,7 @@
 #include <glib-unix.h>
 
 #include <algorithm>
+#include <clocale>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -154,6 +156,7 @@ bool claim_agent_name(GDBusConnection* bus, bool* owned, GError** error) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  setlocale(LC_ALL, "");  // messages quote with “ ” and name paths in the user's encoding
   g_autofree char* connect = nullptr;
   g_autofree char* bus = nullptr;
   gboolean verbose = FALSE, version = FALSE;
@@ -209,13 +212,19 @@ int main(int argc, char** argv) {
   }
   sidebus::LinkAddress parsed;
   if (!sidebus::parse_connect_address(agent.connect_address, &parsed, &error)) {
-    fprintf(stderr, "sidebus-agent: %s\n", error->message);
+    g_printerr("sidebus-agent: %s: %s\n", connect ? "--connect" : "the credential", error->message);
     g_error_free(error);
     return 2;
   }
   agent.bus_address = bus ? bus : (g_getenv("DBUS_SESSION_BUS_ADDRESS") ?: "");
   if (agent.bus_address.empty()) {
     fprintf(stderr, "sidebus-agent: no guest bus: pass --bus ADDR or set DBUS_SESSION_BUS_ADDRESS\n");
+    return 2;
+  }
+  if (!g_dbus_is_supported_address(agent.bus_address.c_str(), &error)) {
+    g_printerr("sidebus-agent: %s %s: %s; give the guest session bus, e.g. unix:path=/run/user/1000/bus\n",
+               bus ? "--bus" : "DBUS_SESSION_BUS_ADDRESS", agent.bus_address.c_str(), error->message);
+    g_error_free(error);
     return 2;
   }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent-session.cpp — the guest end of one link: handshake (client side),
 // connect and authenticate to the guest bus as ourselves, then relay
 // link ↔ guest bus. Used by sidebus-agent and by the broker's --debug-access

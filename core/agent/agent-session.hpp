@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent-session.hpp — the guest end of one link: the agent's handshake,
 // authentication to the guest bus with the agent's own credentials, and the
 // splice between the two streams. Used by sidebus-agent and by the broker's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // context.cpp — the sidebus_context_* accessors of the public plugin API,
 // export of skeletons, logging with the VM and portal named, rejecting guest
 // input, and a context's release at teardown. (Forwarding is forward.cpp,

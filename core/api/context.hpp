@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // context.hpp — what stands behind the opaque SidebusContext of the plugin
 // API: one per plugin instance on one link, owned by its PortalLink. It keeps
 // a list of what the plugin started through it, so that teardown can release

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // errors.cpp — SIDEBUS_ERROR, registered under the D-Bus error names that
 // xdg-desktop-portal uses, so a GError returned to the guest arrives as
 // org.freedesktop.portal.Error.InvalidArgument and so on. NOT_SUPPORTED and

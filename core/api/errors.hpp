@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // errors.hpp — core-internal side of SIDEBUS_ERROR (errors.cpp).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // export.cpp — the file export entry points of the plugin API: the
 // asynchronous export through the VM's document portal and the reverse
 // mapping, both over the link's DocumentExporter.

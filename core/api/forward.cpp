@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // forward.cpp — the forwarding helpers of the plugin API: a plain method
 // call to the host portal with fds both ways, host signal subscriptions,
 // guest signals and guest client watches. Each ties what it starts to the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-clients.cpp — see guest-clients.hpp. A client's bus watch (AddMatch
 // and GetNameOwner, both asynchronous in GDBus) is made when its first
 // listener comes and dropped when its last one goes.

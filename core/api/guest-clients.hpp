@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-clients.hpp — who is still on the guest bus: one bus name watch per
 // guest client (unique name), shared by every request, session and plugin
 // that needs to know when that client leaves.

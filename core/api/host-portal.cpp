@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-portal.cpp — see host-portal.hpp. Every call is asynchronous; a
 // callback that finds its cancellable cancelled (the portal left, or the
 // HostPortal is gone) returns without touching anything.

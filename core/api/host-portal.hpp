@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-portal.hpp — the host's xdg-desktop-portal as the broker sees it: one
 // per broker, shared by every link.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // object-path.hpp — the object paths of portal requests and sessions, as
 // xdg-desktop-portal names them:
 //   /org/freedesktop/portal/desktop/request/<sender>/<handle_token>

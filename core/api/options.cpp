@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // options.cpp — sidebus_filter_options(): an option dictionary from the guest
 // is rebuilt from a table of known keys, each with its type and optional
 // validator. Unknown keys are dropped, so nothing the table does not name

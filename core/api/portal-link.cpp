@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // portal-link.cpp — see portal-link.hpp for the order of things.
 #include "api/portal-link.hpp"
 
@@ -124,6 +125,40 @@ void PortalLink::shutdown() {
   if (response_subscription_ != 0) g_dbus_connection_signal_unsubscribe(host(), response_subscription_);
   if (closed_subscription_ != 0) g_dbus_connection_signal_unsubscribe(host(), closed_subscription_);
   response_subscription_ = closed_subscription_ = 0;
+}
+
+void PortalLink::shutdown_for_restart() {
+  if (closing_) return;
+  for (SidebusRequest* request : referenced_values<SidebusRequest, sidebus_request_ref>(requests_)) {
+    request::on_portals_restart(request);
+    sidebus_request_unref(request);
+  }
+  for (SidebusSession* session : referenced_values<SidebusSession, sidebus_session_ref>(sessions_)) {
+    session::on_portals_restart(session);
+    sidebus_session_unref(session);
+  }
+  shutdown();
+}
+
+void PortalLink::set_limits(unsigned max_pending_requests, unsigned max_sessions, std::string dialog_title_prefix) {
+  options_.max_pending_requests = max_pending_requests;
+  options_.max_sessions = max_sessions;
+  options_.dialog_title_prefix = std::move(dialog_title_prefix);
+}
+
+std::vector<PortalLink::PortalInfo> PortalLink::portals() const {
+  std::vector<PortalInfo> infos;
+  for (const auto& context : contexts_) {
+    PortalInfo info{context->portal_name, {}};
+    for (const auto& skeleton : context->exported) {
+      guint32 version = 0;
+      g_autoptr(GVariant) properties = g_dbus_interface_skeleton_get_properties(skeleton.get());
+      if (properties != nullptr) g_variant_lookup(properties, "version", "u", &version);
+      info.interfaces.emplace_back(g_dbus_interface_skeleton_get_info(skeleton.get())->name, version);
+    }
+    infos.push_back(std::move(info));
+  }
+  return infos;
 }
 
 void PortalLink::on_host_portal_gone() {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // portal-link.hpp — everything the portals of one guest link share, and the
 // one owner of all of it: the plugin instances and their contexts, every
 // guest request and session, the host signal routes, the guest client
@@ -25,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "api/guest-clients.hpp"
@@ -64,6 +66,24 @@ class PortalLink {
   // (asynchronous RequestName; never released: see above).
   void claim_names();
   void shutdown();
+  // shutdown() for a configuration reload that restarts the portals on a
+  // link that stays up: the guest is told first — each pending request
+  // gets Response 2, each session Closed — then the host side is closed and
+  // the plugins are stopped as in shutdown().
+  void shutdown_for_restart();
+
+  // A reload's new broker.* values for new calls: requests and sessions
+  // already held stay.
+  void set_limits(unsigned max_pending_requests, unsigned max_sessions, std::string dialog_title_prefix);
+
+  // The portals that started on this link and what they serve the guest:
+  // each exported interface with its "version" property (0 if it has none).
+  struct PortalInfo {
+    std::string name;
+    std::vector<std::pair<std::string, guint32>> interfaces;
+  };
+  std::vector<PortalInfo> portals() const;
+  const std::vector<std::string>& bus_names() const { return bus_names_; }
 
   GDBusConnection* guest() const { return guest_; }
   GDBusConnection* host() const;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // request.cpp — the portal Request pattern across the VM boundary.
 //
 // A guest call returns a request object path at once and later gets a
@@ -355,6 +356,17 @@ void on_link_gone(SidebusRequest* request) {
   if (request->link == nullptr) return;
   close_host_side(request);
   retire(request);
+}
+
+void on_portals_restart(SidebusRequest* request) {
+  if (request->link == nullptr) return;
+  close_host_side(request);
+  if (request->invocation != nullptr) {
+    retire(request);  // the guest's call fails: "closed before the host answered"
+    return;
+  }
+  // Straight to the guest: a plugin's result hook has nothing to map.
+  sidebus_request_respond(request, SIDEBUS_RESPONSE_OTHER, nullptr);
 }
 
 int host_calls_in_flight() { return ::host_calls_in_flight; }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // session.cpp — portal sessions across the VM boundary (see the Sessions
 // part of sidebus-plugin.h).
 //
@@ -165,6 +166,8 @@ void on_host_closed(SidebusSession* session, GVariant* parameters) {
 void on_host_gone(SidebusSession* session) { end(session, {.tell_guest = true, .close_host = false}, nullptr); }
 
 void on_link_gone(SidebusSession* session) { end(session, {.tell_guest = false, .close_host = true}, nullptr); }
+
+void on_portals_restart(SidebusSession* session) { end(session, {.tell_guest = true, .close_host = true}, nullptr); }
 
 }  // namespace sidebus::session
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // session.hpp — what request.cpp and PortalLink tell a session
 // (session.cpp) beyond the public API.
 #pragma once
@@ -30,5 +31,8 @@ void on_host_gone(SidebusSession* session);
 // The link is going away: the host session is closed, nothing is said to
 // the guest.
 void on_link_gone(SidebusSession* session);
+// The link's portals restart (a configuration reload): the guest gets
+// Closed and the host session is closed.
+void on_portals_restart(SidebusSession* session);
 
 }  // namespace sidebus::session

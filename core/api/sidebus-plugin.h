@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* sidebus-plugin.h — the public API between the sidebus broker and its portal plugins.
  *
  * A portal plugin is a libpeas module (`<name>.plugin` + `lib<name>.so` in the

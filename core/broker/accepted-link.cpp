@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-link.cpp — the broker's end of a link: establish_guest_link() and the
 // GuestLink it produces.
 //

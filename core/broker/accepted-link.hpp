@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // accepted-link.hpp — the broker's end of a guest link.
 //
 // Each link the Listener accepts goes through establish_guest_link(), which

@@ -1,18 +1,32 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker-main.cpp — sidebus-broker's command line (the contract in
-// docs/broker.md and DESIGN.md), defaults, signals and the main loop.
+// docs/broker.md, sidebus-broker(8) and DESIGN.md), defaults, the checks of
+// every address and path before anything starts, signals, the control
+// socket and the service manager's notifications, and the main loop.
+//
+// Signals: SIGTERM and SIGINT stop the broker cleanly (docs/broker.md says
+// what is left behind: nothing); SIGHUP reloads the configuration, as
+// `sidebusctl reload` does.
 #include <glib-unix.h>
-#include <malloc.h>
 #include <glib/gstdio.h>
+#include <malloc.h>
+#include <sys/un.h>
 
+#include <clocale>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "broker/broker.hpp"
 #include "broker/config.hpp"
+#include "broker/control-commands.hpp"
+#include "broker/control-socket.hpp"
 #include "documents/app-id.hpp"
-#include "util/log.hpp"
+#include "link/address.hpp"
 #include "sidebus-config.h"
+#include "util/log-ring.hpp"
+#include "util/log.hpp"
+#include "util/service-notify.hpp"
 
 namespace {
 
@@ -36,14 +50,94 @@ std::string default_dir(const char* base, const std::string& vm_name) {
 bool ensure_dir(const std::string& path, const char* option, GError** error) {
   if (g_mkdir_with_parents(path.c_str(), 0700) == 0) return true;
   int saved_errno = errno;
-  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved_errno), "%s %s: cannot create the directory: %s",
-              option, path.c_str(), g_strerror(saved_errno));
+  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved_errno),
+              "%s %s: cannot create the directory: %s; choose a directory this user may create", option, path.c_str(),
+              g_strerror(saved_errno));
   return false;
+}
+
+// The unix sockets the broker makes in a directory must fit sun_path.
+bool check_socket_dir(const std::string& dir, const char* option, std::initializer_list<const char*> names,
+                      GError** error) {
+  for (const char* name : names) {
+    std::string path = dir + "/" + name;
+    if (path.size() < sizeof(sockaddr_un::sun_path)) continue;
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "%s %s: too long for the sockets the broker makes there (%s is %zu bytes, at most %zu); choose a "
+                "shorter path",
+                option, dir.c_str(), path.c_str(), path.size(), sizeof(sockaddr_un::sun_path) - 1);
+    return false;
+  }
+  return true;
+}
+
+// Every address and path option, before anything is started: the message
+// names the option, the value and what to do.
+bool check_options(const sidebus::BrokerOptions& options, GError** error) {
+  for (const std::string& address : options.listen) {
+    sidebus::LinkAddress parsed;
+    // The broker binds them first thing (Broker::start), before anything
+    // else is started; here only what can be told from the text.
+    if (!sidebus::parse_listen_address(address, &parsed, error)) {
+      g_prefix_error(error, "--listen: ");
+      return false;
+    }
+  }
+  if (!options.host_bus.empty()) {
+    g_autoptr(GError) invalid = nullptr;
+    if (!g_dbus_is_supported_address(options.host_bus.c_str(), &invalid)) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "--host-bus %s: %s; give a D-Bus address such as unix:path=/run/user/1000/bus",
+                  options.host_bus.c_str(), invalid->message);
+      return false;
+    }
+  } else if (g_getenv("DBUS_SESSION_BUS_ADDRESS") == nullptr &&
+             !g_file_test((std::string(g_get_user_runtime_dir()) + "/bus").c_str(), G_FILE_TEST_EXISTS)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "no host bus: DBUS_SESSION_BUS_ADDRESS is not set and there is no %s/bus; give --host-bus ADDR (a "
+                "system unit runs outside the desktop session: set User= and DBUS_SESSION_BUS_ADDRESS in a drop-in, "
+                "see sidebus-broker(8))",
+                g_get_user_runtime_dir());
+    return false;
+  }
+  if (!g_path_is_absolute(options.guest_documents_path.c_str())) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "--guest-documents-path %s: must be an absolute path inside the guest",
+                options.guest_documents_path.c_str());
+    return false;
+  }
+  if (!options.virtiofsd.empty() && !g_file_test(options.virtiofsd.c_str(), G_FILE_TEST_IS_EXECUTABLE)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "--virtiofsd %s: not an executable file; give the path of virtiofsd (Debian: /usr/libexec/virtiofsd "
+                "or /usr/lib/qemu/virtiofsd)",
+                options.virtiofsd.c_str());
+    return false;
+  }
+  for (const std::string& dir : options.plugin_dirs)
+    if (!g_file_test(dir.c_str(), G_FILE_TEST_IS_DIR)) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                  "--plugin-dir %s: not a directory; give the directory that holds the <name>.plugin files",
+                  dir.c_str());
+      return false;
+    }
+  if (!check_socket_dir(options.runtime_dir, "--runtime-dir", {"private-bus.sock", "control.sock", "virtiofsd.sock"},
+                        error))
+    return false;
+  if (!options.debug_access_dir.empty() &&
+      !check_socket_dir(options.debug_access_dir, "--debug-access", {"vm.sock"}, error))
+    return false;
+  return true;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Messages quote with “ ” and name files in the user's encoding.
+  setlocale(LC_ALL, "");
+  // Before anything can spawn a child: none of them may speak to systemd
+  // in the broker's name.
+  sidebus::service_notify::take_from_environment();
+  sidebus::log_ring::enable();
   // A guest's large messages are buffered whole for a moment: such buffers
   // must go back to the system when freed, not stay in the heap (glibc
   // raises its mmap threshold after the first big free otherwise).
@@ -65,7 +159,9 @@ int main(int argc, char** argv) {
       {"listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &listen,
        "Where the guest link arrives: unix:PATH[,nofds], vsock:PORT, fd:N, systemd (repeatable)", "ADDR"},
       {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir,
-       "Per-VM runtime directory (private bus, document mount DIR/doc); default $XDG_RUNTIME_DIR/sidebus/VM", "DIR"},
+       "Per-VM runtime directory (private bus, document mount DIR/doc, control.sock); default "
+       "$XDG_RUNTIME_DIR/sidebus/VM",
+       "DIR"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
        "Per-VM persistent state (documents, permissions); default $XDG_STATE_HOME/sidebus/VM", "DIR"},
       {"vm-name", 0, 0, G_OPTION_ARG_STRING, &vm_name, "Names the VM in logs; the app id documents are granted to",
@@ -88,6 +184,9 @@ int main(int argc, char** argv) {
   };
   g_autoptr(GOptionContext) option_context = g_option_context_new("- XDG desktop portals for one virtual machine");
   g_option_context_add_main_entries(option_context, entries, nullptr);
+  g_option_context_set_description(option_context,
+                                   "SIGHUP reloads the configuration; sidebusctl(1) asks a running broker for its "
+                                   "status and log. See sidebus-broker(8).\n");
   g_autoptr(GError) error = nullptr;
   if (!g_option_context_parse(option_context, &argc, &argv, &error)) {
     g_printerr("sidebus-broker: %s (see --help)\n", error->message);
@@ -111,8 +210,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (listen == nullptr && debug_access == nullptr) {
-    g_printerr("sidebus-broker: nothing to serve: give --listen ADDR (where the guest agent connects) or "
-               "--debug-access DIR\n");
+    g_printerr(
+        "sidebus-broker: nothing to serve: give --listen ADDR (where the guest agent connects) or "
+        "--debug-access DIR\n");
     return 2;
   }
   options.listen = to_vector(listen);
@@ -129,18 +229,26 @@ int main(int argc, char** argv) {
   if (guest_documents_path != nullptr)
     options.guest_documents_path = guest_documents_path;
   else if (debug_access != nullptr)
-    options.guest_documents_path =
-        options.runtime_dir + "/doc/by-app/" + sidebus::app_id_for_vm(options.vm_name);
+    options.guest_documents_path = options.runtime_dir + "/doc/by-app/" + sidebus::app_id_for_vm(options.vm_name);
   else
     options.guest_documents_path = "/run/sidebus/documents";
-  if (!g_path_is_absolute(options.guest_documents_path.c_str())) {
-    g_printerr("sidebus-broker: --guest-documents-path %s: must be an absolute path inside the guest\n",
-               options.guest_documents_path.c_str());
+  if (!check_options(options, &error)) {
+    g_printerr("sidebus-broker: %s\n", error->message);
     return 2;
   }
   if (!ensure_dir(options.runtime_dir, "--runtime-dir", &error) ||
       !ensure_dir(options.state_dir, "--state-dir", &error) ||
       (debug_access != nullptr && !ensure_dir(options.debug_access_dir, "--debug-access", &error))) {
+    g_printerr("sidebus-broker: %s\n", error->message);
+    return 1;
+  }
+  // A crash, or a failed start, leaves the last log lines behind.
+  sidebus::log_ring::dump_on_crash(options.state_dir + "/broker-fatal.log");
+
+  std::unique_ptr<sidebus::Broker> broker;
+  auto control = sidebus::ControlSocket::start(options.runtime_dir + "/control.sock",
+                                               sidebus::control_commands([&broker] { return broker.get(); }), &error);
+  if (!control) {
     g_printerr("sidebus-broker: %s\n", error->message);
     return 1;
   }
@@ -153,17 +261,33 @@ int main(int argc, char** argv) {
   };
   guint sigterm = g_unix_signal_add(SIGTERM, quit, loop);
   guint sigint = g_unix_signal_add(SIGINT, quit, loop);
-
-  auto broker = sidebus::Broker::start(options, &error);
-  if (!broker) {
-    g_printerr("sidebus-broker: %s\n", error->message);
+  guint sighup = g_unix_signal_add(
+      SIGHUP,
+      [](gpointer data) -> gboolean {
+        sidebus::reload_on_signal(static_cast<std::unique_ptr<sidebus::Broker>*>(data)->get());
+        return G_SOURCE_CONTINUE;
+      },
+      &broker);
+  auto remove_signals = [&] {
     g_source_remove(sigterm);
     g_source_remove(sigint);
+    g_source_remove(sighup);
+  };
+
+  broker = sidebus::Broker::start(options, &error);
+  if (!broker) {
+    g_printerr("sidebus-broker: %s\n", error->message);
+    g_message("start failed: %s", error->message);  // into the ring, for the file below
+    if (sidebus::log_ring::dump_now())
+      g_printerr("sidebus-broker: the last log lines are in %s\n", sidebus::log_ring::dump_path().c_str());
+    remove_signals();
     return 1;
   }
+  sidebus::service_notify::ready(sidebus::summary_line(broker->status()));
   g_main_loop_run(loop);
+  sidebus::service_notify::stopping();
   broker.reset();
-  g_source_remove(sigterm);
-  g_source_remove(sigint);
+  control.reset();
+  remove_signals();
   return 0;
 }

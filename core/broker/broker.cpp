@@ -1,8 +1,11 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.cpp — wires the broker's pieces together and decides link policy.
 //
-// Start-up order: configuration and plugins (fail fast on a bad file, a
-// plugin's schema included), host bus, the host portal watch, the private
-// bus with its document portal, then the listener (or the debug-access bus).
+// Start-up order: the listener's sockets are bound first but not accepted
+// on (a bad --listen fails before anything starts), then configuration and
+// plugins (fail fast on a bad file, a plugin's schema included), host bus,
+// the host portal watch, the private bus with its document portal, the
+// debug-access bus; then the listener accepts.
 // A guest link that completes its handshake *replaces* the current one: the
 // old link's portals are torn down and its connection closed before the new
 // link's plugins start. (A guest agent that reconnects after a crash or a VM
@@ -15,9 +18,17 @@
 // sessions are closed), then the host bus is flushed so those Close calls
 // leave, pending persistence barriers of exports are waited for (bounded),
 // and only then the private bus and its helpers stop.
+//
+// Reload (reload()): a new Config is read and checked completely before it
+// replaces the old one. Plugin contexts borrow their section of the Config
+// they started with, so each link keeps a reference to that Config until
+// its portals stop.
 #include "broker/broker.hpp"
 
 #include <glib/gstdio.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "api/host-portal.hpp"
 #include "api/portal-link.hpp"
@@ -33,6 +44,7 @@
 #include "documents/virtiofsd.hpp"
 #include "link/listener.hpp"
 #include "wire/handshake-lines.hpp"
+#include "util/service-notify.hpp"
 #include "sidebus-config.h"
 
 namespace sidebus {
@@ -48,9 +60,16 @@ constexpr gint64 kHostAnswerTimeoutUs = 3 * G_USEC_PER_SEC;
 // reverse order of construction: the portals, then the link.
 struct ActiveLink {
   std::unique_ptr<GuestLink> link;
+  // What the link's relay mapped guest documents to (fd forwarding); kept
+  // for the portals of a reload.
+  std::shared_ptr<ForwardedDocuments> forwarded;
   std::unique_ptr<PortalLink> portals;
   HostPortal* host = nullptr;
   guint host_listener = 0;  // waiting for the host portal before the plugins start
+  bool serving = false;     // the plugins started
+  gint64 up_since = 0;
+  std::shared_ptr<const Config> link_config;    // what the relay's limits came from
+  std::shared_ptr<const Config> portal_config;  // what the plugins' sections borrow
 
   ~ActiveLink() {
     if (host_listener != 0) host->remove_listener(host_listener);
@@ -63,18 +82,28 @@ class BrokerImpl : public Broker {
  public:
   bool init(const BrokerOptions& options, GError** error);
   ~BrokerImpl() override;
+  bool reload(ReloadReport* report, GError** error) override;
+  BrokerStatus status() const override;
 
  private:
   void on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport);
   void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link,
-                           std::shared_ptr<ForwardedDocuments> forwarded, GError* error);
+                           std::shared_ptr<ForwardedDocuments> forwarded, std::shared_ptr<const Config> config,
+                           GError* error);
   void on_link_closed(uint64_t serial);
+  void serve(ActiveLink& active);
   void start_portals(ActiveLink& active);
+  void restart_portals(ActiveLink& active);
+  PortalLinkOptions portal_options(const LinkPeerInfo& peer, std::shared_ptr<ForwardedDocuments> forwarded) const;
+  void announce() const;
   void wait_for_persisted_exports();
   void wait_for_host_answers();
 
   BrokerOptions options_;
-  std::unique_ptr<Config> config_;
+  gint64 started_at_ = g_get_monotonic_time();
+  std::shared_ptr<const Config> config_;
+  unsigned reloads_ = 0;
+  std::string last_reload_error_;
   std::unique_ptr<PluginEngine> plugins_;
   GDBusConnection* host_ = nullptr;
   std::unique_ptr<HostPortal> host_portal_;
@@ -87,9 +116,51 @@ class BrokerImpl : public Broker {
   std::unique_ptr<ActiveLink> active_;
   uint64_t active_serial_ = 0;
   uint64_t next_serial_ = 1;
+  mutable std::string last_status_line_;  // the last STATUS= sent
   // Callbacks from links outlive nothing: they check this token.
   std::shared_ptr<BrokerImpl*> alive_ = std::make_shared<BrokerImpl*>(this);
 };
+
+// The keys of the "broker" section that hold for new calls at once (the
+// PortalLink reads them per call); every other one is the relay's, fixed
+// for a link when it comes up.
+constexpr const char* kLiveBrokerKeys[] = {"max_pending_requests", "max_sessions", "dialog_title_prefix"};
+
+bool is_live_broker_key(const std::string& key) {
+  return std::any_of(std::begin(kLiveBrokerKeys), std::end(kLiveBrokerKeys),
+                     [&](const char* live) { return key == live; });
+}
+
+// The keys whose value differs between two objects (absent counts as a value).
+std::vector<std::string> changed_keys(JsonObject* before, JsonObject* after) {
+  std::vector<std::string> keys;
+  auto collect = [&](JsonObject* object) {
+    g_autoptr(GList) members = json_object_get_members(object);
+    for (GList* l = members; l != nullptr; l = l->next) {
+      std::string key = static_cast<const char*>(l->data);
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+      JsonNode* a = json_object_get_member(before, key.c_str());
+      JsonNode* b = json_object_get_member(after, key.c_str());
+      if (a == nullptr || b == nullptr || !json_node_equal(a, b)) keys.push_back(key);
+    }
+  };
+  collect(before);
+  collect(after);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+bool same_section(JsonObject* a, JsonObject* b) {
+  g_autoptr(JsonNode) node_a = json_node_init_object(json_node_alloc(), a);
+  g_autoptr(JsonNode) node_b = json_node_init_object(json_node_alloc(), b);
+  return json_node_equal(node_a, node_b);
+}
+
+std::string with_vm_name(std::string prefix, const std::string& vm_name) {
+  for (size_t at = prefix.find("{vm}"); at != std::string::npos; at = prefix.find("{vm}", at + vm_name.size()))
+    prefix.replace(at, 4, vm_name);
+  return prefix;
+}
 
 bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   options_ = options;
@@ -100,6 +171,18 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
                 options.guest_documents_path.c_str(), handshake::kMaxDocsFieldLength);
     return false;
   }
+  auto alive = alive_;
+  auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
+    if (*alive) (*alive)->on_link_accepted(std::move(fd), carries_fds, std::move(transport));
+  };
+  if (!options.listen.empty()) {
+    listener_ = Listener::create(options.listen, accept, error, /*paused=*/true);
+    if (!listener_) {
+      g_prefix_error(error, "--listen: ");
+      return false;
+    }
+  }
+
   auto config_dirs = options.config_dirs.empty() ? Config::default_dirs() : options.config_dirs;
   config_ = Config::load(config_dirs, options.vm_name, error);
   if (!config_) return false;
@@ -139,18 +222,11 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
     share_hint = "point the VMM's vhost-user-fs device at " + socket + ", mount it";
   }
 
-  auto alive = alive_;
-  auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
-    if (*alive) (*alive)->on_link_accepted(std::move(fd), carries_fds, std::move(transport));
-  };
   if (!options.debug_access_dir.empty()) {
     debug_bus_ = DebugBus::start(options.debug_access_dir, options.runtime_dir, accept, error);
     if (!debug_bus_) return false;
   }
-  if (!options.listen.empty()) {
-    listener_ = Listener::create(options.listen, accept, error);
-    if (!listener_) return false;
-  }
+  if (listener_) listener_->start_accepting();
   g_message("ready: VM %s, portals [%s]; %s into the guest at %s", options.vm_name.c_str(),
             [&] {
               std::string names;
@@ -211,10 +287,11 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
   GuestLinkForwarding forwarding;
   forwarding.documents_path = options_.guest_documents_path;
   forwarding.resolver = make_document_resolver(exporter_handle_, forwarded);
+  std::shared_ptr<const Config> link_config = config_;
   establish_guest_link(
       std::move(fd), transport_carries_fds, transport,
-      [alive, serial, forwarded](std::unique_ptr<GuestLink> link, GError* error) {
-        if (*alive) (*alive)->on_link_established(serial, std::move(link), forwarded, error);
+      [alive, serial, forwarded, link_config](std::unique_ptr<GuestLink> link, GError* error) {
+        if (*alive) (*alive)->on_link_established(serial, std::move(link), forwarded, link_config, error);
       },
       [alive, serial]() {
         if (*alive) (*alive)->on_link_closed(serial);
@@ -222,8 +299,24 @@ void BrokerImpl::on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::
       config_->limits().link, std::move(forwarding));
 }
 
+PortalLinkOptions BrokerImpl::portal_options(const LinkPeerInfo& peer,
+                                             std::shared_ptr<ForwardedDocuments> forwarded) const {
+  PortalLinkOptions options;
+  options.vm_name = options_.vm_name;
+  options.transport = peer.transport;
+  options.fd_transport = !peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NONE
+                         : peer.framed    ? SIDEBUS_FD_TRANSPORT_FORWARDED
+                                          : SIDEBUS_FD_TRANSPORT_NATIVE;
+  options.forwarded_documents = std::move(forwarded);
+  options.max_pending_requests = config_->limits().max_pending_requests;
+  options.max_sessions = config_->limits().max_sessions;
+  options.dialog_title_prefix = with_vm_name(config_->dialog_title_prefix(), options_.vm_name);
+  return options;
+}
+
 void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link,
-                                     std::shared_ptr<ForwardedDocuments> forwarded, GError* error) {
+                                     std::shared_ptr<ForwardedDocuments> forwarded,
+                                     std::shared_ptr<const Config> link_config, GError* error) {
   if (!link) {
     g_warning("guest link %" G_GUINT64_FORMAT " failed: %s", serial, error != nullptr ? error->message : "unknown");
     return;
@@ -235,34 +328,33 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
   auto active = std::make_unique<ActiveLink>();
   active->link = std::move(link);
   active->host = host_portal_.get();
-  PortalLinkOptions options;
-  options.vm_name = options_.vm_name;
-  options.transport = peer.transport;
-  options.fd_transport = !peer.carries_fds ? SIDEBUS_FD_TRANSPORT_NONE
-                         : peer.framed    ? SIDEBUS_FD_TRANSPORT_FORWARDED
-                                          : SIDEBUS_FD_TRANSPORT_NATIVE;
-  options.forwarded_documents = std::move(forwarded);
-  options.max_pending_requests = config_->limits().max_pending_requests;
-  options.max_sessions = config_->limits().max_sessions;
-  options.dialog_title_prefix = config_->dialog_title_prefix();
-  for (size_t at = options.dialog_title_prefix.find("{vm}"); at != std::string::npos;
-       at = options.dialog_title_prefix.find("{vm}", at + options_.vm_name.size()))
-    options.dialog_title_prefix.replace(at, 4, options_.vm_name);
-  active->portals =
-      std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(), std::move(options));
+  active->forwarded = forwarded;
+  active->up_since = g_get_monotonic_time();
+  active->link_config = std::move(link_config);
+  active->portal_config = config_;
+  active->portals = std::make_unique<PortalLink>(active->link->connection(), *host_portal_, exporter_.get(),
+                                                 portal_options(peer, std::move(forwarded)));
   g_message("guest link %" G_GUINT64_FORMAT " up on %s: protocol %u, agent %s, guest uid %u, fds %s, guest name %s",
             serial, peer.transport.c_str(), peer.protocol_version, peer.agent_version.c_str(), peer.guest_uid,
             !peer.carries_fds ? "not carried" : peer.framed ? "forwarded" : "passed natively",
             g_dbus_connection_get_unique_name(active->link->connection()));
   active_ = std::move(active);
   active_serial_ = serial;
+  serve(*active_);
+}
+
+// The plugins start, and the guest sees the portal name, once the host
+// portal's interfaces and versions are known.
+void BrokerImpl::serve(ActiveLink& active) {
   if (host_portal_->ready()) {
-    start_portals(*active_);
+    start_portals(active);
     return;
   }
+  active.serving = false;
+  announce();
   g_message("guest link %" G_GUINT64_FORMAT ": waiting for the host's xdg-desktop-portal before serving the guest",
-            serial);
-  ActiveLink* waiting = active_.get();
+            active_serial_);
+  ActiveLink* waiting = &active;
   waiting->host_listener = host_portal_->add_listener({.on_ready =
                                                            [this, waiting] {
                                                              host_portal_->remove_listener(waiting->host_listener);
@@ -273,14 +365,142 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
 }
 
 void BrokerImpl::start_portals(ActiveLink& active) {
-  plugins_->start_all(*active.portals, *config_);
+  active.portal_config = config_;
+  plugins_->start_all(*active.portals, *active.portal_config);
   active.portals->claim_names();
+  active.serving = true;
+  announce();
+}
+
+// A reload changed portals.*: the link stays, its portals start again.
+void BrokerImpl::restart_portals(ActiveLink& active) {
+  std::vector<std::string> names_before = active.portals->bus_names();
+  active.portals->shutdown_for_restart();
+  active.portals.reset();  // before the Config its plugins borrowed from
+  active.portals = std::make_unique<PortalLink>(active.link->connection(), *host_portal_, exporter_.get(),
+                                                portal_options(active.link->peer(), active.forwarded));
+  serve(active);
+  // Names only the old portals served (another plugin's interface under its
+  // own name) go; the new ones were claimed above.
+  const std::vector<std::string>& names_now = active.portals->bus_names();
+  for (const std::string& name : names_before)
+    if (std::find(names_now.begin(), names_now.end(), name) == names_now.end())
+      g_dbus_connection_call(active.link->connection(), "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "ReleaseName", g_variant_new("(s)", name.c_str()), nullptr,
+                             G_DBUS_CALL_FLAGS_NONE, -1, nullptr, nullptr, nullptr);
 }
 
 void BrokerImpl::on_link_closed(uint64_t serial) {
   if (!active_ || serial != active_serial_) return;
   g_message("guest link %" G_GUINT64_FORMAT " closed; waiting for the agent to reconnect", serial);
   active_.reset();
+  announce();
+}
+
+// The service manager's STATUS= line follows the link.
+void BrokerImpl::announce() const {
+  std::string line = summary_line(status());
+  if (line == last_status_line_) return;
+  last_status_line_ = line;
+  service_notify::status(line);
+}
+
+bool BrokerImpl::reload(ReloadReport* report, GError** error) {
+  auto config_dirs = options_.config_dirs.empty() ? Config::default_dirs() : options_.config_dirs;
+  g_autoptr(GError) failure = nullptr;
+  std::shared_ptr<const Config> fresh = Config::load(config_dirs, options_.vm_name, &failure);
+  std::vector<std::string> enabled_before = plugins_->loaded();
+  if (!fresh || !plugins_->reload(*fresh, &failure)) {
+    g_prefix_error(&failure, "configuration not reloaded, the one in effect stays: ");
+    last_reload_error_ = failure->message;
+    g_propagate_error(error, g_steal_pointer(&failure));
+    return false;
+  }
+  ReloadReport done;
+  done.files = fresh->files();
+  done.enabled_portals = plugins_->loaded();
+  for (const std::string& key : changed_keys(config_->broker_section(), fresh->broker_section()))
+    // Without a link, the next link is the first to see any of them.
+    (is_live_broker_key(key) || !active_ ? done.applied : done.next_link).push_back("broker." + key);
+  bool portals_changed = done.enabled_portals != enabled_before;
+  for (const std::string& name : done.enabled_portals)
+    portals_changed = portals_changed || !same_section(config_->portal_section(name), fresh->portal_section(name));
+
+  config_ = std::move(fresh);
+  reloads_++;
+  last_reload_error_.clear();
+  if (active_) {
+    active_->portals->set_limits(config_->limits().max_pending_requests, config_->limits().max_sessions,
+                                 with_vm_name(config_->dialog_title_prefix(), options_.vm_name));
+    if (portals_changed && active_->serving) {
+      g_message("the portals configuration changed: restarting the portals of guest link %" G_GUINT64_FORMAT,
+                active_serial_);
+      restart_portals(*active_);
+      done.portals_restarted = true;
+    }
+  }
+  std::string applied, next_link;
+  for (const std::string& key : done.applied) applied += (applied.empty() ? "" : ", ") + key;
+  for (const std::string& key : done.next_link) next_link += (next_link.empty() ? "" : ", ") + key;
+  g_message("configuration reloaded from %zu file(s)%s%s%s%s%s", done.files.size(),
+            applied.empty() ? "" : "; in effect now: ", applied.c_str(),
+            next_link.empty() ? "" : "; from the next guest link on: ", next_link.c_str(),
+            done.portals_restarted ? "; portals restarted" : "");
+  announce();
+  if (report != nullptr) *report = std::move(done);
+  return true;
+}
+
+BrokerStatus BrokerImpl::status() const {
+  gint64 now = g_get_monotonic_time();
+  BrokerStatus status;
+  status.vm_name = options_.vm_name;
+  status.version = SIDEBUS_VERSION;
+  status.pid = int(getpid());
+  status.uptime_seconds = double(now - started_at_) / G_USEC_PER_SEC;
+  if (active_) {
+    const LinkPeerInfo& peer = active_->link->peer();
+    LinkStatus link;
+    link.serial = active_serial_;
+    link.state = active_->serving ? "serving" : "waiting-for-host-portal";
+    link.up_seconds = double(now - active_->up_since) / G_USEC_PER_SEC;
+    link.transport = peer.transport;
+    link.fd_mode = !peer.carries_fds ? "none" : peer.framed ? "forwarded" : "native";
+    link.protocol = peer.protocol_version;
+    link.agent_version = peer.agent_version;
+    link.guest_uid = peer.guest_uid;
+    const char* name = g_dbus_connection_get_unique_name(active_->link->connection());
+    link.guest_name = name != nullptr ? name : "";
+    status.link = std::move(link);
+    for (const PortalLink::PortalInfo& info : active_->portals->portals())
+      status.serving.push_back(PortalStatus{info.name, {info.interfaces.begin(), info.interfaces.end()}});
+    status.pending_requests = active_->portals->pending_requests();
+    status.sessions = active_->portals->active_sessions();
+    for (const std::string& key : changed_keys(active_->link_config->broker_section(), config_->broker_section()))
+      if (!is_live_broker_key(key)) status.pending_next_link.push_back("broker." + key);
+  }
+  status.links_accepted = next_serial_ - 1;
+  status.host_portal_ready = host_portal_ && host_portal_->ready();
+  status.enabled_portals = plugins_ ? plugins_->loaded() : std::vector<std::string>{};
+  status.exported_documents = exporter_ ? exporter_->documents() : 0;
+  if (private_bus_) {
+    PrivateBus::Health health = private_bus_->health();
+    status.helper_exits = health.exits;
+    status.helper_restarts = health.restarts;
+    status.helpers_given_up = health.given_up;
+  }
+  status.runtime_dir = options_.runtime_dir;
+  status.state_dir = options_.state_dir;
+  status.config_files = config_->files();
+  status.reloads = reloads_;
+  status.last_reload_error = last_reload_error_;
+  JsonObject* broker = config_->broker_section();
+  g_autoptr(GList) members = json_object_get_members(broker);
+  for (GList* l = members; l != nullptr; l = l->next) {
+    const char* key = static_cast<const char*>(l->data);
+    status.broker_settings.emplace_back(key, json_node_copy(json_object_get_member(broker, key)));
+  }
+  return status;
 }
 
 }  // namespace

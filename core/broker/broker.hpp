@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.hpp — one broker serves one VM: it owns the configuration, the
 // plugins, the host bus connection, the VM's private bus with its document
 // portal, the listener for guest links and the current link.
@@ -8,6 +9,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "broker/broker-status.hpp"
 
 namespace sidebus {
 
@@ -28,8 +31,24 @@ class Broker {
  public:
   // Everything up to "ready to accept a guest link"; the error names what
   // failed (file, option, child) and what to do.
+  // Binds the --listen sockets first (paused), so that a bad address stops
+  // the start before anything else runs, and accepts links once the rest is
+  // up.
   static std::unique_ptr<Broker> start(const BrokerOptions& options, GError** error);
   virtual ~Broker() = default;  // stops the link, plugins, listener and private bus
+
+  // Reads the configuration again (`sidebusctl reload`, SIGHUP). On any
+  // error — a file that does not parse, a key a plugin refuses, a plugin
+  // that does not load — the configuration in effect stays and the error
+  // names the file, line and key. Otherwise: broker.max_pending_requests,
+  // broker.max_sessions and broker.dialog_title_prefix hold for new calls at
+  // once; the other broker.* keys (what the link's relay checks) from the
+  // next link on; a change of portals.* (enabling, disabling, any key of an
+  // enabled portal) restarts the current link's portals: its pending
+  // requests get Response 2 and its sessions Closed, then the portals the new
+  // configuration enables start. docs/operations.md says the same.
+  virtual bool reload(ReloadReport* report, GError** error) = 0;
+  virtual BrokerStatus status() const = 0;
 };
 
 }  // namespace sidebus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // config.cpp — reads, checks and merges the JSON drop-ins (see config.hpp).
 //
 // Why this shape: what a VM may do on the host (which portals, which URI
@@ -834,6 +835,10 @@ class LoadedConfig final : public Config {
   const std::vector<std::string>& files() const override { return files_; }
   const BrokerLimits& limits() const override { return limits_; }
   const std::string& dialog_title_prefix() const override { return dialog_title_prefix_; }
+  JsonObject* broker_section() const override {
+    JsonNode* broker = json_object_get_member(root_.get(), "broker");
+    return broker != nullptr && JSON_NODE_HOLDS_OBJECT(broker) ? json_node_get_object(broker) : empty_section_.get();
+  }
 
  private:
   JsonObjectPtr root_;

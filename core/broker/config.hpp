@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // config.hpp — the merged JSON configuration.
 //
 // Drop-ins in systemd style: for each config directory in order (default
@@ -64,6 +65,9 @@ class Config {
   // guest sends, "{vm}" standing for the VM's name; "" for none.
   static constexpr const char* kDefaultDialogTitlePrefix = "[{vm}] ";
   virtual const std::string& dialog_title_prefix() const = 0;
+  // The merged "broker" object (empty if no file sets it), borrowed: what a
+  // reload compares key by key.
+  virtual JsonObject* broker_section() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

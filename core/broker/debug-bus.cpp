@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // debug-bus.cpp — see debug-bus.hpp. The in-process agent end uses the same
 // AgentSession as sidebus-agent; if it ends while the bus is still there it
 // reconnects after a second, like the real agent's backoff would.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // debug-bus.hpp — --debug-access: a local dbus-daemon at DIR/vm.sock stands
 // for the guest session bus, and the broker's own in-process agent connects
 // it to the broker through a socket pair, exactly as a real link would. Any

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // document-resolver.cpp — see document-resolver.hpp.
 #include "broker/document-resolver.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // document-resolver.hpp — the broker's answer to a document reference that
 // came over a framed link (link/framed-link.hpp): the guest's fd stood for
 // <guest documents path>/<doc id>/<path>; this opens the host file behind it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-config.cpp — libFuzzer target for Config (config.hpp; corpus:
 // tests/fuzz/config/; docs/testing.md, "Fuzzing").
 //

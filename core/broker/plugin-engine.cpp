@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // plugin-engine.cpp — libpeas glue. A plugin declares the plugin API version
 // it was built for with `X-Sidebus-API=2` in its .plugin file, so a broker
 // never loads a module compiled against an incompatible header.
@@ -60,12 +61,30 @@ std::unique_ptr<PluginEngine> PluginEngine::load(const std::vector<std::string>&
                                                  GError** error) {
   auto self = std::unique_ptr<PluginEngine>(new PluginEngine());
   self->engine_ = peas_engine_new();
+  self->dirs_ = dirs;
   for (const std::string& dir : dirs) peas_engine_add_search_path(self->engine_, dir.c_str(), dir.c_str());
-  peas_engine_rescan_plugins(self->engine_);
+  if (!self->reload(config, error)) return nullptr;
+  return self;
+}
 
+bool PluginEngine::reload(const Config& config, GError** error) {
+  // Finds .plugin files added since; the ones already known stay as they are.
+  peas_engine_rescan_plugins(engine_);
+  std::vector<PeasPluginInfo*> enabled;
+  if (!select(config, &enabled, error)) return false;
+  for (PeasPluginInfo* info : enabled)
+    if (std::find(plugins_.begin(), plugins_.end(), info) == plugins_.end())
+      g_message("loaded portal plugin %s from %s", peas_plugin_info_get_module_name(info),
+                peas_plugin_info_get_module_dir(info));
+  plugins_ = std::move(enabled);
+  if (plugins_.empty()) g_warning("no portal is enabled: the guest will see an empty portal object");
+  return true;
+}
+
+bool PluginEngine::select(const Config& config, std::vector<PeasPluginInfo*>* enabled_plugins, GError** error) {
   std::vector<std::string> configured = config.configured_portals();
   std::vector<std::string> found;
-  for (const GList* l = peas_engine_get_plugin_list(self->engine_); l != nullptr; l = l->next) {
+  for (const GList* l = peas_engine_get_plugin_list(engine_); l != nullptr; l = l->next) {
     auto* info = static_cast<PeasPluginInfo*>(l->data);
     std::string name = peas_plugin_info_get_module_name(info);
     found.push_back(name);
@@ -77,24 +96,22 @@ std::unique_ptr<PluginEngine> PluginEngine::load(const std::vector<std::string>&
     }
     // A configured but disabled portal is loaded too, so that a typo in its
     // section ("enabeld") is found rather than silently disabling it.
-    if (!load_plugin(self->engine_, info, error) || !check_schema(self->engine_, info, config, error)) return nullptr;
-    if (!enabled) continue;
-    g_message("loaded portal plugin %s from %s", name.c_str(), peas_plugin_info_get_module_dir(info));
-    self->plugins_.push_back(info);
+    if (!load_plugin(engine_, info, error) || !check_schema(engine_, info, config, error)) return false;
+    if (std::find(loaded_.begin(), loaded_.end(), info) == loaded_.end()) loaded_.push_back(info);
+    if (enabled) enabled_plugins->push_back(info);
   }
   std::string dir_list;
-  for (const std::string& dir : dirs) dir_list += (dir_list.empty() ? "" : ", ") + dir;
+  for (const std::string& dir : dirs_) dir_list += (dir_list.empty() ? "" : ", ") + dir;
   for (const std::string& name : configured)
     if (std::find(found.begin(), found.end(), name) == found.end())
       g_warning("portals.%s is %s in the configuration, but no %s.plugin was found in %s; is the plugin "
                 "installed?",
                 name.c_str(), config.portal_enabled(name) ? "enabled" : "configured", name.c_str(), dir_list.c_str());
-  if (self->plugins_.empty()) g_warning("no portal is enabled: the guest will see an empty portal object");
-  return self;
+  return true;
 }
 
 PluginEngine::~PluginEngine() {
-  for (PeasPluginInfo* info : plugins_) peas_engine_unload_plugin(engine_, info);
+  for (PeasPluginInfo* info : loaded_) peas_engine_unload_plugin(engine_, info);
   g_clear_object(&engine_);
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // plugin-engine.hpp — finds portal plugins with libpeas, checks every
 // configuration drop-in against each plugin's schema, loads the ones the
 // configuration enables, and starts one instance of each on every guest link.
@@ -27,6 +28,13 @@ class PluginEngine {
                                             GError** error);
   ~PluginEngine();
 
+  // A configuration reload: the directories are scanned again (new plugins
+  // are found), the plugins @config enables or configures are loaded and
+  // their sections checked as in load(). On error nothing changes; on
+  // success loaded() is what @config enables. Modules stay loaded until the
+  // broker exits (GType registrations cannot be undone).
+  bool reload(const Config& config, GError** error);
+
   // The module names of the enabled plugins, sorted.
   std::vector<std::string> loaded() const;
 
@@ -35,8 +43,14 @@ class PluginEngine {
   void start_all(PortalLink& link, const Config& config);
 
  private:
+  // The plugins @config enables, after loading and checking every plugin it
+  // enables or configures.
+  bool select(const Config& config, std::vector<PeasPluginInfo*>* enabled, GError** error);
+
   PeasEngine* engine_ = nullptr;          // owned
+  std::vector<std::string> dirs_;
   std::vector<PeasPluginInfo*> plugins_;  // the enabled ones, owned by engine_
+  std::vector<PeasPluginInfo*> loaded_;   // every plugin loaded, enabled or not
 };
 
 }  // namespace sidebus

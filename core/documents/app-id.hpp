@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // app-id.hpp — the app id a VM's documents are granted to in its private
 // document portal. xdg-document-portal 1.16 only serves by-app/<id> for ids
 // shaped like "org.example.App" (two or more dot-separated elements of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-daemon.cpp — see dbus-daemon.hpp.
 #include "documents/dbus-daemon.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-daemon.hpp — spawning a dbus-daemon of our own with a generated
 // configuration (the per-VM private bus, the --debug-access bus): the child
 // is a ChildProcess owned by a DBusDaemon value and stopped when it goes.

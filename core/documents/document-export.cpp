@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // document-export.cpp — host files to guest files and back, through this VM's
 // private xdg-document-portal (see document-export.hpp).
 //

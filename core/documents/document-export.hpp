@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // document-export.hpp — host files to guest files through the private
 // document portal (org.freedesktop.portal.Documents AddFull/AddNamedFull,
 // granted to the VM's app id), and the reverse mapping from a guest path in
@@ -85,6 +86,8 @@ class DocumentExporter {
   // Loads the index of this app's documents again (asynchronously).
   void reload_index();
   bool index_loaded() const;
+  // Documents of this VM in the index (what the guest can open).
+  size_t documents() const { return index_.size(); }
   // Exports not yet confirmed on disk by the permission store (see
   // document-export.cpp); the broker waits for 0 before it stops the bus.
   size_t unpersisted() const { return unpersisted_; }

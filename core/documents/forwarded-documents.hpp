@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // forwarded-documents.hpp — the host files a link's guest sent as its own
 // documents. On a byte-only link with fd forwarding (link v2), a guest fd of
 // one of its documents crosses as a reference; the broker's relay thread opens

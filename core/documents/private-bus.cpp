@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // private-bus.cpp — the per-VM private bus (see private-bus.hpp): one
 // dbus-daemon, the real xdg-permission-store and xdg-document-portal on it,
 // and their FUSE mount, owned and supervised by the broker.
@@ -175,6 +176,7 @@ class PrivateBusImpl final : public PrivateBus {
   const std::string& address() override { return address_; }
   const std::string& documents_mount() override { return documents_mount_; }
   void set_on_restarted(std::function<void()> on_restarted) override { on_restarted_ = std::move(on_restarted); }
+  Health health() const override { return health_; }
 
  private:
   struct Attempt;
@@ -212,6 +214,7 @@ class PrivateBusImpl final : public PrivateBus {
   guint restart_source_ = 0;
   std::deque<gint64> restart_times_;
   std::function<void()> on_restarted_;
+  Health health_;  // given_up mirrors given_up_
 };
 
 // One start or restart: its steps, run one after the other from callbacks,
@@ -600,6 +603,7 @@ void PrivateBusImpl::watch_all() {
 void PrivateBusImpl::on_helper_exited(const ChildProcess& helper) {
   g_warning("%s%s (pid %d) %s; restarting it", prefix_.c_str(), helper.name().c_str(), int(helper.pid()),
             helper.exit_description().c_str());
+  health_.exits[helper.name()]++;
   if (&helper == permission_store_.get())
     to_restart_.permission_store = true;
   else
@@ -611,6 +615,7 @@ void PrivateBusImpl::on_connection_closed(GDBusConnection*, gboolean, GError* er
   auto* self = static_cast<PrivateBusImpl*>(data);
   g_warning("%slost the private bus (dbus-daemon pid %d: %s); restarting it and its helpers", self->prefix_.c_str(),
             self->daemon_ ? int(self->daemon_->pid()) : 0, error != nullptr ? error->message : "closed");
+  self->health_.exits["dbus-daemon"]++;
   self->to_restart_ = {true, true, true};
   self->schedule_restart();
 }
@@ -624,6 +629,7 @@ void PrivateBusImpl::schedule_restart() {
               "shared with this VM until the broker is restarted",
               prefix_.c_str(), restart_times_.size());
     given_up_ = true;
+    health_.given_up = true;
     return;
   }
   guint delay_ms = kFirstRestartDelayMs << restart_times_.size();
@@ -658,6 +664,7 @@ void PrivateBusImpl::restart() {
       return;
     }
     watch_all();
+    health_.restarts++;
     g_message("%sprivate bus %s restarted", prefix_.c_str(),
               steps.bus ? "and its helpers" : steps.permission_store ? "permission store" : "document portal");
     if (to_restart_.bus || to_restart_.permission_store || to_restart_.document_portal) schedule_restart();

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // private-bus.hpp — the per-VM private D-Bus: a dbus-daemon the broker spawns
 // (generated config, socket in the runtime dir) with the real
 // xdg-permission-store and xdg-document-portal on it, XDG_RUNTIME_DIR =
@@ -16,6 +17,7 @@
 #include <gio/gio.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -46,6 +48,16 @@ class PrivateBus {
   // restarted and answers again (after a dbus-daemon restart, connection()
   // has changed). Must not destroy the PrivateBus.
   virtual void set_on_restarted(std::function<void()> on_restarted) = 0;
+
+  // What `sidebusctl status` reports about the helpers: how often each one
+  // died ("dbus-daemon", "xdg-permission-store", "xdg-document-portal"), how
+  // many restarts succeeded, and whether the broker gave up restarting.
+  struct Health {
+    std::map<std::string, unsigned> exits;
+    unsigned restarts = 0;
+    bool given_up = false;
+  };
+  virtual Health health() const = 0;
 };
 
 }  // namespace sidebus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // virtiofsd.cpp — see virtiofsd.hpp.
 #include "documents/virtiofsd.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // virtiofsd.hpp — --virtiofsd PATH: the broker serves the VM's document view
 // (<runtime-dir>/doc/by-app/<app id>) over vhost-user-fs itself, so a VMM only
 // points its vhost-user-fs device at <runtime-dir>/virtiofsd.sock. virtiofsd

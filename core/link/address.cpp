@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // address.cpp — the grammar of --listen and --connect addresses (address.hpp).
 #include "link/address.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // address.hpp — where a link goes: the --listen (broker) and --connect
 // (agent) address grammar, and error messages that name an address.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // connect.cpp — the agent's side of a transport: connect_link().
 #include "link/connect.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // connect.hpp — the agent's end of a transport.
 #pragma once
 

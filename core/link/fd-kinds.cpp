@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fd-kinds.cpp — see fd-kinds.hpp.
 //
 // Why pipes are reopened: an fd received with SCM_RIGHTS shares its open

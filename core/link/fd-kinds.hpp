@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fd-kinds.hpp — what a file descriptor becomes on the other side of a
 // framed link (link v2, docs/broker.md), decided by the end that holds it,
 // and the local fds the receiving end builds for it. Used by the framed link

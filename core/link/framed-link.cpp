@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // framed-link.cpp — see framed-link.hpp.
 //
 // The pieces, on the relay thread:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // framed-link.hpp — the link end of a protocol 2 link on a byte-only
 // transport (vsock, hybrid vsock, virtio-serial): D-Bus messages with their
 // file descriptors, over frames (wire/channel-frames.hpp). docs/broker.md,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-traffic.cpp — see guest-traffic.hpp.
 #include "link/guest-traffic.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-traffic.hpp — what one guest may make the broker hold, charged to
 // the guest client that sent it, as dbus-broker charges its peers. Pure
 // bookkeeping (no I/O): the relay asks admit() about every message that comes

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake-broker.cpp — the broker's end of the link handshake.
 #include "link/handshake.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake.cpp — the blocking line I/O both link ends use for the
 // handshake and for SASL (the two ends of the exchange are
 // handshake-broker.cpp and handshake-agent.cpp).

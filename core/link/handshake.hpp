@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake.hpp — the link's opening exchange on a connected fd (the lines
 // themselves are wire/handshake-lines.hpp), and the blocking line I/O it and
 // SASL use: one byte at a time, so not a single byte of the D-Bus stream that

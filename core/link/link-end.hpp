@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // link-end.hpp — the link side of a Relay (relay.hpp): whole D-Bus messages
 // to and from the other end of the VM boundary, on the relay's thread.
 //

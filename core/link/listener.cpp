@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // listener.cpp — the broker's Listener: where guest links arrive (unix, vsock,
 // inherited fds, systemd socket activation); see listener.hpp.
 //
@@ -50,7 +51,14 @@ class ListenerImpl : public Listener {
     guint source = 0;
   };
 
-  explicit ListenerImpl(AcceptFunc on_accept) : on_accept_(std::move(on_accept)) {}
+  ListenerImpl(AcceptFunc on_accept, bool paused) : on_accept_(std::move(on_accept)), accepting_(!paused) {}
+
+  void start_accepting() override {
+    if (accepting_) return;
+    accepting_ = true;
+    for (auto& socket : sockets_) socket->source = g_unix_fd_add(socket->fd.get(), G_IO_IN, on_ready, socket.get());
+    for (auto& pending : pending_) schedule(pending.get());
+  }
 
   ~ListenerImpl() override {
     for (auto& socket : sockets_) {
@@ -180,14 +188,7 @@ class ListenerImpl : public Listener {
       pending->fd = std::move(fd);
       pending->carries_fds = carries_fds;
       pending->transport = std::move(transport);
-      pending->source = g_idle_add(
-          [](gpointer data) -> gboolean {
-            auto* pending = static_cast<PendingLink*>(data);
-            pending->source = 0;
-            pending->owner->on_accept_(std::move(pending->fd), pending->carries_fds, pending->transport);
-            return G_SOURCE_REMOVE;
-          },
-          pending.get());
+      if (accepting_) schedule(pending.get());
       pending_.push_back(std::move(pending));
       return true;
     }
@@ -227,8 +228,21 @@ class ListenerImpl : public Listener {
 
   void watch(std::unique_ptr<Socket> socket) {
     socket->owner = this;
-    socket->source = g_unix_fd_add(socket->fd.get(), G_IO_IN, on_ready, socket.get());
+    if (accepting_) socket->source = g_unix_fd_add(socket->fd.get(), G_IO_IN, on_ready, socket.get());
     sockets_.push_back(std::move(socket));
+  }
+
+  // A connected fd:N is handed over from an idle callback (never inside
+  // create() or start_accepting()).
+  void schedule(PendingLink* pending) {
+    pending->source = g_idle_add(
+        [](gpointer data) -> gboolean {
+          auto* pending = static_cast<PendingLink*>(data);
+          pending->source = 0;
+          pending->owner->on_accept_(std::move(pending->fd), pending->carries_fds, pending->transport);
+          return G_SOURCE_REMOVE;
+        },
+        pending);
   }
 
   static gboolean on_ready(int fd, GIOCondition, gpointer data) {
@@ -260,6 +274,7 @@ class ListenerImpl : public Listener {
   }
 
   AcceptFunc on_accept_;
+  bool accepting_;
   std::vector<std::unique_ptr<Socket>> sockets_;
   std::vector<std::unique_ptr<PendingLink>> pending_;
 };
@@ -267,13 +282,13 @@ class ListenerImpl : public Listener {
 }  // namespace
 
 std::unique_ptr<Listener> Listener::create(const std::vector<std::string>& addresses, AcceptFunc on_accept,
-                                           GError** error) {
+                                           GError** error, bool paused) {
   if (addresses.empty()) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                 "no link address to listen on: pass --listen unix:PATH, vsock:PORT, fd:N or systemd");
     return nullptr;
   }
-  auto listener = std::make_unique<ListenerImpl>(std::move(on_accept));
+  auto listener = std::make_unique<ListenerImpl>(std::move(on_accept), paused);
   for (const auto& address : addresses)
     if (!listener->add(address, error)) return nullptr;
   return listener;

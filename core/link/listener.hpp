@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // listener.hpp — the broker accepts guest links on every --listen address.
 #pragma once
 
@@ -20,9 +21,14 @@ namespace sidebus {
 class Listener {
  public:
   using AcceptFunc = std::function<void(UniqueFd link, bool transport_carries_fds, std::string transport)>;
+  // Binds and listens on every address (an error names the address and what
+  // to do). With @paused, connections wait in the sockets' backlog until
+  // start_accepting(): the broker binds first, so that a bad --listen is
+  // refused before anything else is started, and accepts once it is ready.
   static std::unique_ptr<Listener> create(const std::vector<std::string>& addresses, AcceptFunc on_accept,
-                                          GError** error);
+                                          GError** error, bool paused = false);
   virtual ~Listener() = default;  // stops listening and removes unix socket files it created
+  virtual void start_accepting() = 0;
 };
 
 }  // namespace sidebus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // message-stream.cpp — see message-stream.hpp.
 //
 // The reader has two ways to read. Where fds may come (a unix socket that

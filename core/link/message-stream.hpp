@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // message-stream.hpp — a D-Bus byte stream cut into whole messages, both
 // ways, on a non-blocking fd: MessageReader takes messages (and, on a unix
 // socket, the fds sent with them) out of it; MessageWriter queues messages

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // peer.hpp — what the two ends of a link learned about each other in the
 // handshake (link/handshake.hpp).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // relay.cpp — the relay thread (see relay.hpp): one poll loop over the two
 // fds and the stop eventfd, a MessageReader and a MessageWriter per side,
 // and at the broker end the checks on what the guest sends.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // relay.hpp — one link's D-Bus traffic between its two ends, message by
 // message, in a thread of its own: the link (to the other side of the VM
 // boundary) and a local unix socket (the broker's own GDBusConnection, or the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // sasl.cpp — D-Bus SASL EXTERNAL, server half (for the broker's own GDBus
 // client on a local socketpair) and client half (for the agent toward the
 // guest bus). The protocol is the D-Bus specification's "Authentication

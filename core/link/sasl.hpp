@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // sasl.hpp — the two halves of D-Bus SASL (EXTERNAL only) that sidebus speaks
 // itself, on plain blocking-or-not fds, bounded by a deadline:
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // child-process.cpp — see child-process.hpp.
 #include "util/child-process.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // child-process.hpp — a helper process the broker spawns and owns (the
 // private dbus-daemon, xdg-permission-store, xdg-document-portal, virtiofsd):
 // it dies with the broker (PR_SET_PDEATHSIG), its stdout goes to our stderr

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // gobject-ptr.hpp — the one owning pointer for GLib's reference-counted
 // types in C++ code: GObjectPtr<T> (any GObject), VariantPtr (GVariant, kept
 // sunk). Ownership is visible in the type, and every exit

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // log.cpp — the structured log writer of the broker and the agent (log.hpp).
 //
 // Every g_message/g_warning/g_debug (ours and GLib's) arrives here. When
@@ -15,6 +16,8 @@
 #include <cstdio>
 #include <string_view>
 #include <vector>
+
+#include "util/log-ring.hpp"
 
 namespace sidebus::log {
 
@@ -50,6 +53,11 @@ GLogWriterOutput write_record(GLogLevelFlags level, const GLogField* fields, gsi
     else if (key == "MESSAGE")
       message = field_value(fields[i]);
   }
+  std::string text;
+  text.reserve(message.size());
+  for (char c : message) text += (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') ? '?' : c;
+  // The ring keeps debug lines even when they are not printed (log-ring.hpp).
+  if (log_ring::enabled()) log_ring::append(level, text);
   if ((level & (G_LOG_LEVEL_DEBUG | G_LOG_LEVEL_INFO)) && g_log_writer_default_would_drop(level, domain))
     return G_LOG_WRITER_HANDLED;
 
@@ -65,7 +73,7 @@ GLogWriterOutput write_record(GLogLevelFlags level, const GLogField* fields, gsi
   line += ": ";
   line += level_name(level);
   line += ": ";
-  for (char c : message) line += (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') ? '?' : c;
+  line += text;
   line += '\n';
   std::string_view rest = line;
   while (!rest.empty()) {

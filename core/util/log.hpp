@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // log.hpp — structured logging for the broker and the agent: every line goes
 // through GLib's structured log writer with SIDEBUS_VM set; debug lines only
 // with --verbose.

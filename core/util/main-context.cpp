@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // main-context.cpp — see main-context.hpp.
 #include "util/main-context.hpp"
 

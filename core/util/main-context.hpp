@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // main-context.hpp — handing work to a GMainContext from any thread.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // socket.hpp — small facts about sockets that several layers ask.
 #pragma once
 

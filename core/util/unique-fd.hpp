@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // unique-fd.hpp — owning file descriptor: closed exactly once, movable, never copied.
 #pragma once
 

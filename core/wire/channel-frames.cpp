@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // channel-frames.cpp — parse and encode link v2 frames and fd records (see
 // channel-frames.hpp). Every length is checked against what is there before
 // a byte of it is read; the frame parser looks at 12 bytes at most before it

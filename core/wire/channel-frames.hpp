@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // channel-frames.hpp — the frames a link v2 "framed" link carries after the
 // handshake (docs/broker.md, "Protocol 2"), and the fd records that say what
 // a forwarded file descriptor becomes. Pure: no I/O, no policy; the link end

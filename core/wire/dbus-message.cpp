@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-message.cpp — the checks behind parse_fixed_header(), parse_header()
 // and scan_body(), and the ERROR encoder (see dbus-message.hpp). Fuzzed by
 // fuzz-dbus-message.cpp, against GDBus.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-message.hpp — validate one D-Bus message from the untrusted guest
 // before GDBus sees it.
 //

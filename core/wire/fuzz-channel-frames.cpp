@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-channel-frames.cpp — libFuzzer target for channel-frames.hpp (corpus:
 // tests/fuzz/channel-frames/; docs/testing.md, "Fuzzing").
 //

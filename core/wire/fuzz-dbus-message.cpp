@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-dbus-message.cpp — libFuzzer target for dbus-message.hpp (corpus:
 // tests/fuzz/dbus-message/; how it runs: docs/testing.md, "Fuzzing").
 //

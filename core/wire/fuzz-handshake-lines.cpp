@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-handshake-lines.cpp — libFuzzer target for handshake-lines.hpp
 // (corpus: tests/fuzz/handshake-lines/; docs/testing.md, "Fuzzing").
 //

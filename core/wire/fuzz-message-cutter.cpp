@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-message-cutter.cpp — libFuzzer target for message-cutter.hpp (corpus:
 // tests/fuzz/message-cutter/; docs/testing.md, "Fuzzing").
 //

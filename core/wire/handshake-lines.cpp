@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake-lines.cpp — parse and format the handshake lines: pure, strict,
 // bounded (see handshake-lines.hpp). Fuzzed by fuzz-handshake-lines.cpp.
 #include "wire/handshake-lines.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // handshake-lines.hpp — the versioned text handshake that opens every guest
 // link, before the D-Bus stream (protocol 1: raw; protocol 2: raw on links
 // that carry fds, frames on byte-only links, wire/channel-frames.hpp):

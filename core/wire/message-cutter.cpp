@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // message-cutter.cpp — see message-cutter.hpp.
 #include "wire/message-cutter.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // message-cutter.hpp — a D-Bus byte stream, fed in pieces of any size, cut
 // into whole messages. Pure (no I/O): the framed link end
 // (link/framed-link.hpp) feeds it channel 0 of a link v2 link, whose frames

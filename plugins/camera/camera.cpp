@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // camera.cpp — org.freedesktop.portal.Camera for a VM: a video call in the
 // guest uses the host's camera, after the host's own consent dialog.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // copy-store.cpp — the copies of guest content (see copy-store.hpp).
 //
 // Threading: everything of CopyStore and HostCopy lives on the main context.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // copy-store.hpp — host copies of guest content that is not a document.
 //
 // A guest file outside its documents directory does not exist on the host;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-uri-policy.cpp — libFuzzer target for check_guest_uri()
 // (uri-policy.hpp; corpus: tests/fuzz/uri-policy/; docs/testing.md,
 // "Fuzzing").

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-file.cpp — guest fds inspected and documents turned into host files
 // (see guest-file.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-file.hpp — what a file from the guest stands for on the host.
 //
 // Several portals take files from the guest — OpenURI.OpenFile an fd,

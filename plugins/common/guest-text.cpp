@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-text.cpp — checks of strings from the guest (see guest-text.hpp).
 #include "guest-text.hpp"
 

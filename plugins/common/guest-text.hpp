@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-text.hpp — strings from the guest that a host dialog shows or a host
 // program receives (titles, labels, e-mail subjects and bodies, print
 // settings): bounded, UTF-8, and free of what makes text display as

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-input.cpp — documents or copies for the fds a host portal reads
 // (see host-input.hpp).
 #include "host-input.hpp"

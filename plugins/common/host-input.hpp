@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-input.hpp — guest fds a host portal reads, turned into host files.
 //
 // Print.Print (the document), Email.ComposeEmail (the attachments) and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-properties.cpp — see host-properties.hpp.
 #include "host-properties.hpp"
 

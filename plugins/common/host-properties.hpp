@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-properties.hpp — HostProperties: the properties of one host portal
 // interface as they are now, for a plugin that serves them to the guest
 // (ScreenCast's AvailableSourceTypes, Camera's IsCameraPresent) or checks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-stream.cpp — see host-stream.hpp. Everything runs on the pw_loop
 // this file iterates from the thread-default GLib main context; the stream
 // is not RT_PROCESS, so process() runs there too. The sink hears the end

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-stream.hpp — HostStream: the host half of phase 2's stream relay
 // (docs/screencast.md), a prototype not yet used by any route: a consumer
 // of one host PipeWire node that hands each frame, as packed rows of shared

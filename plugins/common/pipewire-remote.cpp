@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // pipewire-remote.cpp — see pipewire-remote.hpp.
 #include "pipewire-remote.hpp"
 

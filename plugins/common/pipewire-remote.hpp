@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // pipewire-remote.hpp — how a PipeWire remote (ScreenCast's and Camera's
 // OpenPipeWireRemote) reaches the guest, decided once per link.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // uri-policy.cpp — the checks behind check_guest_uri() (see uri-policy.hpp).
 //
 // Why each step, in the order they run:

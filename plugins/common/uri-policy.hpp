@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // uri-policy.hpp — which URIs from the guest may be opened on the host.
 //
 // OpenURI hands a guest's string to whatever application the host has for

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // email-address.cpp — the address check (see email-address.hpp).
 #include "email-address.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // email-address.hpp — which e-mail addresses a VM may hand to the host's
 // mail composer.
 //

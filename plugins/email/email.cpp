@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // email.cpp — org.freedesktop.portal.Email for the guest: "send by e-mail"
 // in a VM opens the host's mail composer, filled in, with the attachments.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-email-address.cpp — libFuzzer target for is_valid_address()
 // (email-address.hpp; corpus: tests/fuzz/email-address/; docs/testing.md,
 // "Fuzzing"). Each input is one address from the guest, up to its first NUL.

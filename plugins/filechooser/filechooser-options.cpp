@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser-options.cpp — what a guest may ask of the host's file chooser.
 //
 // One table per method, as documented in org.freedesktop.portal.FileChooser

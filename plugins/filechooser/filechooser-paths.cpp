@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser-paths.cpp — guest paths in options (current_folder,
 // current_file) mean nothing on the host: the host cannot see the guest's
 // file system. The one exception is the guest documents directory, where

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser-results.cpp — the host's Response, made true inside the guest.
 //
 // The broker is an unsandboxed client of the host portal, so the host answers

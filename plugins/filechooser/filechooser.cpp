@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser.cpp — org.freedesktop.portal.FileChooser for a VM.
 //
 // The portal object subclasses the gdbus-codegen skeleton and is exported at

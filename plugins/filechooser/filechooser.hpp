@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // filechooser.hpp — the pieces of the FileChooser plugin and how they meet.
 //
 // filechooser.cpp          the portal object on the guest bus: one handler per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // fuzz-filechooser-options.cpp — libFuzzer target for host_options_for()
 // (filechooser-options.cpp, filechooser-paths.cpp; corpus:
 // tests/fuzz/filechooser-options/; docs/testing.md, "Fuzzing").

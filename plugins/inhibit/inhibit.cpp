@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // inhibit.cpp — org.freedesktop.portal.Inhibit for the guest: a VM's video
 // player keeps the host from going idle or suspending, a VM's editor with
 // unsaved work can hold up logout, and a VM's application can watch the

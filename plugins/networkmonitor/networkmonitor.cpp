@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // networkmonitor.cpp — org.freedesktop.portal.NetworkMonitor for the guest:
 // what a VM's applications are told about their network.
 //

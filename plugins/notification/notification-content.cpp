@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // notification-content.cpp — what a guest's notification may hold, and the
 // copy the host gets.
 //

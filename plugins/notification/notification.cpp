@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // notification.cpp — org.freedesktop.portal.Notification for the guest: a
 // VM's applications show notifications on the host desktop, and hear which
 // of their buttons the user clicked.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // notification.hpp — the pieces of the Notification plugin and how they meet.
 //
 // notification.cpp          the portal object on the guest bus: AddNotification,

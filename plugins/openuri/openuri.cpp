@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // openuri.cpp — org.freedesktop.portal.OpenURI for the guest: a link
 // clicked in the VM opens in the host's browser, a document the VM was given
 // opens in the host's application for it.

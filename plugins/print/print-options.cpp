@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // print-options.cpp — what a guest may put in a print request.
 //
 // One table per dictionary, as org.freedesktop.portal.Print (version 4)

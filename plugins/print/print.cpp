@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // print.cpp — org.freedesktop.portal.Print for the guest: the VM's
 // applications print with the host's print dialog on the host's printers.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // print.hpp — the pieces of the Print plugin and how they meet.
 //
 // print.cpp          the portal object on the guest bus: PreparePrint and

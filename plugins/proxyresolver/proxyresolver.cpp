@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // proxyresolver.cpp — org.freedesktop.portal.ProxyResolver for the guest:
 // which proxy a VM's application should use for a URI.
 //

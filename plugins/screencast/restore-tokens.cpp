@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // restore-tokens.cpp — keeping guest clients apart where the host cannot.
 //
 // xdg-desktop-portal lets an app skip the dialog of a new screen cast with

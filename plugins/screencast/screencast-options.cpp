@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screencast-options.cpp — what a guest may ask of the host's screen cast,
 // and what of the host's answer it gets.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screencast.cpp — org.freedesktop.portal.ScreenCast for a VM: an app in
 // the guest shares the host's screen (a monitor, a window), chosen by the
 // user in the host's own dialog.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screencast.hpp — the pieces of the ScreenCast plugin and how they meet.
 //
 // screencast.cpp          the portal object on the guest bus: one handler per

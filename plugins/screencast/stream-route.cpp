@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // stream-route.cpp — how a session's streams reach the guest, by link
 // (the kinds are pipewire-remote.hpp's):
 //  - NativeRoute (fd-capable links): the host's streams are the guest's —

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screenshot.cpp — org.freedesktop.portal.Screenshot for a VM: the guest
 // asks, the host's own screenshot UI (and its permission dialog) answers,
 // and the picture appears inside the guest.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // namespaces.cpp — see namespaces.hpp.
 #include "namespaces.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // namespaces.hpp — which host settings a VM may read: the allow-list of
 // namespaces (portals.settings.namespaces) and the namespace globs of
 // Settings.ReadAll. Pure functions, no D-Bus: settings.cpp applies them and

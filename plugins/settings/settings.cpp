@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // settings.cpp — org.freedesktop.portal.Settings for the guest: the VM's
 // applications follow the host's dark mode, accent colour and contrast, and
 // learn nothing else of the host's settings.

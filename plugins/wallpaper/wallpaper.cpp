@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // wallpaper.cpp — org.freedesktop.portal.Wallpaper for the guest: "set as
 // background" in a VM sets the host's background picture, once the host
 // user has seen it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // access.cpp — org.freedesktop.impl.portal.Access of the test backend:
 // AccessDialog is "the user" granting (0) or denying (1) what the portal
 // asks, as scripted; its title, subtitle and body are recorded. In

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // app-chooser.cpp — org.freedesktop.impl.portal.AppChooser of the test
 // backend, for OpenURI: ChooseApplication answers with the scripted results
 // (e.g. {"choice": <"org.example.App">}); UpdateChoices is only recorded.

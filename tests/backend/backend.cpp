@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // backend.cpp — scripted replies, the call log, the Request objects of
 // pending calls, the Session objects, and the dev.sidebus.test.Backend
 // control interface of the test backend (see backend.hpp for how the pieces

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // backend.hpp — the shared core of sidebus-test-backend, the portal backend
 // (org.freedesktop.impl.portal.*) that the real xdg-desktop-portal calls in
 // the integration tests. Tests script its answers and read back what it was

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // camera.cpp — sidebus-test-camera: a camera for xdg-desktop-portal's Camera
 // portal in the tests. xdg-desktop-portal 1.16 has no camera backend
 // interface: it watches PipeWire itself and counts the nodes whose

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // email.cpp — org.freedesktop.impl.portal.Email of the test backend:
 // ComposeEmail is recorded with its options and the bytes of every
 // attachment, and answered as scripted. xdg-desktop-portal 1.16 turns the

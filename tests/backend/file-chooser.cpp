@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // file-chooser.cpp — org.freedesktop.impl.portal.FileChooser of the test
 // backend: OpenFile, SaveFile and SaveFiles are recorded with their arguments
 // and answered as the test scripted (Backend::handle_call).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // inhibit.cpp — org.freedesktop.impl.portal.Inhibit of the test backend:
 //  - Inhibit returns at once (or fails, as scripted) and keeps its Request
 //    exported until the portal closes it: the inhibition lasts that long,

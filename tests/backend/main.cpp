@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // main.cpp — sidebus-test-backend: a portal backend for the integration
 // tests. Connects to $DBUS_SESSION_BUS_ADDRESS (the test's host bus), exports
 // the portal interfaces (kPortals; tests/portals/sidebus-test.portal lists

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // notification.cpp — org.freedesktop.impl.portal.Notification of the test
 // backend: AddNotification and RemoveNotification are recorded (app_id, id
 // and the whole notification dict as the portal passed it on); a test makes

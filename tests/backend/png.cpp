@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // png.cpp — see png.hpp. A PNG is the signature and chunks (length, type,
 // data, CRC-32 of type and data): IHDR, one IDAT holding a zlib stream, IEND.
 // The zlib stream here is a 2-byte header, deflate "stored" blocks (at most

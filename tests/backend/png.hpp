@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // png.hpp — the smallest PNG writer that does: 8-bit RGB, no filtering,
 // stored (uncompressed) deflate blocks. Enough for the test backend's
 // screenshots; any PNG reader decodes them.

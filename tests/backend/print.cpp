@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // print.cpp — org.freedesktop.impl.portal.Print of the test backend:
 //  - PreparePrint is recorded and answered as scripted; on success, results
 //    the test did not script get defaults: "settings", "page-setup" and a

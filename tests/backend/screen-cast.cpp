@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screen-cast.cpp — org.freedesktop.impl.portal.ScreenCast (version 4) of the
 // test backend, with a real PipeWire stream.
 //  - CreateSession exports an org.freedesktop.impl.portal.Session at the

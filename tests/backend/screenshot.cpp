@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // screenshot.cpp — org.freedesktop.impl.portal.Screenshot (version 2) of the
 // test backend. Screenshot answers as scripted; on success without a
 // scripted "uri" it writes a real PNG (test_patterns' 64×48 gradient) into

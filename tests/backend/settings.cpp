@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // settings.cpp — org.freedesktop.impl.portal.Settings (version 1) of the test
 // backend: ReadAll and Read answer from a table of values the tests set with
 // SetSetting (which also emits SettingChanged); both calls are recorded. The

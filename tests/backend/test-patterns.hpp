@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // test-patterns.hpp — the pictures sidebus-test-backend and sidebus-test-camera
 // produce, defined once so the tests can compute what they must receive:
 //  - video frames (ScreenCast streams, the camera node): raw BGRx, whose

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // video-source.cpp — the PipeWire video source node (see video-source.hpp):
 // the pw_stream producer that paints test-patterns.hpp's frames on a timer,
 // and the registry watcher that links its consumers and grants camera

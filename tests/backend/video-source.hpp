@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // video-source.hpp — a real PipeWire video source node for the tests: the
 // ScreenCast streams of sidebus-test-backend and the node of
 // sidebus-test-camera. A pw_stream producer (PW_DIRECTION_OUTPUT,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // wallpaper.cpp — org.freedesktop.impl.portal.Wallpaper of the test backend:
 // SetWallpaperURI is recorded with its uri and options, and for a file://
 // URI the file's bytes ("file_data"); it answers the scripted response.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // demo.cpp — the README's first command ends here: sidebus working end to
 // end on one machine, no VM and no desktop needed.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* example-app.c — a guest-side application, as any Flatpak-era desktop app
  * is written: it asks the portal on *its own* session bus for a file and
  * reads what it gets. It knows nothing about sidebus. Run it with

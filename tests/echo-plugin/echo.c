@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* echo.c — a portal plugin written the way a third party would: plain C,
  * built only against the installed sidebus-plugin.h (see
  * tests/test-out-of-tree-plugin.cpp, which compiles this file against an

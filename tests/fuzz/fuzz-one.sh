@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # fuzz-one.sh FUZZER CORPUS WORKDIR SECONDS — runs one libFuzzer target for
 # SECONDS (SIDEBUS_FUZZ_SECONDS overrides) starting from CORPUS, the tree's
 # corpus, which it only reads: new inputs go to WORKDIR/corpus, crash

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // replay-main.cpp — the main() of a fuzz target in an ordinary build: runs
 // LLVMFuzzerTestOneInput() once on every file of the corpus directories
 // given as arguments (seeds and crash reproducers, tests/fuzz/<name>/), in

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # run-fuzzers.sh [SECONDS] — the long fuzzing runs (docs/testing.md,
 # "Fuzzing"): configures build-fuzz with clang and -Dfuzzing=true (once),
 # builds the libFuzzer targets, and runs each in turn for SECONDS (default

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent.cpp — Agent (agent.hpp).
 #include "support/agent.hpp"
 

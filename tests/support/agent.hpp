@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // agent.hpp — Agent: one sidebus-agent process, the guest half of the
 // link: it connects to the broker's link address and serves the portal on
 // the guest bus (optionally as the guest user).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // assert.hpp — assertions the GLib test macros lack. assert_str_eq is
 // g_assert_cmpstr for std::string expressions: g_assert_cmpstr evaluates its
 // operands into `const char*` locals, so `g_assert_cmpstr(f().c_str(), ...)`

@@ -1,8 +1,14 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.cpp — Broker (broker.hpp): its command line from BrokerOptions,
 // and the wait until its unix: link sockets exist.
 #include "support/broker.hpp"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "documents/app-id.hpp"
 
@@ -18,6 +24,29 @@ std::string Broker::link_address() const {
   std::optional<std::string> path = unix_socket_path(listen_address());
   return path ? "unix:" + *path : listen_address();
 }
+
+namespace {
+
+// One {"command": "status"} on the control socket; true if it says "ok".
+bool answers_status(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un address = {};
+  address.sun_family = AF_UNIX;
+  strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&address), sizeof address) == 0) {
+    static const char kRequest[] = "{\"command\": \"status\"}\n";
+    if (send(fd, kRequest, sizeof kRequest - 1, MSG_NOSIGNAL) == ssize_t(sizeof kRequest - 1)) {
+      char buffer[256];
+      ssize_t n = read(fd, buffer, sizeof buffer);
+      if (n > 0) reply.assign(buffer, size_t(n));
+    }
+  }
+  close(fd);
+  return reply.starts_with("{\"ok\":true");
+}
+
+}  // namespace
 
 Broker::Broker(BrokerOptions options) : options_(std::move(options)), dir_("sidebus-test-broker") {
   if (options_.host_bus_address.empty()) throw FixtureError("BrokerOptions.host_bus_address is required");
@@ -41,12 +70,14 @@ Broker::Broker(BrokerOptions options) : options_(std::move(options)), dir_("side
   if (options_.verbose) argv.push_back("--verbose");
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
 
+  // Nothing may reach the developer's own session: the host bus is the test's.
+  std::map<std::string, std::string> env = {{"DBUS_SESSION_BUS_ADDRESS", options_.host_bus_address},
+                                            {"XDG_RUNTIME_DIR", dir_.make_dir("xdg-runtime", 0700)}};
+  for (const auto& [name, value] : options_.env) env[name] = value;
   process_ = std::make_unique<ChildProcess>(SpawnOptions{
       .name = "sidebus-broker",
       .argv = argv,
-      // Nothing may reach the developer's own session: the host bus is the test's.
-      .env = {{"DBUS_SESSION_BUS_ADDRESS", options_.host_bus_address},
-              {"XDG_RUNTIME_DIR", dir_.make_dir("xdg-runtime", 0700)}},
+      .env = env,
       .cwd = dir_.path(),
       .stdout_path = dir_ / "broker.log",
   });
@@ -61,6 +92,11 @@ Broker::Broker(BrokerOptions options) : options_(std::move(options)), dir_("side
     if (!wait_until([&] { return listening() || !process_->running(); }) || !listening())
       throw FixtureError("the broker is not listening on " + address + " (its log is printed below)");
   }
+  // The sockets are bound before the rest starts: the broker is ready once
+  // its control socket answers a status.
+  if (!wait_until([&] { return answers_status(runtime_dir_ + "/control.sock") || !process_->running(); }) ||
+      !process_->running())
+    throw FixtureError("the broker did not become ready (its log is printed below)");
 }
 
 Broker::~Broker() { process_.reset(); }

@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // broker.hpp — Broker: one sidebus-broker process for one VM, on a host bus
 // (HostPortal::bus_address()), with its runtime, state and config
 // directories in its own TempDir, JSON config drop-ins written before it
 // starts, and its link listening where the agent connects.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <memory>
 #include <string>
@@ -29,8 +31,9 @@ struct BrokerOptions {
   std::vector<std::pair<std::string, std::string>> config;
   std::string plugin_dir;                 // default: $SIDEBUS_PLUGIN_DIR
   std::vector<std::string> extra_args;
+  std::map<std::string, std::string> env;  // on top of the support library's (e.g. NOTIFY_SOCKET)
   bool verbose = true;
-  bool wait_for_listen = true;            // return once unix: listen sockets exist
+  bool wait_for_listen = true;            // return once unix: listen sockets exist and the broker is ready
 };
 
 class Broker {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-daemon.cpp — bus_config and start_dbus_daemon (dbus-daemon.hpp).
 #include "support/dbus-daemon.hpp"
 

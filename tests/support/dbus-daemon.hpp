@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus-daemon.hpp — the one bus launcher: a dbus-daemon of the test's own,
 // session-type, with no standard service directories (nothing of the
 // system's can be activated on it, only what is in @services_dir). HostPortal

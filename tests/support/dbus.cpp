@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus.cpp — the D-Bus helpers and PortalRequest of dbus.hpp.
 #include "support/dbus.hpp"
 

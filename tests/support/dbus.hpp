@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // dbus.hpp — the D-Bus helpers every test needs, once: connecting to a bus
 // by address, asking the bus about a name, the error name of a failed call,
 // introspection and portal properties, handle tokens, and PortalRequest, a

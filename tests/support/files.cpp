@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // files.cpp — read_file, write_file, uri_for and path_of (files.hpp).
 #include "support/files.hpp"
 

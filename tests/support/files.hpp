@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // files.hpp — files and file:// URIs as the tests handle them: whole-file
 // reads and writes (binary-safe), and the conversion between absolute paths
 // and file URIs.

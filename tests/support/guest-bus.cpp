@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-bus.cpp — GuestBus (guest-bus.hpp): the bus, optionally as another
 // user, the test's own client connection, and guest clients run as that user.
 #include "support/guest-bus.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // guest-bus.hpp — the guest side: GuestBus, a dbus-daemon standing for the
 // VM's session bus (dbus-daemon.hpp), the bus the agent serves the portal on
 // and the guest's applications call it on.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-pipewire.cpp — HostPipeWire (see host-pipewire.hpp): the daemon's
 // configuration, its start, and the round trip that says it is up.
 #include "support/host-pipewire.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-pipewire.hpp — HostPipeWire: a PipeWire daemon of the test's own,
 // for the portals that hand out PipeWire streams (ScreenCast, Camera). An
 // additive piece of the host side (host-portal.hpp); pass env() to

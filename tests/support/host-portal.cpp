@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-portal.cpp — HostPortal (host-portal.hpp): the host bus, the test
 // backend and xdg-desktop-portal, started in that order and each waited for;
 // the backend's control interface.

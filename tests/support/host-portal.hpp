@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // host-portal.hpp — the host side of every integration test: a host session
 // bus with the real /usr/libexec/xdg-desktop-portal and the project's test
 // backend (tests/backend), which plays the user: a test tells it what to

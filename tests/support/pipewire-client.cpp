@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // pipewire-client.cpp — see pipewire-client.hpp.
 #include "support/pipewire-client.hpp"
 

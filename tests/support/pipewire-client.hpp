@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // pipewire-client.hpp — PipeWire as a portal's app sees it, for the video
 // portal tests (ScreenCast, Camera), on the host or in the guest:
 //  - PipeWireClient: a libpipewire client on the fd an OpenPipeWireRemote

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // process.cpp — add_test, the environment, wait_until and ChildProcess
 // (process.hpp): spawning into a process group with PR_SET_PDEATHSIG, and
 // stopping the child and whatever is left of its group.

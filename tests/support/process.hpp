@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // process.hpp — running a test and its children: add_test() (a test body
 // whose FixtureError fails that test after the destructors ran), the test
 // environment (env_path, env_or), wait_until() (the one way a test waits:

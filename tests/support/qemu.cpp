@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // qemu.cpp — the QEMU helper of qemu.hpp: finding a kernel, the QEMU command
 // line from a QemuSpec, boots and waits, the console protocol of
 // tests/vm/guest-init.sh, and the broker side of the guest's link.

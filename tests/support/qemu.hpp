@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // qemu.hpp — a real VM for the tests: QEMU (TCG: nested KVM hangs on the
 // machines this runs on) boots the host's Debian kernel with a tiny busybox
 // initramfs built at test time (tests/vm/make-initramfs.sh). Its /init

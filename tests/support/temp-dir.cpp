@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // temp-dir.cpp — TempDir and its sweep, and the janitor process
 // (temp-dir.hpp). The sweep is plain libc, because the janitor runs it in a
 // forked child.

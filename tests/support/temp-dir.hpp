@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // temp-dir.hpp — TempDir, the directory every piece of the test topology
 // keeps its files, sockets and logs in, and what makes sure nothing survives
 // one:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // topology.cpp — Topology (topology.hpp): the pieces started in order
 // (host, guest, broker, agent) and torn down in reverse.
 #include "support/topology.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // topology.hpp — Topology, the process topology every integration test runs
 // in: HostPortal (host-portal.hpp) + GuestBus (guest-bus.hpp) + Broker on
 // the host bus (broker.hpp) + Agent from the broker's link to the guest bus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // variant.cpp — the GVariant helpers of variant.hpp.
 #include "support/variant.hpp"
 

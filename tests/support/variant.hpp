@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // variant.hpp — GVariant helpers for what portals send and answer: GVariant
 // text (parse), a{sv} look-ups, the value shapes the portals use (string
 // arrays, bytestrings, byte arrays) and one assertion that compares a value

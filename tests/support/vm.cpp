@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // vm.cpp — Vm (vm.hpp): the Topology options a VM needs, the documents
 // symlink made after each broker start, and the portal calls.
 #include "support/vm.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 // vm.hpp — Vm, one VM as the portal tests see it, on this machine: the host
 // portal stack (HostPortal), the VM's session bus (GuestBus), the broker for
 // this VM with the portals it enables, and the agent on its link — a

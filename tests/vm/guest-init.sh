@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # guest-init.sh — /init of the throwaway VM that tests/test-vm.cpp boots under
 # QEMU (built into an initramfs by make-initramfs.sh). It turns the host's root,
 # shared read-only over 9p, into a chroot with writable /tmp and /run, starts a

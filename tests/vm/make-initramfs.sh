@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # make-initramfs.sh KERNEL_VERSION OUT — builds the initramfs that
 # tests/test-vm.cpp boots under QEMU: busybox-static, the virtio, virtio-serial,
 # 9p and virtiofs modules the Debian kernel ships as modules, and guest-init.sh
