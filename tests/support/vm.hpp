@@ -47,6 +47,9 @@ struct VmOptions {
   bool byte_only = false;  // the link carries no fds (unix:PATH,nofds)
   GuestDocuments documents = GuestDocuments::kSymlinkToView;
   HostPortalOptions host;
+  // A host shared with other Vms (it must outlive this one), instead of a
+  // host of its own started from @host: two VMs on one desktop.
+  HostPortal* shared_host = nullptr;
   std::vector<std::string> broker_args;  // extra command-line arguments
 };
 
