@@ -150,7 +150,9 @@ bool establish_host_identity(GDBusConnection* host_bus, const HostIdentityOption
     return true;
   }
   const bool required = options.mode == HostIdentityMode::kRequired;
-  auto fail = [&](const std::string& why, const char* what_to_do) {
+  // @expected: a host without a user manager is an ordinary setup, not a
+  // fault, in auto mode.
+  auto fail = [&](const std::string& why, const char* what_to_do, bool expected = false) {
     if (required) {
       g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
                   "broker.host_identity is \"required\", but %s; %s, or set broker.host_identity to \"auto\" or "
@@ -158,10 +160,10 @@ bool establish_host_identity(GDBusConnection* host_bus, const HostIdentityOption
                   why.c_str(), what_to_do);
       return false;
     }
-    g_warning(
-        "host identity: %s; the host portal sees this VM as %s (app id '' is shared with every host "
-        "application and every other VM). %s, or set broker.host_identity to \"off\"",
-        why.c_str(), seen_as(own_unit()).c_str(), what_to_do);
+    g_log_structured(G_LOG_DOMAIN, expected ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING, "MESSAGE",
+                     "host identity: %s; the host portal sees this VM as %s (app id '' is shared with every host "
+                     "application and every other VM). %s, or set broker.host_identity to \"off\"",
+                     why.c_str(), seen_as(own_unit()).c_str(), what_to_do);
     return true;
   };
 
@@ -185,7 +187,7 @@ bool establish_host_identity(GDBusConnection* host_bus, const HostIdentityOption
                    &local_error)) {
       if (no_user_manager(local_error))
         return fail("no systemd user manager (org.freedesktop.systemd1) is on the host bus",
-                    "run the broker in a systemd user session");
+                    "run the broker in a systemd user session", true);
       return fail("the user manager did not move the broker into " + scope + ": " + local_error->message,
                   "run the broker as the session's user, in a systemd user session");
     }

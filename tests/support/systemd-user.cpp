@@ -8,11 +8,11 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <functional>
 #include <vector>
 
 #include "support/dbus.hpp"
-#include "support/files.hpp"
 
 namespace sidebus::test {
 namespace {
@@ -42,7 +42,11 @@ std::string systemd_binary() {
 // Kills what is left in @dir's cgroup tree and removes it, deepest first.
 void remove_cgroup_tree(const std::string& dir) {
   if (!g_file_test(dir.c_str(), G_FILE_TEST_IS_DIR)) return;
-  if (g_file_test((dir + "/cgroup.kill").c_str(), G_FILE_TEST_EXISTS)) write_file(dir + "/cgroup.kill", "1");
+  // cgroupfs takes plain writes only (no temp file and rename).
+  if (FILE* kill = fopen((dir + "/cgroup.kill").c_str(), "w")) {
+    fputs("1", kill);
+    fclose(kill);
+  }
   std::function<bool(const std::string&)> remove = [&](const std::string& path) {
     g_autoptr(GDir) handle = g_dir_open(path.c_str(), 0, nullptr);
     std::vector<std::string> children;
