@@ -2,7 +2,7 @@
 // (core/broker/app-unit-name.hpp): systemd's escaping, the scope name, and
 // the port of xdg-desktop-portal's two unit-name parsers, checked against
 // the cases of xdg-desktop-portal's own test suite (tests/test-xdp-utils.c
-// of 1.16.0 and 1.20.0), then every scope name the broker makes for a range
+// of 1.16.0 and 1.20.0; 1.16.1 already has the newer parser), then every scope name the broker makes for a range
 // of VM names read back by both parsers; plus the configuration keys.
 #include <glib/gstdio.h>
 #include <unistd.h>
@@ -32,8 +32,8 @@ void test_escape() {
 
 struct ParseCase {
   const char* unit;
-  const char* app_id_1_14;  // 1.14.0 – 1.16.x
-  const char* app_id_1_17;  // 1.17.0 and later
+  const char* app_id_1_14;  // 1.14.0 – 1.16.0
+  const char* app_id_1_17;  // 1.16.1, 1.17.0 and later
 };
 
 // xdg-desktop-portal's own cases, with what each generation's test expects.
@@ -67,7 +67,7 @@ void test_xdp_cases() {
 }
 
 // Every VM's scope reads back as its app id in every xdg-desktop-portal that
-// reads unit names at all (1.14–1.16 only ids of three or more elements).
+// reads unit names at all (1.14.0–1.16.0 only ids of three or more elements).
 void test_scopes_read_back() {
   const char* vm_names[] = {"vm1", "my-vm",           "win_11",           "a-b-c", "Fedora-40.x86_64",
                             "x.y", "org.example.App", "dev.sidebus.vm.z", "0",     "-leading-dash"};

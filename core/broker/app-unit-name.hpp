@@ -8,11 +8,11 @@
 // sd_pid_get_user_unit() (libsystemd reads /proc/PID/cgroup; only units of a
 // systemd *user* manager count), then, for a unit starting with "app-", one
 // of two parsers of the names systemd.io/DESKTOP_ENVIRONMENTS describes:
-//   1.14.0 – 1.16.x  src/xdp-utils.c _xdp_parse_app_id_from_unit_name():
+//   1.14.0 – 1.16.0 (and 1.15.x)  src/xdp-utils.c _xdp_parse_app_id_from_unit_name():
 //     ^app-(?:[[:alnum:]]+\-)?(.+?\..+?\..+?)(?:[@\-][[:alnum:]]*)?(?:-autostart)?(?:\.scope|\.service|\.slice)$
 //     (1.14.0 itself: [0-9]* for the random part) — the app id needs three
 //     or more dot-separated elements;
-//   1.17.0 – 1.22 (src/xdp-app-info-host.c from 1.19,
+//   1.16.1, 1.17.0 – 1.22 (src/xdp-utils.c; src/xdp-app-info-host.c from 1.19,
 //     _xdp_app_info_host_parse_app_id_from_unit_name()):
 //     ^app-(?:[[:alnum:]]+\-)?(.+?)(?:\-[[:alnum:]]*)(?:\.scope|\.slice)$  or
 //     ^app-(?:[[:alnum:]]+\-)?(.+?)(?:@[[:alnum:]]*|\-autostart)?\.service$
@@ -43,8 +43,8 @@ std::string app_scope(std::string_view app_id, pid_t pid);
 
 // The two generations of xdg-desktop-portal's parser (above).
 enum class XdpParser {
-  k1_14,  // 1.14.0 – 1.16.x
-  k1_17,  // 1.17.0 and later
+  k1_14,  // 1.14.0 – 1.16.0
+  k1_17,  // 1.16.1, 1.17.0 and later
 };
 // The app id xdg-desktop-portal of that generation reads from @unit; "" if
 // none. Unescaping handles the escapes unit names use (\xNN and systemd's

@@ -36,7 +36,7 @@ std::string seen_as(const std::string& unit) {
   std::string old_id = unit_name::xdp_app_id(unit, unit_name::XdpParser::k1_14);
   std::string new_id = unit_name::xdp_app_id(unit, unit_name::XdpParser::k1_17);
   if (old_id == new_id) return "app id '" + new_id + "'";
-  return "app id '" + new_id + "' (xdg-desktop-portal 1.14–1.16: '" + old_id + "')";
+  return "app id '" + new_id + "' (xdg-desktop-portal 1.14.0–1.16.0: '" + old_id + "')";
 }
 
 // One StartTransientUnit and its job, on a main context of its own.
@@ -201,7 +201,7 @@ bool establish_host_identity(GDBusConnection* host_bus, const HostIdentityOption
   std::string old_id = unit_name::xdp_app_id(scope, unit_name::XdpParser::k1_14);
   if (old_id != options.app_id)
     g_warning(
-        "host identity: xdg-desktop-portal 1.14–1.16 reads app ids of three or more elements only; "
+        "host identity: xdg-desktop-portal 1.14.0–1.16.0 reads app ids of three or more elements only; "
         "it sees this VM as '%s'. Set broker.host_app_id to an id such as dev.sidebus.vm.%s",
         old_id.c_str(), options.vm_name.c_str());
   return true;
