@@ -13,7 +13,7 @@
 // private bus, so the helpers share the scope (nothing of theirs reaches the
 // host portal, but the whole VM is one app in systemd's and the desktop's
 // views). Nothing is served yet then, so the start waits for the manager's
-// answer, bounded by kTimeoutUs, on a main context of its own: no other
+// answer, bounded by kHostIdentityTimeoutUs, on a main context of its own: no other
 // source is dispatched meanwhile.
 //
 // Only the broker's pid moves: children spawned later inherit the scope; a
