@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench-env.h"
 #include "support/topology.hpp"
 
 using namespace sidebus::test;
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   g_option_context_add_main_entries(context, entries, nullptr);
   if (!g_option_context_parse(context, &argc, &argv, nullptr) || rounds < 1) return 2;
 
+  bench_env_defaults();
   try {
     std::vector<double> baseline_ms, broker_ms;
     long broker_rss = 0, helpers_rss = 0, portal_rss = 0;

@@ -197,6 +197,45 @@ void test_session_limit() {
   create_monitor(guest, "three");
 }
 
+guint32 requests_freed(GDBusConnection* guest) {
+  g_autoptr(GError) error = nullptr;
+  g_autoptr(GVariant) reply =
+      g_dbus_connection_call_sync(guest, kPortalBusName, kPortalPath, kEcho, "RequestsFreed", nullptr,
+                                  G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
+  g_assert_no_error(error);
+  guint32 freed;
+  g_variant_get(reply, "(u)", &freed);
+  return freed;
+}
+
+// Every request is freed once it is over, however it ended (answered, closed
+// by the guest, its caller gone): its data's destroy notify runs, so nothing
+// a plugin charged to it stays charged.
+void test_requests_freed() {
+  EchoVm vm;
+  GDBusConnection* guest = vm.guest().connection();
+  const guint32 before = requests_freed(guest);
+  create_monitor(guest, "answered");
+  g_assert_true(wait_until([&] { return requests_freed(guest) == before + 1; }));
+
+  vm.host().set_reply("CreateMonitor", kResponseWaitForClose, nullptr);
+  VariantPtr options = parse("a{sv}", "{'handle_token': <'closed'>, 'session_handle_token': <'closed'>}");
+  PortalRequest closed(guest, kPortalBusName, kEcho, "CreateMonitor", g_variant_new("(@a{sv})", options.get()));
+  g_assert_null(closed.error());
+  g_assert_true(vm.host().wait_for_backend_calls(2));
+  g_autoptr(GError) error = nullptr;
+  g_assert_true(closed.close(&error));
+  g_assert_true(wait_until([&] { return requests_freed(guest) == before + 2; }));
+
+  auto leaving = connect(vm.guest().address());
+  options = parse("a{sv}", "{'handle_token': <'left'>, 'session_handle_token': <'left'>}");
+  PortalRequest left(leaving.get(), kPortalBusName, kEcho, "CreateMonitor", g_variant_new("(@a{sv})", options.get()));
+  g_assert_null(left.error());
+  g_assert_true(vm.host().wait_for_backend_calls(3));
+  g_dbus_connection_close_sync(leaving.get(), nullptr, nullptr);
+  g_assert_true(wait_until([&] { return requests_freed(guest) == before + 3; }));
+}
+
 // The host portal exits: the guest's sessions end (Closed), the broker stays.
 void test_host_portal_exits() {
   EchoVm vm;
@@ -220,5 +259,6 @@ int main(int argc, char** argv) {
   add_test("/sessions/caller-leaves-and-link-drops", test_caller_leaves_and_link_drops);
   add_test("/sessions/limit", test_session_limit);
   add_test("/sessions/host-portal-exits", test_host_portal_exits);
+  add_test("/sessions/requests-freed", test_requests_freed);
   return g_test_run();
 }

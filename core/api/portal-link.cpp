@@ -156,7 +156,7 @@ void PortalLink::on_host_signal(GDBusConnection*, const char*, const char* path,
 }
 
 void PortalLink::add_request(SidebusRequest* request) {
-  requests_.emplace(sidebus_request_get_guest_path(request), sidebus_request_ref(request));
+  requests_.emplace(sidebus_request_get_guest_path(request), request);  // the creator's reference
 }
 
 void PortalLink::remove_request(SidebusRequest* request) {

@@ -77,7 +77,7 @@ class PortalLink {
   // ---- what request.cpp and session.cpp register ----
   size_t pending_requests() const { return requests_.size(); }
   bool has_request(const std::string& guest_path) const { return requests_.count(guest_path) != 0; }
-  void add_request(SidebusRequest* request);  // takes a reference
+  void add_request(SidebusRequest* request);  // adopts the creator's reference
   void remove_request(SidebusRequest* request);  // drops it
   void route_host_request(const std::string& host_path, SidebusRequest* request);  // "" to unroute
   void unroute_host_request(const std::string& host_path);

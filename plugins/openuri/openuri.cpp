@@ -10,9 +10,10 @@
 //    file:// document becomes a host OpenFile with an fd of the host file,
 //    because the host portal refuses file:// in OpenURI and because only the
 //    host file means anything there.
-//  - OpenFile / OpenDirectory: the guest's fd is resolved (guest-file.cpp);
-//    a document is opened as its host file, anything else is refused unless
-//    portals.openuri.copy_outside_documents allows opening a host copy.
+//  - OpenFile / OpenDirectory: the guest's fd is resolved
+//    (plugins/common/guest-file.cpp); a document is opened as its host file,
+//    anything else is refused unless portals.openuri.copy_outside_documents
+//    allows opening a host copy (plugins/common/copy-store.cpp).
 //  - SchemeSupported: schemes outside the allow-list are "unsupported"
 //    without asking the host; the others are the host's answer.
 //  - version: min(host portal's version, kImplementedVersion).
@@ -32,11 +33,14 @@
 #include <memory>
 #include <optional>
 
+#include "copy-store.hpp"
 #include "guest-file.hpp"
 #include "openuri-dbus.h"
 #include "uri-policy.hpp"
 
 namespace sidebus::openuri {
+// Guest files, host copies and the URI policy: plugins/common/.
+using namespace sidebus::common;
 namespace {
 
 constexpr const char* kInterface = "org.freedesktop.portal.OpenURI";
@@ -199,7 +203,6 @@ class OpenUri {
   // the request could not be made (the guest has its error then).
   SidebusRequest* forward_fd(GDBusMethodInvocation* invocation, GVariant* guest_options, const char* method, Fd fd,
                              GVariant* host_options, SidebusResultsFunc on_results);
-  std::optional<std::string> as_document_path(const std::string& fd_path) const;
   void reject(GDBusMethodInvocation* invocation, GError* error) {
     sidebus_context_reject(context_, invocation, error);
   }
@@ -209,8 +212,11 @@ class OpenUri {
   Settings settings_;
   guint32 host_version_;
   GObjectPtr<OpenUriGenOpenURI> skeleton_;
-  std::unique_ptr<CopyStore> copies_;                   // copy_outside_documents only
-  std::map<std::string, std::string> copy_by_request_;  // guest request path → host copy
+  std::shared_ptr<CopyStore> copies_;  // copy_outside_documents only
+  // Copies for requests the host has not answered yet, by guest request path.
+  std::map<std::string, std::shared_ptr<HostCopy>> copy_by_request_;
+  // Copies the host opened: they stay until the link goes away.
+  std::vector<std::shared_ptr<HostCopy>> opened_copies_;
 };
 
 std::unique_ptr<OpenUri> OpenUri::start(SidebusContext* context, GError** error) {
@@ -241,7 +247,10 @@ OpenUri::OpenUri(SidebusContext* context, Settings settings, guint32 host_versio
       host_version_(host_version),
       skeleton_(open_uri_gen_open_uri_skeleton_new()) {
   if (settings_.copy_outside_documents)
-    copies_ = std::make_unique<CopyStore>(sidebus_context_get_vm_name(context), settings_.copy_limits);
+    copies_ = CopyStore::create({.portal = "openuri",
+                                 .vm_name = sidebus_context_get_vm_name(context),
+                                 .limits = settings_.copy_limits,
+                                 .root = {}});
   open_uri_gen_open_uri_set_version(skeleton_.get(), MIN(host_version_, kImplementedVersion));
   g_signal_connect(skeleton_.get(), "handle-open-uri", G_CALLBACK(on_open_uri), this);
   g_signal_connect(skeleton_.get(), "handle-open-file", G_CALLBACK(on_open_file), this);
@@ -253,6 +262,8 @@ OpenUri::~OpenUri() {
   g_signal_handlers_disconnect_by_data(skeleton_.get(), this);
   if (copies_ && !copies_->dir().empty())
     sidebus_context_log(context_, G_LOG_LEVEL_DEBUG, "deleting the copies in %s", copies_->dir().c_str());
+  copy_by_request_.clear();
+  opened_copies_.clear();
   copies_.reset();
 }
 
@@ -345,26 +356,6 @@ gboolean OpenUri::on_open_directory(OpenUriGenOpenURI*, GDBusMethodInvocation* i
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-// The guest path of the document an fd stands for, from the path the kernel
-// gives the broker for it. That path is the one the file was opened through
-// only up to symlinks: a documents directory that is a symlink (a VMM's
-// share, test-filechooser's layout) shows up resolved, so it is matched
-// against the resolved documents directory too, resolved afresh each time
-// (it may appear after the link came up).
-std::optional<std::string> OpenUri::as_document_path(const std::string& fd_path) const {
-  const char* documents = sidebus_context_get_guest_documents_path(context_);
-  if (*documents == '\0' || fd_path.empty()) return std::nullopt;
-  if (path_is_inside(fd_path, documents)) return fd_path;
-  char* resolved = realpath(documents, nullptr);
-  if (resolved == nullptr) return std::nullopt;  // not on this machine: a VM's own path
-  std::string real = resolved;
-  free(resolved);
-  if (real == documents || !path_is_inside(fd_path, real)) return std::nullopt;
-  std::string base = documents;
-  while (base.size() > 1 && base.back() == '/') base.pop_back();
-  return base + fd_path.substr(real.size());
-}
-
 // OpenFile / OpenDirectory. OpenDirectory shows the folder *containing* the
 // file (or folder) the fd stands for, so both accept either.
 void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUnixFDList* fd_list, GVariant* fd,
@@ -380,7 +371,7 @@ void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUn
     reject(invocation, g_steal_pointer(&error));
     return;
   }
-  auto guest = take_guest_fd(fd_list, g_variant_get_handle(fd), &error);
+  auto guest = take_guest_fd(fd_list, g_variant_get_handle(fd), kRegularFiles | kDirectories, &error);
   if (!guest) {
     g_prefix_error(&error, "cannot open the file: ");
     reject(invocation, g_steal_pointer(&error));
@@ -390,7 +381,7 @@ void OpenUri::open_fd(GDBusMethodInvocation* invocation, const char* method, GUn
   std::string shown =
       guest->path.empty() ? std::string("(a file without a path)") : quote_for_message(guest->path.c_str());
 
-  if (auto document = as_document_path(guest->path)) {
+  if (auto document = document_path_for(context_, guest->path)) {
     if (option_is_true(host_options, "writable") && !guest->is_writable()) {
       reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
                                      "cannot open “%s” writable: the file descriptor is read-only (open it O_RDWR)",
@@ -465,30 +456,27 @@ void OpenUri::open_copy(GDBusMethodInvocation* invocation, GuestFd guest, GVaria
     std::string guest_path;
   };
   auto held = std::make_shared<Held>(invocation, options, host_options, guest.path);
-  copies_->copy(std::move(guest), [this, held](std::optional<std::string> host_path, GError* error) {
-    if (!host_path) {
+  copies_->copy(std::move(guest), {}, [this, held](std::shared_ptr<HostCopy> copy, GError* error) {
+    if (copy == nullptr) {
       GError* copy_error = g_error_copy(error);
       g_prefix_error(&copy_error, "cannot open a copy of “%s”: ", quote_for_message(held->guest_path.c_str()).c_str());
       reject(held->invocation, copy_error);
       return;
     }
-    Fd fd(open(host_path->c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    g_autoptr(GError) open_error = nullptr;
+    Fd fd = copy->open(&open_error);
     if (!fd) {
-      copies_->remove(*host_path);
-      reject(held->invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "cannot open the host copy of “%s”: %s",
-                                           quote_for_message(held->guest_path.c_str()).c_str(), g_strerror(errno)));
-      return;
+      g_prefix_error(&open_error, "“%s”: ", quote_for_message(held->guest_path.c_str()).c_str());
+      reject(held->invocation, g_steal_pointer(&open_error));
+      return;  // @copy goes with it
     }
     sidebus_context_log(context_, G_LOG_LEVEL_MESSAGE,
                         "opening a host copy of the guest's %s (not a shared document) at %s; it is deleted when the "
                         "request fails or the VM's link goes away",
-                        held->guest_path.empty() ? "file" : held->guest_path.c_str(), host_path->c_str());
+                        held->guest_path.empty() ? "file" : held->guest_path.c_str(), copy->path().c_str());
     SidebusRequest* request =
         forward_fd(held->invocation, held->options, "OpenFile", std::move(fd), held->host_options, on_copy_results);
-    if (request == nullptr)
-      copies_->remove(*host_path);
-    else
-      copy_by_request_[sidebus_request_get_guest_path(request)] = *host_path;
+    if (request != nullptr) copy_by_request_[sidebus_request_get_guest_path(request)] = std::move(copy);
   });
 }
 
@@ -499,8 +487,8 @@ void OpenUri::on_copy_results(SidebusRequest* request, guint32 response, GVarian
   auto* self = static_cast<OpenUri*>(user_data);
   auto found = self->copy_by_request_.find(sidebus_request_get_guest_path(request));
   if (found != self->copy_by_request_.end()) {
-    if (response != SIDEBUS_RESPONSE_SUCCESS) self->copies_->remove(found->second);
-    self->copy_by_request_.erase(found);
+    if (response == SIDEBUS_RESPONSE_SUCCESS) self->opened_copies_.push_back(std::move(found->second));
+    self->copy_by_request_.erase(found);  // an unopened copy is deleted here
   }
   sidebus_request_respond(request, response, results);
 }

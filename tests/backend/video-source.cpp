@@ -124,7 +124,11 @@ const pw_client_events kClientEvents = {
 
 VideoSource::Impl::~Impl() {
   if (loop == nullptr) return;
-  pw_thread_loop_lock(loop);
+  // The loop's thread stops first: destroying the objects under its lock
+  // and then letting it run on could have it dispatch an event of one of
+  // them, already freed (a crash seen with MALLOC_PERTURB_ when a consumer
+  // and the source went at the same time). Stopped, nothing runs but us.
+  pw_thread_loop_stop(loop);
   for (auto& [id, entry] : bound) {
     spa_hook_remove(&entry->listener);
     if (entry->link != nullptr) pw_proxy_destroy(entry->link);
@@ -144,8 +148,6 @@ VideoSource::Impl::~Impl() {
     spa_hook_remove(&core_listener);
     pw_core_disconnect(core);
   }
-  pw_thread_loop_unlock(loop);
-  pw_thread_loop_stop(loop);
   if (context != nullptr) pw_context_destroy(context);
   pw_thread_loop_destroy(loop);
 }

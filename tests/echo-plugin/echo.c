@@ -16,6 +16,8 @@
  *                               clients get NotAllowed
  *   HostVersion(s) → v          a plain call forwarded to the host portal
  *                               (Properties.Get of that interface's version)
+ *   RequestsFreed() → u         how many of CreateMonitor's requests the core
+ *                               has freed so far (their destroy notify ran)
  *   WatchSettings()             from now on, every host Settings.SettingChanged
  *                               reaches the caller as the signal
  *                               SettingSeen(s namespace, s key), until it
@@ -41,6 +43,7 @@ static const char echo_xml[] =
     "    <method name='CreateMonitor'><arg type='a{sv}' direction='in'/><arg type='o' direction='out'/></method>"
     "    <method name='SessionState'><arg type='o' direction='in'/><arg type='s' direction='out'/></method>"
     "    <method name='HostVersion'><arg type='s' direction='in'/><arg type='v' direction='out'/></method>"
+    "    <method name='RequestsFreed'><arg type='u' direction='out'/></method>"
     "    <method name='WatchSettings'/>"
     "    <signal name='SettingSeen'><arg type='s'/><arg type='s'/></signal>"
     "  </interface>"
@@ -120,6 +123,15 @@ open_pipe (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *parame
   g_dbus_method_invocation_return_value_with_unix_fd_list (invocation, g_variant_new ("(h)", 0), fd_list);
 }
 
+/* Across the plugin's instances: a request may be freed after its link. */
+static guint requests_freed;
+
+static void
+count_freed_request (gpointer data)
+{
+  requests_freed++;
+}
+
 /* CreateMonitor: the core makes the guest's Request and Session, the host
  * makes its own, and the host's Response (passed on as it is: NULL results
  * func) reaches the guest with the guest's session handle in it. */
@@ -138,8 +150,9 @@ create_monitor (EchoPortal *self, GDBusMethodInvocation *invocation, GVariant *p
       sidebus_context_reject (self->context, invocation, error);
       return;
     }
-  sidebus_request_call_host (request, "org.freedesktop.portal.Inhibit", "CreateMonitor",
-                             g_variant_new ("(s@a{sv})", "", g_variant_new ("a{sv}", NULL)), NULL, NULL);
+  sidebus_request_call_host_full (request, "org.freedesktop.portal.Inhibit", "CreateMonitor",
+                                  g_variant_new ("(s@a{sv})", "", g_variant_new ("a{sv}", NULL)), NULL, NULL, NULL,
+                                  count_freed_request);
 }
 
 static void
@@ -248,6 +261,10 @@ handle_method (GDBusConnection *connection, const char *sender, const char *path
   else if (g_str_equal (method, "HostVersion"))
     {
       host_version (self, invocation, parameters);
+    }
+  else if (g_str_equal (method, "RequestsFreed"))
+    {
+      g_dbus_method_invocation_return_value (invocation, g_variant_new ("(u)", requests_freed));
     }
   else if (g_str_equal (method, "WatchSettings"))
     {

@@ -1,11 +1,13 @@
 // uri-policy.hpp — which URIs from the guest may be opened on the host.
 //
 // OpenURI hands a guest's string to whatever application the host has for
-// its scheme, so this is the portal's main gate. Kept apart from the D-Bus
-// plumbing (openuri.cpp) so the whole policy reads in one place: bounded
-// length, valid UTF-8, RFC 3986 characters only, a strict parse, a scheme
-// from the administrator's allow-list (portals.openuri.schemes), and file://
-// only for documents the VM was given (uri-policy.cpp explains each check).
+// its scheme, so this is the portal's main gate; Wallpaper.SetWallpaperURI
+// uses it for file:// URIs of documents. Kept apart from the D-Bus plumbing
+// so the whole policy reads in one place: bounded length, valid UTF-8, RFC
+// 3986 characters only, a strict parse, a scheme from the administrator's
+// allow-list (portals.openuri.schemes), and file:// only for documents the
+// VM was given (uri-policy.cpp explains each check). Shared by the plugins
+// (plugins/common/), fuzzed by fuzz-uri-policy.cpp.
 #pragma once
 
 #include <sidebus-plugin.h>
@@ -14,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace sidebus::openuri {
+namespace sidebus::common {
 
 // Longer "links" are data smuggled in a URI, not links (browsers' own limits
 // are in this range; a data: URI is not allowed by default anyway).
@@ -47,4 +49,4 @@ std::string join_schemes(const std::vector<std::string>& schemes);
 // @text shortened to a readable length, valid UTF-8, control characters escaped.
 std::string quote_for_message(const char* text);
 
-}  // namespace sidebus::openuri
+}  // namespace sidebus::common

@@ -26,7 +26,7 @@
 // executable stands in for it.
 extern "C" GQuark sidebus_error_quark(void) { return g_quark_from_static_string("sidebus-error-quark"); }
 
-using namespace sidebus::openuri;
+using namespace sidebus::common;
 
 namespace {
 

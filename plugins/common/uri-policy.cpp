@@ -25,7 +25,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace sidebus::openuri {
+namespace sidebus::common {
 namespace {
 
 constexpr gsize kMessageQuoteLength = 120;
@@ -249,4 +249,4 @@ std::string quote_for_message(const char* text) {
   return shortened ? quoted + "…" : quoted;
 }
 
-}  // namespace sidebus::openuri
+}  // namespace sidebus::common
