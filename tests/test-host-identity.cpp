@@ -12,6 +12,8 @@
 //    identical choices the host stops asking *that app*) made in one VM does
 //    not decide for another; with broker.host_identity "off" it does — the
 //    problem this solves;
+//    the host's Wallpaper permission granted to one VM is asked again for
+//    another, each question naming its VM;
 //  - "required" fails clearly where there is no user manager.
 // Tests that need the host portal to read app ids from units first check
 // that it does, with a control process in an app scope of its own
@@ -319,6 +321,59 @@ void test_without_identity_vms_share_choices() {
   assert_str_eq(stored[0], "");
 }
 
+// The host's Wallpaper permission ("Allow … to Set Backgrounds?", asked
+// when a VM sets a picture without a preview) is one VM's: granted to alpha,
+// it is asked again for beta, and each question names its VM — through the
+// desktop file named after the VM's app id, which the host portal reads for
+// the name (without one, 1.16 asks "Allow (null) …": docs/broker.md).
+void test_two_vms_never_share_a_wallpaper_grant() {
+  SKIP_UNLESS(SystemdUser::unavailable());
+  if (!g_file_test((env_path("SIDEBUS_PLUGIN_DIR") + "/wallpaper").c_str(), G_FILE_TEST_IS_DIR))
+    SKIP_UNLESS(std::string("the wallpaper plugin is not built (-Dplugins)"));
+  HostPortalOptions host_options;
+  for (const char* vm : {"alpha", "beta"})
+    host_options.files.emplace_back(
+        std::string("data/applications/dev.sidebus.vm.") + vm + ".desktop",
+        "[Desktop Entry]\nType=Application\nName=VM " + std::string(vm) + "\nExec=/bin/false\nNoDisplay=true\n");
+  HostPortal host(host_options);
+  SystemdUser systemd(host.bus_address());
+  SKIP_UNLESS(identity_unavailable(host, systemd));
+  const std::pair<std::string, std::string> no_preview = {
+      "60-wallpaper.json", R"({"portals": {"wallpaper": {"enabled": true, "always_show_preview": false}}})"};
+  Vm alpha(vm_named("alpha", host, {no_preview}));
+  Vm beta(vm_named("beta", host, {no_preview}));
+  HostFiles files;
+  std::string picture = files.add("sunset.png", "\x89PNG\r\n\x1a\n a sunset");
+
+  // Sets the picture from @vm without a preview; the Access questions the
+  // host asked for it.
+  auto set_background = [&](Vm& vm) {
+    std::string document = vm.share_document(picture);
+    host.reset_backend();
+    host.set_reply("AccessDialog", kResponseSuccess);
+    host.set_reply("SetWallpaperURI", kResponseSuccess);
+    VariantPtr options = with_handle_token("{'show-preview': <false>}");
+    PortalRequest request(vm.guest().connection(), kPortalBusName, "org.freedesktop.portal.Wallpaper",
+                          "SetWallpaperURI", g_variant_new("(ss@a{sv})", "", uri_for(document).c_str(), options.get()));
+    g_assert_no_error(request.error());
+    g_assert_true(request.wait_for_response());
+    g_assert_cmpuint(request.response(), ==, kResponseSuccess);
+    std::vector<BackendCall> asked;
+    for (BackendCall& call : host.backend_calls())
+      if (call.method == "AccessDialog") asked.push_back(std::move(call));
+    return asked;
+  };
+  std::vector<BackendCall> asked = set_background(alpha);
+  g_assert_cmpuint(asked.size(), ==, 1);
+  assert_str_eq(asked[0].app_id, "dev.sidebus.vm.alpha");
+  assert_str_eq(asked[0].title, "Allow VM alpha to Set Backgrounds?");
+  g_assert_cmpuint(set_background(alpha).size(), ==, 0);  // granted to alpha
+  asked = set_background(beta);
+  g_assert_cmpuint(asked.size(), ==, 1);  // not to beta
+  assert_str_eq(asked[0].app_id, "dev.sidebus.vm.beta");
+  assert_str_eq(asked[0].title, "Allow VM beta to Set Backgrounds?");
+}
+
 // ---- dialog titles ---------------------------------------------------------------
 
 // Every dialog a guest can open on the host says which VM asks, on every
@@ -350,6 +405,7 @@ int main(int argc, char** argv) {
   add_test("/host-identity/without-user-manager", test_without_user_manager);
   add_test("/host-identity/two-vms-never-share-a-choice", test_two_vms_never_share_a_choice);
   add_test("/host-identity/without-identity-vms-share-choices", test_without_identity_vms_share_choices);
+  add_test("/host-identity/two-vms-never-share-a-wallpaper-grant", test_two_vms_never_share_a_wallpaper_grant);
   add_test("/host-identity/every-dialog-names-the-vm", test_every_dialog_names_the_vm);
   return g_test_run();
 }
