@@ -4,8 +4,9 @@
 // Start-up order: the listener's sockets are bound first but not accepted
 // on (a bad --listen fails before anything starts), then configuration and
 // plugins (fail fast on a bad file, a plugin's schema included), host bus,
-// the host portal watch, the private bus with its document portal, the
-// debug-access bus; then the listener accepts.
+// the VM's identity toward the host (host-identity.hpp: the move into its
+// app scope), the host portal watch, the private bus with its document
+// portal, the debug-access bus; then the listener accepts.
 // A guest link that completes its handshake *replaces* the current one: the
 // old link's portals are torn down and its connection closed before the new
 // link's plugins start. (A guest agent that reconnects after a crash or a VM
@@ -37,7 +38,9 @@
 #include "broker/config.hpp"
 #include "broker/debug-bus.hpp"
 #include "broker/document-resolver.hpp"
+#include "broker/host-identity.hpp"
 #include "broker/plugin-engine.hpp"
+#include "documents/app-id.hpp"
 #include "documents/document-export.hpp"
 #include "documents/forwarded-documents.hpp"
 #include "documents/private-bus.hpp"
@@ -207,6 +210,13 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
     return false;
   }
   g_dbus_connection_set_exit_on_close(host_, FALSE);
+  // Before the first word to the host portal, which caches our app id, and
+  // before the private bus, whose helpers then share the scope.
+  HostIdentityOptions identity{.mode = config_->host_identity(),
+                               .app_id = config_->host_app_id().empty() ? app_id_for_vm(options.vm_name)
+                                                                        : config_->host_app_id(),
+                               .vm_name = options.vm_name};
+  if (!establish_host_identity(host_, identity, error)) return false;
   host_portal_ = std::make_unique<HostPortal>(host_);
 
   private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);

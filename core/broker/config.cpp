@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "documents/app-id.hpp"
 #include "sidebus-config.h"
 
 namespace sidebus {
@@ -304,6 +305,31 @@ bool check_short_string(const Rule&, JsonNode* value, std::string& problem) {
   return false;
 }
 
+// describe(), with the text of a string (cut, escaped): enumerations and ids
+// say what was written.
+std::string describe_with_text(JsonNode* value) {
+  if (!holds(value, G_TYPE_STRING))
+    return describe(value);
+  std::string_view text = json_node_get_string(value);
+  return "\"" + printable(text.substr(0, 64)) + (text.size() > 64 ? "...\"" : "\"");
+}
+
+bool check_host_identity(const Rule&, JsonNode* value, std::string& problem) {
+  HostIdentityMode mode;
+  if (holds(value, G_TYPE_STRING) && parse_host_identity_mode(json_node_get_string(value), &mode))
+    return true;
+  problem = "expected \"off\", \"auto\" or \"required\", got " + describe_with_text(value);
+  return false;
+}
+
+bool check_app_id(const Rule&, JsonNode* value, std::string& problem) {
+  if (holds(value, G_TYPE_STRING) && is_valid_app_id(json_node_get_string(value)))
+    return true;
+  problem = std::string("expected an app id such as \"org.example.Vm\" (two or more elements of A-Z a-z 0-9 _ "
+                        "separated by dots, '-' only in the last, at most 255 bytes), got ") + describe_with_text(value);
+  return false;
+}
+
 bool check_boolean(const Rule&, JsonNode* value, std::string& problem) {
   if (holds(value, G_TYPE_BOOLEAN))
     return true;
@@ -369,7 +395,9 @@ const BrokerKey kBrokerKeys[] = {
 // Every key the core reads (plugins declare theirs: check_portal()).
 const std::vector<Rule> kRules = [] {
   std::vector<Rule> rules = {{"portals.*", "enabled", check_boolean},
-                             {"broker", "dialog_title_prefix", check_short_string}};
+                             {"broker", "dialog_title_prefix", check_short_string},
+                             {"broker", "host_identity", check_host_identity},
+                             {"broker", "host_app_id", check_app_id}};
   for (const BrokerKey& key : kBrokerKeys) rules.push_back({"broker", key.key, check_integer_range, key.min, key.max});
   return rules;
 }();
@@ -798,6 +826,9 @@ class LoadedConfig final : public Config {
         key.apply(limits_, json_object_get_int_member(broker, key.key));
     dialog_title_prefix_ =
         json_object_get_string_member_with_default(broker, "dialog_title_prefix", dialog_title_prefix_.c_str());
+    parse_host_identity_mode(json_object_get_string_member_with_default(broker, "host_identity", "auto"),
+                             &host_identity_);
+    host_app_id_ = json_object_get_string_member_with_default(broker, "host_app_id", "");
   }
 
   bool portal_enabled(const std::string& name) const override {
@@ -839,6 +870,8 @@ class LoadedConfig final : public Config {
     JsonNode* broker = json_object_get_member(root_.get(), "broker");
     return broker != nullptr && JSON_NODE_HOLDS_OBJECT(broker) ? json_node_get_object(broker) : empty_section_.get();
   }
+  HostIdentityMode host_identity() const override { return host_identity_; }
+  const std::string& host_app_id() const override { return host_app_id_; }
 
  private:
   JsonObjectPtr root_;
@@ -858,6 +891,8 @@ class LoadedConfig final : public Config {
   std::vector<Applied> applied_;
   BrokerLimits limits_;
   std::string dialog_title_prefix_ = kDefaultDialogTitlePrefix;
+  HostIdentityMode host_identity_ = HostIdentityMode::kAuto;
+  std::string host_app_id_;
 };
 
 }  // namespace

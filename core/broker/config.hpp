@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 
 #include "broker/accepted-link.hpp"
+#include "broker/host-identity.hpp"
 #include "sidebus-plugin.h"
 
 #include <cstddef>
@@ -68,6 +69,12 @@ class Config {
   // The merged "broker" object (empty if no file sets it), borrowed: what a
   // reload compares key by key.
   virtual JsonObject* broker_section() const = 0;
+  // "broker": { "host_identity": "off" | "auto" | "required" }: whether the
+  // broker moves into its VM's app scope for the host portal (host-identity.hpp).
+  virtual HostIdentityMode host_identity() const = 0;
+  // "broker": { "host_app_id": "org.example.Vm" }: the VM's app id toward the
+  // host; "" (the default) means the app id of its documents (app-id.hpp).
+  virtual const std::string& host_app_id() const = 0;
 
   // 1..kMaxVmNameLength bytes of [A-Za-z0-9._-], not starting with '.', so
   // that vm/<name>.json stays one file name inside vm/.

@@ -8,7 +8,8 @@
 namespace sidebus::test {
 
 Topology::Topology(TopologyOptions options) : options_(std::move(options)) {
-  host_ = std::make_unique<HostPortal>(options_.host);
+  if (options_.shared_host == nullptr) owned_host_ = std::make_unique<HostPortal>(options_.host);
+  host_ = options_.shared_host != nullptr ? options_.shared_host : owned_host_.get();
   guest_ = std::make_unique<GuestBus>(options_.guest);
   start_broker_and_agent();
 }
@@ -17,7 +18,7 @@ Topology::~Topology() {
   agent_.reset();
   broker_.reset();
   guest_.reset();
-  host_.reset();
+  owned_host_.reset();
 }
 
 void Topology::start_broker_and_agent() {

@@ -26,6 +26,9 @@ namespace sidebus::test {
 
 struct TopologyOptions {
   HostPortalOptions host;
+  // A host shared with other topologies (two VMs on one desktop): used
+  // instead of starting one from @host; it must outlive this topology.
+  HostPortal* shared_host = nullptr;
   GuestBusOptions guest;                   // the agent runs as guest.identity too
   BrokerOptions broker;                    // host_bus_address is filled in
   std::vector<std::string> agent_args;
@@ -67,7 +70,8 @@ class Topology {
  private:
   void start_broker_and_agent();
   TopologyOptions options_;
-  std::unique_ptr<HostPortal> host_;
+  std::unique_ptr<HostPortal> owned_host_;
+  HostPortal* host_ = nullptr;  // owned_host_, or TopologyOptions::shared_host
   std::unique_ptr<GuestBus> guest_;
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<Agent> agent_;

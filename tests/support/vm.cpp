@@ -30,6 +30,7 @@ Vm::Vm(VmOptions options)
     portals += (portals.empty() ? "" : ", ") + ("\"" + portal + "\": {\"enabled\": true}");
   TopologyOptions topology;
   topology.host = options_.host;
+  topology.shared_host = options_.shared_host;
   topology.broker.vm_name = options_.name;
   topology.broker.state_dir = state_.path();
   topology.broker.config = {{"50-portals.json", R"({"portals": {)" + portals + "}}"}};

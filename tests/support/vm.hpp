@@ -50,6 +50,9 @@ struct VmOptions {
   bool byte_only = false;
   GuestDocuments documents = GuestDocuments::kSymlinkToView;
   HostPortalOptions host;
+  // A host shared with other Vms (it must outlive this one), instead of a
+  // host of its own started from @host: two VMs on one desktop.
+  HostPortal* shared_host = nullptr;
   std::vector<std::string> broker_args;  // extra command-line arguments
   // With byte_only: the agent's end is byte-only too (it connects to
   // unix:PATH,nofds), as both ends of vsock are.
