@@ -2,7 +2,13 @@
 //
 // Start-up order: configuration and plugins (fail fast on a bad file, a
 // plugin's schema included), host bus, the host portal watch, the private
-// bus with its document portal, then the listener (or the debug-access bus).
+// bus with its document portal (or the VM manager's bus, --private-bus),
+// org.qemu.VMState1 on it (vmstate-service.hpp), then the listener (or the
+// debug-access bus). A migration's destination (--incoming) stops before the
+// document portal: Load puts the migrated document table in place first,
+// then serve() starts the rest, so the guest is never served a document
+// database it does not know; pending requests and sessions of the source are
+// answered (response 2, Closed) on the first link's guest bus.
 // A guest link that completes its handshake *replaces* the current one: the
 // old link's portals are torn down and its connection closed before the new
 // link's plugins start. (A guest agent that reconnects after a crash or a VM
@@ -26,6 +32,8 @@
 #include "broker/config.hpp"
 #include "broker/debug-bus.hpp"
 #include "broker/plugin-engine.hpp"
+#include "broker/vmstate-service.hpp"
+#include "documents/app-id.hpp"
 #include "documents/document-export.hpp"
 #include "documents/private-bus.hpp"
 #include "documents/virtiofsd.hpp"
@@ -68,6 +76,10 @@ class BrokerImpl : public Broker {
   void start_portals(ActiveLink& active);
   void wait_for_persisted_exports();
   void wait_for_host_answers();
+  bool serve(GError** error);
+  void on_vmstate_loaded(VmState state, std::function<void(GError*)> serving);
+  void add_pending_guest_objects(VmState& state);
+  void answer_orphans(ActiveLink& active);
 
   BrokerOptions options_;
   std::unique_ptr<Config> config_;
@@ -79,6 +91,11 @@ class BrokerImpl : public Broker {
   std::unique_ptr<DocumentShare> document_share_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<DebugBus> debug_bus_;
+  std::unique_ptr<VmStateService> vmstate_;
+  // Requests and sessions the migration's source had pending, answered on
+  // the first link (they are gone with the source's broker).
+  std::vector<std::string> orphan_requests_, orphan_sessions_;
+  guint incoming_timeout_ = 0;
   std::unique_ptr<ActiveLink> active_;
   uint64_t active_serial_ = 0;
   uint64_t next_serial_ = 1;
@@ -114,10 +131,53 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   g_dbus_connection_set_exit_on_close(host_, FALSE);
   host_portal_ = std::make_unique<HostPortal>(host_);
 
-  private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
+  private_bus_ = PrivateBus::start({.runtime_dir = options.runtime_dir,
+                                    .state_dir = options.state_dir,
+                                    .vm_name = options.vm_name,
+                                    .join_address = options.private_bus,
+                                    .defer_document_portal = options.incoming},
+                                   error);
   if (!private_bus_) return false;
+  private_bus_->set_on_restarted([this] {
+    if (exporter_) exporter_->reload_index();
+    if (vmstate_) vmstate_->on_private_bus_restarted();
+  });
+  auto alive = alive_;
+  vmstate_ = std::make_unique<VmStateService>(
+      *private_bus_,
+      VmStateService::Options{.id = options.vmstate_id,
+                              .key = options.vmstate_key,
+                              .app_id = app_id_for_vm(options.vm_name),
+                              .incoming = options.incoming},
+      [alive](VmState& state) {
+        if (*alive) (*alive)->add_pending_guest_objects(state);
+      },
+      [alive](VmState state, std::function<void(GError*)> serving) {
+        if (*alive) (*alive)->on_vmstate_loaded(std::move(state), std::move(serving));
+      });
+  if (!options.incoming) return serve(error);
+  if (options.incoming_timeout_s != 0) {
+    incoming_timeout_ = g_timeout_add_seconds(options.incoming_timeout_s, [](gpointer data) -> gboolean {
+      auto* self = static_cast<BrokerImpl*>(data);
+      self->incoming_timeout_ = 0;
+      if (!self->vmstate_->waiting_for_load()) return G_SOURCE_REMOVE;
+      g_critical("no migrated state arrived (org.qemu.VMState1.Load) within %u s (--incoming-timeout); stopping",
+                 self->options_.incoming_timeout_s);
+      if (self->options_.stop) self->options_.stop(3);
+      return G_SOURCE_REMOVE;
+    }, this);
+  }
+  g_message("waiting for a migration: the guest is served once QEMU's dbus-vmstate has called "
+            "org.qemu.VMState1.Load (Id “%s”) on the private bus %s",
+            options.vmstate_id.c_str(), private_bus_->address().c_str());
+  return true;
+}
+
+// Everything from the document index on: at start-up, or for a migration's
+// destination once its state is loaded.
+bool BrokerImpl::serve(GError** error) {
+  const BrokerOptions& options = options_;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
-  private_bus_->set_on_restarted([this] { exporter_->reload_index(); });
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
     std::string socket = options.runtime_dir + "/virtiofsd.sock";
@@ -150,6 +210,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
 
 BrokerImpl::~BrokerImpl() {
   *alive_ = nullptr;
+  if (incoming_timeout_ != 0) g_source_remove(incoming_timeout_);
   active_.reset();
   debug_bus_.reset();
   listener_.reset();
@@ -159,6 +220,7 @@ BrokerImpl::~BrokerImpl() {
   wait_for_persisted_exports();
   document_share_.reset();
   exporter_.reset();
+  vmstate_.reset();
   private_bus_.reset();
   host_portal_.reset();
   g_clear_object(&host_);
@@ -251,6 +313,64 @@ void BrokerImpl::on_link_established(uint64_t serial, std::unique_ptr<GuestLink>
 void BrokerImpl::start_portals(ActiveLink& active) {
   plugins_->start_all(*active.portals, *config_);
   active.portals->claim_names();
+  answer_orphans(active);
+}
+
+void BrokerImpl::add_pending_guest_objects(VmState& state) {
+  if (!active_ || !active_->portals) return;
+  state.pending_requests = active_->portals->request_paths();
+  state.sessions = active_->portals->session_paths();
+}
+
+void BrokerImpl::on_vmstate_loaded(VmState state, std::function<void(GError*)> serving) {
+  orphan_requests_ = std::move(state.pending_requests);
+  orphan_sessions_ = std::move(state.sessions);
+  auto alive = alive_;
+  private_bus_->start_document_portal([alive, serving = std::move(serving)](GError* error) {
+    BrokerImpl* self = *alive;
+    if (self == nullptr) return;
+    g_autoptr(GError) serve_error = nullptr;
+    if (error == nullptr && !self->serve(&serve_error)) error = serve_error;
+    if (error != nullptr) g_warning("cannot serve the migrated VM: %s", error->message);
+    serving(error);
+  });
+}
+
+// The guest's applications still wait for the Response of requests (and
+// for the end of sessions) that the source's broker had: they are gone
+// with it. Sent right after RequestName on the same connection, so the bus
+// delivers them from the new owner of the portal's name.
+void BrokerImpl::answer_orphans(ActiveLink& active) {
+  if (orphan_requests_.empty() && orphan_sessions_.empty()) return;
+  GDBusConnection* guest = active.link->connection();
+  // /org/freedesktop/portal/desktop/request/1_42/token → ":1.42", the caller.
+  auto caller_of = [](const std::string& path) -> std::string {
+    g_auto(GStrv) parts = g_strsplit(path.c_str(), "/", -1);
+    if (g_strv_length(parts) < 7) return "";
+    std::string sender = std::string(":") + parts[5];
+    for (char& c : sender)
+      if (c == '_') c = '.';
+    return g_dbus_is_unique_name(sender.c_str()) ? sender : "";
+  };
+  for (const std::string& path : orphan_requests_) {
+    std::string caller = caller_of(path);
+    g_dbus_connection_emit_signal(guest, caller.empty() ? nullptr : caller.c_str(), path.c_str(),
+                                  "org.freedesktop.portal.Request", "Response",
+                                  g_variant_new("(u@a{sv})", guint32(SIDEBUS_RESPONSE_OTHER),
+                                                g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+                                  nullptr);
+  }
+  for (const std::string& path : orphan_sessions_) {
+    std::string caller = caller_of(path);
+    g_dbus_connection_emit_signal(guest, caller.empty() ? nullptr : caller.c_str(), path.c_str(),
+                                  "org.freedesktop.portal.Session", "Closed",
+                                  g_variant_new("(@a{sv})", g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+                                  nullptr);
+  }
+  g_message("answered %zu request(s) and closed %zu session(s) the migration's source had pending",
+            orphan_requests_.size(), orphan_sessions_.size());
+  orphan_requests_.clear();
+  orphan_sessions_.clear();
 }
 
 void BrokerImpl::on_link_closed(uint64_t serial) {
