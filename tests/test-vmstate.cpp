@@ -338,7 +338,7 @@ void test_broker_migrate() {
   int fd = open(guest_path.c_str(), O_RDONLY | O_CLOEXEC);
   g_assert_cmpint(fd, >=, 0);
   PortalRequest open_file(source.guest().connection(), kPortalBusName, "org.freedesktop.portal.OpenURI", "OpenFile",
-                          g_variant_new("(sh@a{sv})", "", 0, with_handle_token("{'ask': <true>}").release()),
+                          g_variant_new("(sh@a{sv})", "", 0, with_handle_token("{'ask': <true>}").get()),
                           {fd});
   close(fd);
   g_assert_null(open_file.error());
@@ -503,7 +503,7 @@ void test_qemu_save_load() {
   const std::string host_file = files.add("notes.txt", "saved with the VM\n");
   source.host().set_reply("OpenFile", kResponseSuccess, uris_result({host_file}));
   PortalRequest pick(source.guest().connection(), kPortalBusName, "org.freedesktop.portal.FileChooser", "OpenFile",
-                     g_variant_new("(ss@a{sv})", "", "Pick", with_handle_token("{}").release()));
+                     g_variant_new("(ss@a{sv})", "", "Pick", with_handle_token("{}").get()));
   g_assert_true(pick.wait_for_response());
   std::vector<std::string> uris = strv(pick.results(), "uris");
   g_assert_cmpuint(uris.size(), ==, 1);
