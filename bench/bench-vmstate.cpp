@@ -120,10 +120,10 @@ int main(int argc, char** argv) {
   bench_env_defaults();
   int rounds = 20;
   g_autofree char* counts = nullptr;
-  GOptionEntry entries[] = {{"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Saves to measure per count", "N"},
-                            {"documents", 0, 0, G_OPTION_ARG_STRING, &counts, "Document counts (default 10,1000)",
-                             "N,N"},
-                            {}};
+  GOptionEntry entries[] = {
+      {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Saves to measure per count", "N"},
+      {"documents", 0, 0, G_OPTION_ARG_STRING, &counts, "Document counts (default 10,1000)", "N,N"},
+      {}};
   g_autoptr(GOptionContext) context = g_option_context_new("- org.qemu.VMState1 Save size and time, Load time");
   g_option_context_add_main_entries(context, entries, nullptr);
   if (!g_option_context_parse(context, &argc, &argv, nullptr) || rounds < 1) return 2;

@@ -55,9 +55,8 @@ constexpr char kPortals[] = R"({"portals": {"filechooser": {"enabled": true}, "o
 // What a QEMU of this test is given, besides the guest: its QMP socket and
 // dbus-vmstate on its broker's private bus.
 std::vector<std::string> qemu_args(const TempDir& dir, const std::string& name, const Broker& broker) {
-  return {"-qmp", "unix:" + (dir / (name + ".qmp")) + ",server=on,wait=off",
-          "-object", "dbus-vmstate,id=vmstate,addr=unix:path=" + broker.runtime_dir() +
-                         "/private-bus.sock,id-list=sidebus"};
+  return {"-qmp", "unix:" + (dir / (name + ".qmp")) + ",server=on,wait=off", "-object",
+          "dbus-vmstate,id=vmstate,addr=unix:path=" + broker.runtime_dir() + "/private-bus.sock,id-list=sidebus"};
 }
 
 bool exists(const std::string& path) { return g_file_test(path.c_str(), G_FILE_TEST_EXISTS); }
@@ -101,8 +100,8 @@ void test_documents_follow_the_vm() {
   spec.link_socket = dir / "source-link.sock";
   spec.agent = agent;
   spec.command = std::string(self) + " --guest-client";
-  spec.guest_files = {agent, self, "/usr/bin/dbus-daemon", "/usr/bin/gdbus", "/usr/bin/env", "/bin/sh",
-                      "/etc/passwd", "/etc/group"};
+  spec.guest_files = {agent,          self,      "/usr/bin/dbus-daemon", "/usr/bin/gdbus",
+                      "/usr/bin/env", "/bin/sh", "/etc/passwd",          "/etc/group"};
   spec.shared_memory = true;
   spec.documents_hotplug = true;
   spec.guest_timeout_s = 240;
@@ -111,8 +110,7 @@ void test_documents_follow_the_vm() {
   Qemu source(*kernel, dir, spec, "qemu-source");
   Checker check_source(source);
   source.start();
-  if (!check_source(source.wait_for([&] { return source.console().find(kPhaseMarker) != std::string::npos; },
-                                    180s),
+  if (!check_source(source.wait_for([&] { return source.console().find(kPhaseMarker) != std::string::npos; }, 180s),
                     "the guest client did not get its document on the source"))
     return;
   gint64 exported = g_get_monotonic_time();
@@ -144,11 +142,13 @@ void test_documents_follow_the_vm() {
   Qmp dest_qmp(dir / "qemu-dest.qmp");
   const std::string virtiofsd_socket = dest_broker.runtime_dir() + "/virtiofsd.sock";
   if (!check(exists(virtiofsd_socket), "the destination broker serves no virtiofsd after Load")) return;
-  dest_qmp.execute("chardev-add", "{\"id\": \"documents\", \"backend\": {\"type\": \"socket\", \"data\": "
-                                  "{\"addr\": {\"type\": \"unix\", \"data\": {\"path\": \"" +
-                                      virtiofsd_socket + "\"}}, \"server\": false}}}");
-  dest_qmp.execute("device_add", "{\"driver\": \"vhost-user-fs-pci\", \"chardev\": \"documents\", "
-                                 "\"tag\": \"sidebus-docs\", \"id\": \"documents-fs\"}");
+  dest_qmp.execute("chardev-add",
+                   "{\"id\": \"documents\", \"backend\": {\"type\": \"socket\", \"data\": "
+                   "{\"addr\": {\"type\": \"unix\", \"data\": {\"path\": \"" +
+                       virtiofsd_socket + "\"}}, \"server\": false}}}");
+  dest_qmp.execute("device_add",
+                   "{\"driver\": \"vhost-user-fs-pci\", \"chardev\": \"documents\", "
+                   "\"tag\": \"sidebus-docs\", \"id\": \"documents-fs\"}");
 
   std::string problem = dest.wait_for_power_off(180s);
   GuestReport report = parse_console(dest.console());
@@ -235,8 +235,7 @@ int guest_client() {
     }
     g_print("content %s", contents->c_str());
     PortalRequest opened(bus, kPortalBusName, "org.freedesktop.portal.OpenURI", "OpenURI",
-                         g_variant_new("(ss@a{sv})", "", uris[0].c_str(),
-                                       with_handle_token("{'ask': <true>}").get()));
+                         g_variant_new("(ss@a{sv})", "", uris[0].c_str(), with_handle_token("{'ask': <true>}").get()));
     if (opened.error() != nullptr || !opened.wait_for_response(60s)) {
       g_printerr("OpenURI failed: %s\n", opened.error() ? opened.error()->message : "no response");
       return 1;

@@ -22,6 +22,10 @@
 //                              reach the documents, the permission store, or
 //                              own a name; an unauthenticated Load from it is
 //                              refused
+//   /vmstate/qemu/vhost-user-fs-unmigratable
+//                              what docs/migration.md says of QEMU 7.2: a VM
+//                              with the broker's document share
+//                              (vhost-user-fs) cannot be migrated
 //   /vmstate/qemu/save-load    real QEMU's dbus-vmstate, run as nobody on
 //                              that bus (no guest: -S, migration to a file):
 //                              the destination QEMU's Load brings the
@@ -71,8 +75,8 @@ VmState sample_state(size_t documents = 3) {
     entry.directory_device = 2049;
     entry.directory_inode = 4242 + i;
     entry.flags = i % 2 == 0 ? 0 : sidebus::kDocumentFlagDirectory;
-    entry.permissions = {{app_id(), i % 2 == 0 ? std::vector<std::string>{"read"}
-                                               : std::vector<std::string>{"read", "write"}}};
+    entry.permissions = {
+        {app_id(), i % 2 == 0 ? std::vector<std::string>{"read"} : std::vector<std::string>{"read", "write"}}};
     state.documents.push_back(entry);
   }
   state.pending_requests = {"/org/freedesktop/portal/desktop/request/1_42/t1"};
@@ -158,12 +162,15 @@ void test_blob_refused() {
   assert_refused(with([](VmState& s) { s.documents[1].id = s.documents[0].id; }), "listed twice");
   assert_refused(with([](VmState& s) { s.documents[0].id = "../x"; }), "not a document id");
   assert_refused(with([](VmState& s) { s.documents[0].flags = 0x80; }), "unknown flags");
-  assert_refused(with([](VmState& s) { s.documents[0].permissions = {{"org.other.App", {"read"}}}; }),
+  assert_refused(with([](VmState& s) {
+                   s.documents[0].permissions = {{"org.other.App", {"read"}}};
+                 }),
                  "not to this VM");
-  assert_refused(with([](VmState& s) { s.documents[0].permissions = {{app_id(), {"read", "own"}}}; }),
+  assert_refused(with([](VmState& s) {
+                   s.documents[0].permissions = {{app_id(), {"read", "own"}}};
+                 }),
                  "unknown permission");
-  assert_refused(with([](VmState& s) { s.documents[0].permissions = {{app_id(), {"read", "read"}}}; }),
-                 "given twice");
+  assert_refused(with([](VmState& s) { s.documents[0].permissions = {{app_id(), {"read", "read"}}}; }), "given twice");
   assert_refused(with([](VmState& s) { s.pending_requests = {"/org/freedesktop/portal/desktop/session/1_2/x"}; }),
                  "not a portal request path");
   assert_refused(with([](VmState& s) { s.sessions = {"/elsewhere"}; }), "not a portal session path");
@@ -271,8 +278,9 @@ void test_broker_migrate() {
   source.host().set_reply("SaveFile", kResponseSuccess, nullptr, 60000);
   auto pending = source.file_chooser("SaveFile", "{'handle_token': <'pending1'>}");
   g_assert_null(pending->error());
-  g_assert_true(wait_until([&] { return !source.host().backend_calls().empty() &&
-                                        source.host().backend_calls().back().method == "SaveFile"; }));
+  g_assert_true(wait_until([&] {
+    return !source.host().backend_calls().empty() && source.host().backend_calls().back().method == "SaveFile";
+  }));
 
   GObjectPtr<GDBusConnection> source_bus = wait_for_vmstate(private_bus_of(source.broker()), source.broker());
   assert_str_eq(vmstate_id(source_bus.get()), "sidebus");
@@ -289,7 +297,8 @@ void test_broker_migrate() {
                .vm_name = kVmName,
                .guest_documents_path = source.documents(),
                .config = {{"50-portals.json", kPortalsConfig}},
-               .extra_args = {"--incoming"}, .wait_for_listen = false});
+               .extra_args = {"--incoming"},
+               .wait_for_listen = false});
   GObjectPtr<GDBusConnection> dest_bus = wait_for_vmstate(private_bus_of(dest), dest);
   g_assert_false(socket_exists(dest_link));  // nothing served before Load
   g_assert_false(save(dest_bus.get(), &error).has_value());
@@ -312,7 +321,7 @@ void test_broker_migrate() {
 
   g_assert_true(load(dest_bus.get(), *blob, &error));
   g_assert_no_error(error);
-  g_assert_true(socket_exists(dest_link));  // Load answers once the guest can be served
+  g_assert_true(socket_exists(dest_link));              // Load answers once the guest can be served
   g_assert_false(load(dest_bus.get(), *blob, &error));  // only once
   g_clear_error(&error);
 
@@ -338,8 +347,7 @@ void test_broker_migrate() {
   int fd = open(guest_path.c_str(), O_RDONLY | O_CLOEXEC);
   g_assert_cmpint(fd, >=, 0);
   PortalRequest open_file(source.guest().connection(), kPortalBusName, "org.freedesktop.portal.OpenURI", "OpenFile",
-                          g_variant_new("(sh@a{sv})", "", 0, with_handle_token("{'ask': <true>}").get()),
-                          {fd});
+                          g_variant_new("(sh@a{sv})", "", 0, with_handle_token("{'ask': <true>}").get()), {fd});
   close(fd);
   g_assert_null(open_file.error());
   g_assert_true(open_file.wait_for_response());
@@ -362,7 +370,8 @@ void test_join_refuses_activatable() {
   auto bus = start_dbus_daemon(dir, "vm-bus", bus_config(dir / "bus.sock", services), std::nullopt, {}, &address);
   Broker broker({.host_bus_address = host.bus_address(),
                  .vm_name = kVmName,
-                 .extra_args = {"--private-bus", address}, .wait_for_listen = false});
+                 .extra_args = {"--private-bus", address},
+                 .wait_for_listen = false});
   std::optional<ExitStatus> status = broker.wait_for_exit(20s);
   g_assert_true(status.has_value());
   g_assert_cmpint(status->code, ==, 1);
@@ -423,8 +432,8 @@ void test_policy_two_users() {
                                 "org.freedesktop.DBus.Properties.GetAll", kVmStateName});
   g_assert_true(id.ok);
   g_assert_nonnull(strstr(id.text.c_str(), "'Id': <'sidebus'>"));
-  auto saved = bus.call_as_nobody(
-      {"--dest", kVmStateName, "--object-path", kVmStatePath, "--method", "org.qemu.VMState1.Save"});
+  auto saved =
+      bus.call_as_nobody({"--dest", kVmStateName, "--object-path", kVmStatePath, "--method", "org.qemu.VMState1.Save"});
   g_assert_true(saved.ok);
   g_assert_nonnull(strstr(saved.text.c_str(), "[byte 0x73, 0x69, 0x64"));  // "sid…"
 
@@ -448,7 +457,8 @@ void test_policy_two_users() {
   // QEMU's user is refused (with a key it would be checked).
   Broker incoming({.host_bus_address = host.bus_address(),
                    .vm_name = kVmName,
-                   .extra_args = {"--private-bus", bus.address, "--incoming"}, .wait_for_listen = false});
+                   .extra_args = {"--private-bus", bus.address, "--incoming"},
+                   .wait_for_listen = false});
   g_assert_true(wait_until([&] { return name_has_owner(root.get(), kVmStateName); }));
   std::string blob = encode(sample_state(1));
   std::string bytes = "[";
@@ -465,11 +475,10 @@ void test_policy_two_users() {
 // One QEMU without a guest (-S: never runs), as nobody, its dbus-vmstate on
 // @bus_address, its QMP socket in @dir.
 std::unique_ptr<ChildProcess> qemu_as_nobody(const TempDir& dir, const std::string& name,
-                                             const std::string& bus_address,
-                                             std::vector<std::string> extra = {}) {
+                                             const std::string& bus_address, std::vector<std::string> extra = {}) {
   std::vector<std::string> argv = {
-      "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "32", "-nodefaults", "-no-user-config",
-      "-display", "none", "-S", "-qmp", "unix:" + (dir / (name + ".qmp")) + ",server=on,wait=off",
+      "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "32", "-nodefaults", "-no-user-config", "-display",
+      "none", "-S", "-qmp", "unix:" + (dir / (name + ".qmp")) + ",server=on,wait=off",
       // QEMU's option syntax splits at commas: the address without ",guid=…".
       "-object", "dbus-vmstate,id=vmstate,addr=" + bus_address.substr(0, bus_address.find(',')) + ",id-list=sidebus"};
   argv.insert(argv.end(), extra.begin(), extra.end());
@@ -526,9 +535,11 @@ void test_qemu_save_load() {
     Broker keyless({.host_bus_address = host.bus_address(),
                     .listen = {"unix:" + dest_link},
                     .vm_name = kVmName,
-                    .extra_args = {"--private-bus", dest_bus.address, "--incoming"}, .wait_for_listen = false});
+                    .extra_args = {"--private-bus", dest_bus.address, "--incoming"},
+                    .wait_for_listen = false});
     g_assert_true(wait_until([&] { return name_has_owner(dest_root.get(), kVmStateName); }));
-    auto refusing = qemu_as_nobody(qemu_dir, "qemu-dest-refused", dest_bus.address, {"-incoming", "exec:cat " + stream});
+    auto refusing =
+        qemu_as_nobody(qemu_dir, "qemu-dest-refused", dest_bus.address, {"-incoming", "exec:cat " + stream});
     std::optional<ExitStatus> refused = refusing->wait_for_exit(60s);
     g_assert_true(refused.has_value() && !refused->success());
     g_assert_nonnull(strstr(refusing->log().c_str(), "--vmstate-key"));
@@ -541,7 +552,8 @@ void test_qemu_save_load() {
                .listen = {"unix:" + dest_link},
                .vm_name = kVmName,
                .config = {{"50-portals.json", kPortalsConfig}},
-               .extra_args = {"--private-bus", dest_bus.address, "--incoming", "--vmstate-key", key}, .wait_for_listen = false});
+               .extra_args = {"--private-bus", dest_bus.address, "--incoming", "--vmstate-key", key},
+               .wait_for_listen = false});
   g_assert_true(wait_until([&] { return name_has_owner(dest_root.get(), kVmStateName); }));
   auto dest_qemu = qemu_as_nobody(qemu_dir, "qemu-dest", dest_bus.address, {"-incoming", "exec:cat " + stream});
   g_assert_true(wait_until([&] { return socket_exists(dest_link) || !dest_qemu->running(); }, 60s));
@@ -551,6 +563,68 @@ void test_qemu_save_load() {
   assert_str_eq(dest_qmp.migration_status(), "completed");
   dest_qmp.execute("quit");
   dest_qemu->wait_for_exit(10s);
+}
+
+void test_qemu_vhost_user_fs_unmigratable() {
+  g_autofree char* qemu = g_find_program_in_path("qemu-system-x86_64");
+  if (qemu == nullptr) {
+    g_test_skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+    return;
+  }
+  std::string virtiofsd;
+  for (const char* path : {"/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"})
+    if (g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) virtiofsd = path;
+  if (virtiofsd.empty()) {
+    g_test_skip("no virtiofsd (/usr/lib/qemu/virtiofsd from qemu-system-common, or the virtiofsd package)");
+    return;
+  }
+  HostPortal host;
+  Broker broker({.host_bus_address = host.bus_address(), .vm_name = kVmName, .extra_args = {"--virtiofsd", virtiofsd}});
+  const std::string share = broker.runtime_dir() + "/virtiofsd.sock";
+  g_assert_true(wait_until([&] { return socket_exists(share); }));
+  TempDir dir("sidebus-test-vmstate-vufs");
+  ChildProcess qemu_process({.name = "qemu",
+                             .argv = {"qemu-system-x86_64",
+                                      "-accel",
+                                      "tcg",
+                                      "-machine",
+                                      "pc",
+                                      "-m",
+                                      "64",
+                                      "-nodefaults",
+                                      "-no-user-config",
+                                      "-display",
+                                      "none",
+                                      "-S",
+                                      "-object",
+                                      "memory-backend-memfd,id=mem,size=64M,share=on",
+                                      "-numa",
+                                      "node,memdev=mem",
+                                      "-chardev",
+                                      "socket,id=documents,path=" + share,
+                                      "-device",
+                                      "vhost-user-fs-pci,chardev=documents,tag=sidebus-docs",
+                                      "-qmp",
+                                      "unix:" + (dir / "qmp.sock") + ",server=on,wait=off"},
+                             .stdout_path = dir / "qemu.log"});
+  Qmp qmp(dir / "qmp.sock");
+  std::string version = qmp.execute("query-version");
+  g_test_message("QEMU: %s", version.c_str());
+  std::string refusal;
+  try {
+    qmp.execute("migrate", "{\"uri\": \"exec:cat > /dev/null\"}");
+  } catch (const FixtureError& error) {
+    refusal = error.what();
+  }
+  qmp.execute("quit");
+  if (refusal.empty()) {
+    // QEMU 8.2 and later migrate vhost-user-fs (with virtiofsd's help).
+    g_test_skip(("this QEMU migrates a vhost-user-fs device: " + version).c_str());
+    return;
+  }
+  g_test_message("%s", refusal.c_str());
+  g_assert_nonnull(strstr(refusal.c_str(), "non-migratable device"));
+  g_assert_nonnull(strstr(refusal.c_str(), "vhost-user-fs"));
 }
 
 }  // namespace
@@ -563,6 +637,7 @@ int main(int argc, char** argv) {
   add_test("/vmstate/broker/migrate", test_broker_migrate);
   add_test("/vmstate/broker/join-refuses-activatable", test_join_refuses_activatable);
   add_test("/vmstate/policy/two-users", test_policy_two_users);
+  add_test("/vmstate/qemu/vhost-user-fs-unmigratable", test_qemu_vhost_user_fs_unmigratable);
   add_test("/vmstate/qemu/save-load", test_qemu_save_load);
   return g_test_run();
 }

@@ -55,8 +55,7 @@ bool VmStateService::is_valid_id(const std::string& id) {
   return true;
 }
 
-VmStateService::VmStateService(PrivateBus& private_bus, Options options, PendingGuestObjects pending,
-                               Loaded on_loaded)
+VmStateService::VmStateService(PrivateBus& private_bus, Options options, PendingGuestObjects pending, Loaded on_loaded)
     : private_bus_(private_bus),
       options_(std::move(options)),
       pending_(std::move(pending)),
@@ -105,14 +104,13 @@ void VmStateService::export_on(GDBusConnection* connection) {
 void VmStateService::unexport() {
   if (name_owner_ != 0) g_bus_unown_name(name_owner_);
   name_owner_ = 0;
-  if (registration_ != 0 && exported_on_ != nullptr)
-    g_dbus_connection_unregister_object(exported_on_, registration_);
+  if (registration_ != 0 && exported_on_ != nullptr) g_dbus_connection_unregister_object(exported_on_, registration_);
   registration_ = 0;
   exported_on_ = nullptr;
 }
 
-GVariant* VmStateService::on_get_property(GDBusConnection*, const char*, const char*, const char*,
-                                          const char* property, GError** error, gpointer data) {
+GVariant* VmStateService::on_get_property(GDBusConnection*, const char*, const char*, const char*, const char* property,
+                                          GError** error, gpointer data) {
   auto* self = static_cast<VmStateService*>(data);
   if (g_str_equal(property, "Id")) return g_variant_new_string(self->options_.id.c_str());
   g_set_error(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
@@ -124,8 +122,7 @@ void VmStateService::on_method_call(GDBusConnection*, const char*, const char*, 
   auto* self = static_cast<VmStateService*>(data);
   if (g_str_equal(method, "Save")) return self->save(invocation);
   if (g_str_equal(method, "Load")) return self->load(invocation, parameters);
-  g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD, "no method %s",
-                                        method);
+  g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD, "no method %s", method);
 }
 
 void VmStateService::save(GDBusMethodInvocation* invocation) {
@@ -148,7 +145,7 @@ void VmStateService::save(GDBusMethodInvocation* invocation) {
   read_document_table(
       bus, cancellable_.get(),
       [this, invocation, started, state = std::move(state)](std::optional<std::vector<DocumentEntry>> entries,
-                                                          const GError* error) mutable {
+                                                            const GError* error) mutable {
         if (!entries) {
           g_warning("Save: %s", error->message);
           g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR, G_DBUS_ERROR_FAILED, "%s", error->message);
@@ -171,8 +168,8 @@ void VmStateService::save(GDBusMethodInvocation* invocation) {
                   state.documents.size(), state.pending_requests.size(), state.sessions.size(), blob->size(),
                   (g_get_monotonic_time() - started) / 1000.0, options_.key.empty() ? "" : " (authenticated)");
         g_dbus_method_invocation_return_value(
-            invocation, g_variant_new("(@ay)", g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, blob->data(),
-                                                                          blob->size(), 1)));
+            invocation,
+            g_variant_new("(@ay)", g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, blob->data(), blob->size(), 1)));
       });
 }
 
@@ -218,8 +215,8 @@ void VmStateService::load(GDBusMethodInvocation* invocation, GVariant* parameter
           self->loading_ = false;
           g_dbus_method_invocation_return_error(invocation.release(), G_DBUS_ERROR, code, "%s", message.c_str());
         };
-        if (reply == nullptr) return refuse(G_DBUS_ERROR_FAILED, std::string("cannot tell who called Load: ") +
-                                                                     error->message);
+        if (reply == nullptr)
+          return refuse(G_DBUS_ERROR_FAILED, std::string("cannot tell who called Load: ") + error->message);
         guint32 caller_uid;
         g_variant_get(reply, "(u)", &caller_uid);
         if (caller_uid != getuid() && self->options_.key.empty())
@@ -257,8 +254,7 @@ void VmStateService::apply(GDBusMethodInvocation* invocation, VmState state) {
         if (error != nullptr) {
           g_warning("Load failed: %s", error->message);
           loading_ = false;
-          g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR, G_DBUS_ERROR_FAILED, "%s",
-                                                error->message);
+          g_dbus_method_invocation_return_error(invocation, G_DBUS_ERROR, G_DBUS_ERROR_FAILED, "%s", error->message);
           return;
         }
         g_message("Load: %zu documents in place in %.1f ms; starting to serve the guest", state.documents.size(),

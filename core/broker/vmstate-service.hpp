@@ -69,8 +69,8 @@ class VmStateService {
   static void on_method_call(GDBusConnection*, const char* sender, const char* path, const char* interface_name,
                              const char* method, GVariant* parameters, GDBusMethodInvocation* invocation,
                              gpointer self);
-  static GVariant* on_get_property(GDBusConnection*, const char* sender, const char* path,
-                                   const char* interface_name, const char* property, GError** error, gpointer self);
+  static GVariant* on_get_property(GDBusConnection*, const char* sender, const char* path, const char* interface_name,
+                                   const char* property, GError** error, gpointer self);
   void save(GDBusMethodInvocation* invocation);
   void load(GDBusMethodInvocation* invocation, GVariant* parameters);
   void apply(GDBusMethodInvocation* invocation, VmState state);
@@ -85,7 +85,7 @@ class VmStateService {
   bool loading_ = false;
   bool loaded_ = false;
   bool cannot_serve_ = false;
-  GObjectPtr<GCancellable> cancellable_;  // cancelled with the service: no store callback outlives it
+  GObjectPtr<GCancellable> cancellable_;    // cancelled with the service: no store callback outlives it
   std::shared_ptr<VmStateService*> alive_;  // the same, for the other callbacks
 };
 

@@ -50,8 +50,8 @@ struct CallQueue : std::enable_shared_from_this<CallQueue> {
     to_send.push_back([self, method, parameters = std::move(sunk), reply_type,
                        on_reply = std::move(on_reply)]() mutable {
       self->in_flight++;
-      auto* data = new std::pair<std::shared_ptr<CallQueue>, std::function<void(GVariant*, GError*)>>(
-          self, std::move(on_reply));
+      auto* data =
+          new std::pair<std::shared_ptr<CallQueue>, std::function<void(GVariant*, GError*)>>(self, std::move(on_reply));
       g_dbus_connection_call(
           self->bus.get(), kStoreName, kStorePath, kStoreInterface, method, parameters.get(), reply_type,
           G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, self->cancellable.get(),
@@ -71,7 +71,10 @@ struct CallQueue : std::enable_shared_from_this<CallQueue> {
   }
 
   void fail(GError* error) {  // takes error
-    if (failure == nullptr) failure = error; else g_error_free(error);
+    if (failure == nullptr)
+      failure = error;
+    else
+      g_error_free(error);
   }
 
   void pump() {
@@ -114,65 +117,64 @@ void read_document_table(GDBusConnection* private_bus, GCancellable* cancellable
               [](const DocumentEntry& a, const DocumentEntry& b) { return a.id < b.id; });
     done(std::move(*entries), nullptr);
   };
-  queue->call("List", g_variant_new("(s)", kTable), G_VARIANT_TYPE("(as)"),
-              [weak, entries](GVariant* reply, GError* error) {
-                auto queue = weak.lock();
-                if (reply == nullptr) return queue->fail(store_error(error, "cannot list the VM's documents"));
-                g_autofree const char** ids = nullptr;
-                g_variant_get(reply, "(^a&s)", &ids);
-                for (const char** id = ids; *id != nullptr; id++) {
-                  std::string doc_id = *id;
-                  queue->call("Lookup", g_variant_new("(ss)", kTable, *id), G_VARIANT_TYPE("(a{sas}v)"),
-                              [weak, entries, doc_id](GVariant* reply, GError* error) {
-                                auto queue = weak.lock();
-                                if (reply == nullptr) {
-                                  // Deleted since List: it is not part of the state any more.
-                                  if (g_dbus_error_is_remote_error(error)) {
-                                    g_autofree char* name = g_dbus_error_get_remote_error(error);
-                                    if (g_str_equal(name, "org.freedesktop.portal.Error.NotFound")) return;
-                                  }
-                                  return queue->fail(store_error(error, "cannot read document " + doc_id));
-                                }
-                                g_autoptr(GVariant) permissions = nullptr;
-                                g_autoptr(GVariant) boxed = nullptr;
-                                g_variant_get(reply, "(@a{sas}v)", &permissions, &boxed);
-                                if (!g_variant_is_of_type(boxed, G_VARIANT_TYPE("(ayttu)"))) {
-                                  return queue->fail(g_error_new(
-                                      G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                                      "document %s is stored as %s, not as the (ayttu) of xdg-document-portal "
-                                      "1.16: this sidebus cannot migrate it",
-                                      doc_id.c_str(), g_variant_get_type_string(boxed)));
-                                }
-                                DocumentEntry entry;
-                                entry.id = doc_id;
-                                const char* path = nullptr;
-                                guint64 device, inode;
-                                guint32 flags;
-                                g_variant_get(boxed, "(^&ayttu)", &path, &device, &inode, &flags);
-                                entry.host_path = path;
-                                entry.directory_device = device;
-                                entry.directory_inode = inode;
-                                entry.flags = flags;
-                                GVariantIter iter;
-                                const char* app_id;
-                                g_autofree const char** granted = nullptr;
-                                g_variant_iter_init(&iter, permissions);
-                                while (g_variant_iter_next(&iter, "{&s^a&s}", &app_id, &granted)) {
-                                  g_autofree const char** list = g_steal_pointer(&granted);
-                                  std::vector<std::string> kept;
-                                  for (const char** p = list; *p != nullptr; p++) kept.emplace_back(*p);
-                                  entry.permissions.emplace_back(app_id, std::move(kept));
-                                }
-                                entries->push_back(std::move(entry));
-                              });
-                }
-              });
+  queue->call(
+      "List", g_variant_new("(s)", kTable), G_VARIANT_TYPE("(as)"), [weak, entries](GVariant* reply, GError* error) {
+        auto queue = weak.lock();
+        if (reply == nullptr) return queue->fail(store_error(error, "cannot list the VM's documents"));
+        g_autofree const char** ids = nullptr;
+        g_variant_get(reply, "(^a&s)", &ids);
+        for (const char** id = ids; *id != nullptr; id++) {
+          std::string doc_id = *id;
+          queue->call("Lookup", g_variant_new("(ss)", kTable, *id), G_VARIANT_TYPE("(a{sas}v)"),
+                      [weak, entries, doc_id](GVariant* reply, GError* error) {
+                        auto queue = weak.lock();
+                        if (reply == nullptr) {
+                          // Deleted since List: it is not part of the state any more.
+                          if (g_dbus_error_is_remote_error(error)) {
+                            g_autofree char* name = g_dbus_error_get_remote_error(error);
+                            if (g_str_equal(name, "org.freedesktop.portal.Error.NotFound")) return;
+                          }
+                          return queue->fail(store_error(error, "cannot read document " + doc_id));
+                        }
+                        g_autoptr(GVariant) permissions = nullptr;
+                        g_autoptr(GVariant) boxed = nullptr;
+                        g_variant_get(reply, "(@a{sas}v)", &permissions, &boxed);
+                        if (!g_variant_is_of_type(boxed, G_VARIANT_TYPE("(ayttu)"))) {
+                          return queue->fail(
+                              g_error_new(G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                          "document %s is stored as %s, not as the (ayttu) of xdg-document-portal "
+                                          "1.16: this sidebus cannot migrate it",
+                                          doc_id.c_str(), g_variant_get_type_string(boxed)));
+                        }
+                        DocumentEntry entry;
+                        entry.id = doc_id;
+                        const char* path = nullptr;
+                        guint64 device, inode;
+                        guint32 flags;
+                        g_variant_get(boxed, "(^&ayttu)", &path, &device, &inode, &flags);
+                        entry.host_path = path;
+                        entry.directory_device = device;
+                        entry.directory_inode = inode;
+                        entry.flags = flags;
+                        GVariantIter iter;
+                        const char* app_id;
+                        g_autofree const char** granted = nullptr;
+                        g_variant_iter_init(&iter, permissions);
+                        while (g_variant_iter_next(&iter, "{&s^a&s}", &app_id, &granted)) {
+                          g_autofree const char** list = g_steal_pointer(&granted);
+                          std::vector<std::string> kept;
+                          for (const char** p = list; *p != nullptr; p++) kept.emplace_back(*p);
+                          entry.permissions.emplace_back(app_id, std::move(kept));
+                        }
+                        entries->push_back(std::move(entry));
+                      });
+        }
+      });
   queue->start();
 }
 
-void replace_document_table(GDBusConnection* private_bus, const std::string& db_dir,
-                            std::vector<DocumentEntry> entries, GCancellable* cancellable,
-                            DocumentTableReplaced done) {
+void replace_document_table(GDBusConnection* private_bus, const std::string& db_dir, std::vector<DocumentEntry> entries,
+                            GCancellable* cancellable, DocumentTableReplaced done) {
   auto queue = new_queue(private_bus, cancellable);
   // A fresh name each time: the store keeps every table it opened in memory.
   g_autofree char* staging = g_strdup_printf("sidebus-incoming-%08x", g_random_int());
@@ -208,11 +210,12 @@ void replace_document_table(GDBusConnection* private_bus, const std::string& db_
     GVariant* data = g_variant_new("(^ayttu)", entry.host_path.c_str(), guint64(entry.directory_device),
                                    guint64(entry.directory_inode), guint32(entry.flags));
     std::string id = entry.id;
-    queue->call("Set", g_variant_new("(sbs@a{sas}v)", staging, TRUE, entry.id.c_str(),
-                                     g_variant_builder_end(&permissions), data),
-                nullptr, [weak, id](GVariant* reply, GError* error) {
-                  if (reply == nullptr) weak.lock()->fail(store_error(error, "cannot write document " + id));
-                });
+    queue->call(
+        "Set",
+        g_variant_new("(sbs@a{sas}v)", staging, TRUE, entry.id.c_str(), g_variant_builder_end(&permissions), data),
+        nullptr, [weak, id](GVariant* reply, GError* error) {
+          if (reply == nullptr) weak.lock()->fail(store_error(error, "cannot write document " + id));
+        });
   }
   queue->start();
 }

@@ -41,8 +41,7 @@ void read_document_table(GDBusConnection* private_bus, GCancellable* cancellable
 // has the "documents" table open (the document portal not started yet,
 // nothing read it through the store): both would keep the old one in memory.
 using DocumentTableReplaced = std::function<void(const GError* error)>;
-void replace_document_table(GDBusConnection* private_bus, const std::string& db_dir,
-                            std::vector<DocumentEntry> entries, GCancellable* cancellable,
-                            DocumentTableReplaced done);
+void replace_document_table(GDBusConnection* private_bus, const std::string& db_dir, std::vector<DocumentEntry> entries,
+                            GCancellable* cancellable, DocumentTableReplaced done);
 
 }  // namespace sidebus

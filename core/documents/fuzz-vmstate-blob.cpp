@@ -45,8 +45,7 @@ void one(const uint8_t* data, size_t size, const std::string& key) {
     check(entry.host_path.find('\0') == std::string::npos, "no NUL in host paths");
     check(entry.host_path.find("/../") == std::string::npos && entry.host_path.find("/./") == std::string::npos,
           "no . or .. in host paths");
-    check((entry.flags & ~(kDocumentFlagUnique | kDocumentFlagTransient | kDocumentFlagDirectory)) == 0,
-          "known flags");
+    check((entry.flags & ~(kDocumentFlagUnique | kDocumentFlagTransient | kDocumentFlagDirectory)) == 0, "known flags");
     for (const auto& [app_id, permissions] : entry.permissions) check(app_id == kAppId, "granted only to the VM");
   }
   for (const std::string& path : state->pending_requests)

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <set>
 
-
 namespace sidebus {
 namespace {
 
@@ -85,8 +84,7 @@ bool is_portal_object_path(const char* path, const char* prefix) {
   return strlen(path) > strlen(prefix) && strlen(path) <= 1024;
 }
 
-bool check_paths(GVariant* paths, const char* prefix, const char* what, std::vector<std::string>& out,
-                 GError** error) {
+bool check_paths(GVariant* paths, const char* prefix, const char* what, std::vector<std::string>& out, GError** error) {
   GVariantIter iter;
   const char* path;
   g_variant_iter_init(&iter, paths);
@@ -102,8 +100,7 @@ bool check_paths(GVariant* paths, const char* prefix, const char* what, std::vec
 }  // namespace
 
 bool looks_like_document_id(const std::string& id) {
-  return !id.empty() && id.size() <= 64 &&
-         std::all_of(id.begin(), id.end(), [](char c) { return g_ascii_isalnum(c); });
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) { return g_ascii_isalnum(c); });
 }
 
 std::optional<std::string> encode_vmstate(const VmState& state, const std::string& key, GError** error) {
@@ -178,7 +175,8 @@ std::optional<VmState> decode_vmstate(const void* data, size_t size, const std::
     return std::nullopt;
   }
   if (!key.empty() && !authenticated) {
-    invalid(error, "it is not authenticated, and this broker has a --vmstate-key: the source broker needs the same key");
+    invalid(error,
+            "it is not authenticated, and this broker has a --vmstate-key: the source broker needs the same key");
     return std::nullopt;
   }
   if (key.empty() && authenticated) {
@@ -260,8 +258,7 @@ std::optional<VmState> decode_vmstate(const void* data, size_t size, const std::
     while (g_variant_iter_next(&apps, "{&s^a&s}", &granted_app, &granted)) {
       g_autofree const char** list = g_steal_pointer(&granted);
       if (granted_app != expected_app_id) {
-        invalid(error, "document %s is granted to “%s”, not to this VM (%s)", id, granted_app,
-                expected_app_id.c_str());
+        invalid(error, "document %s is granted to “%s”, not to this VM (%s)", id, granted_app, expected_app_id.c_str());
         return std::nullopt;
       }
       if (!entry.permissions.empty()) {
