@@ -343,11 +343,12 @@ void BrokerImpl::on_vmstate_loaded(VmState state, std::function<void(GError*)> s
 void BrokerImpl::answer_orphans(ActiveLink& active) {
   if (orphan_requests_.empty() && orphan_sessions_.empty()) return;
   GDBusConnection* guest = active.link->connection();
-  // /org/freedesktop/portal/desktop/request/1_42/token → ":1.42", the caller.
+  // /org/freedesktop/portal/desktop/request/1_42/token → ":1.42", the caller
+  // (xdg-desktop-portal's escaping of the sender: no ":", "." as "_").
   auto caller_of = [](const std::string& path) -> std::string {
     g_auto(GStrv) parts = g_strsplit(path.c_str(), "/", -1);
-    if (g_strv_length(parts) < 7) return "";
-    std::string sender = std::string(":") + parts[5];
+    if (g_strv_length(parts) < 8) return "";
+    std::string sender = std::string(":") + parts[6];
     for (char& c : sender)
       if (c == '_') c = '.';
     return g_dbus_is_unique_name(sender.c_str()) ? sender : "";
