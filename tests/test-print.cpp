@@ -332,7 +332,6 @@ void test_version() {
   g_assert_cmpuint(g_variant_get_uint32(guest_version.get()), ==, MIN(g_variant_get_uint32(host_version.get()), 4u));
 }
 
-// A link that cannot carry fds: Print says so (until fd forwarding), PreparePrint works.
 // A byte-only link forwards fds (link protocol 2): a document crosses as a
 // reference and is printed as the host file itself, a guest file crosses as
 // its content and is printed from a copy.

@@ -99,6 +99,18 @@ class PortalLink {
 
   // ---- what request.cpp and session.cpp register ----
   size_t pending_requests() const { return requests_.size(); }
+  // Guest object paths of the pending requests and the open sessions: what
+  // a migration's destination answers for this link (broker/vmstate-service).
+  std::vector<std::string> request_paths() const {
+    std::vector<std::string> paths;
+    for (const auto& entry : requests_) paths.push_back(entry.first);
+    return paths;
+  }
+  std::vector<std::string> session_paths() const {
+    std::vector<std::string> paths;
+    for (const auto& entry : sessions_) paths.push_back(entry.first);
+    return paths;
+  }
   bool has_request(const std::string& guest_path) const { return requests_.count(guest_path) != 0; }
   void add_request(SidebusRequest* request);  // adopts the creator's reference
   void remove_request(SidebusRequest* request);  // drops it

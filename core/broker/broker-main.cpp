@@ -21,6 +21,7 @@
 #include "broker/config.hpp"
 #include "broker/control-commands.hpp"
 #include "broker/control-socket.hpp"
+#include "broker/vmstate-service.hpp"
 #include "documents/app-id.hpp"
 #include "link/address.hpp"
 #include "sidebus-config.h"
@@ -152,6 +153,11 @@ int main(int argc, char** argv) {
   g_autofree char* host_bus = nullptr;
   g_autofree char* debug_access = nullptr;
   g_autofree char* virtiofsd = nullptr;
+  g_autofree char* private_bus = nullptr;
+  gboolean incoming = FALSE;
+  gint incoming_timeout = 0;
+  g_autofree char* vmstate_id = nullptr;
+  g_autofree char* vmstate_key = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 
@@ -178,6 +184,21 @@ int main(int argc, char** argv) {
        "No VM: serve a local bus at DIR/vm.sock that stands for the guest session bus", "DIR"},
       {"virtiofsd", 0, 0, G_OPTION_ARG_FILENAME, &virtiofsd,
        "Serve the VM's documents with this virtiofsd at RUNTIME-DIR/virtiofsd.sock (vhost-user-fs)", "PATH"},
+      {"private-bus", 0, 0, G_OPTION_ARG_STRING, &private_bus,
+       "Use the VM's existing D-Bus bus (the one the VM manager started for QEMU's helpers) as the private bus "
+       "instead of spawning one",
+       "ADDR"},
+      {"incoming", 0, 0, G_OPTION_ARG_NONE, &incoming,
+       "A migration's destination: serve the guest only after org.qemu.VMState1.Load brought the VM's documents",
+       nullptr},
+      {"incoming-timeout", 0, 0, G_OPTION_ARG_INT, &incoming_timeout,
+       "With --incoming: exit (status 3) if no Load arrived within SECONDS (default: wait as long as it takes)",
+       "SECONDS"},
+      {"vmstate-id", 0, 0, G_OPTION_ARG_STRING, &vmstate_id,
+       "The Id of org.qemu.VMState1 (name it in dbus-vmstate's id-list; default \"sidebus\")", "ID"},
+      {"vmstate-key", 0, 0, G_OPTION_ARG_FILENAME, &vmstate_key,
+       "Authenticate the migrated state with the secret in FILE (the same file for the source and the destination)",
+       "FILE"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug detail", nullptr},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {},
@@ -224,6 +245,43 @@ int main(int argc, char** argv) {
   options.state_dir = state_dir != nullptr ? absolute(state_dir) : default_dir(g_get_user_state_dir(), options.vm_name);
   if (debug_access != nullptr) options.debug_access_dir = absolute(debug_access);
   if (virtiofsd != nullptr) options.virtiofsd = virtiofsd;
+  if (private_bus != nullptr) {
+    if (!g_dbus_is_supported_address(private_bus, &error)) {
+      g_printerr("sidebus-broker: --private-bus %s: %s\n", private_bus, error->message);
+      return 2;
+    }
+    options.private_bus = private_bus;
+  }
+  options.incoming = incoming;
+  if (incoming_timeout < 0 || (incoming_timeout > 0 && !incoming)) {
+    g_printerr("sidebus-broker: --incoming-timeout takes a number of seconds, and only with --incoming\n");
+    return 2;
+  }
+  options.incoming_timeout_s = unsigned(incoming_timeout);
+  if (vmstate_id != nullptr) {
+    if (!sidebus::VmStateService::is_valid_id(vmstate_id)) {
+      g_printerr("sidebus-broker: --vmstate-id %s: use 1 to 255 printable ASCII characters without ',' or spaces "
+                 "(QEMU's id-list is comma-separated)\n",
+                 vmstate_id);
+      return 2;
+    }
+    options.vmstate_id = vmstate_id;
+  }
+  if (vmstate_key != nullptr) {
+    g_autofree char* key = nullptr;
+    gsize key_size = 0;
+    if (!g_file_get_contents(vmstate_key, &key, &key_size, &error)) {
+      g_printerr("sidebus-broker: --vmstate-key: %s\n", error->message);
+      return 2;
+    }
+    if (key_size < 16 || key_size > 4096) {
+      g_printerr("sidebus-broker: --vmstate-key %s: the secret must be 16 to 4096 bytes (e.g. head -c 32 "
+                 "/dev/urandom > FILE)\n",
+                 vmstate_key);
+      return 2;
+    }
+    options.vmstate_key.assign(key, key_size);
+  }
   // With --debug-access the "guest" is this host: documents are read straight
   // from this VM's view of the document mount.
   if (guest_documents_path != nullptr)
@@ -261,6 +319,12 @@ int main(int argc, char** argv) {
   };
   guint sigterm = g_unix_signal_add(SIGTERM, quit, loop);
   guint sigint = g_unix_signal_add(SIGINT, quit, loop);
+  int exit_status = 0;
+  // The broker's own end (after a migration's source handed the VM on).
+  options.stop = [&exit_status, loop](int status) {
+    exit_status = status;
+    g_main_loop_quit(loop);
+  };
   guint sighup = g_unix_signal_add(
       SIGHUP,
       [](gpointer data) -> gboolean {
@@ -289,5 +353,5 @@ int main(int argc, char** argv) {
   broker.reset();
   control.reset();
   remove_signals();
-  return 0;
+  return exit_status;
 }

@@ -6,7 +6,13 @@
 // plugins (fail fast on a bad file, a plugin's schema included), host bus,
 // the VM's identity toward the host (host-identity.hpp: the move into its
 // app scope), the host portal watch, the private bus with its document
-// portal, the debug-access bus; then the listener accepts.
+// portal (or the VM manager's bus, --private-bus), org.qemu.VMState1 on it
+// (vmstate-service.hpp), the debug-access bus; then the listener accepts.
+// A migration's destination (--incoming) stops before the document portal:
+// Load puts the migrated document table in place first, then serve() starts
+// the rest, so the guest is never served a document database it does not
+// know; pending requests and sessions of the source are answered (response
+// 2, Closed) on the first link's guest bus.
 // A guest link that completes its handshake *replaces* the current one: the
 // old link's portals are torn down and its connection closed before the new
 // link's plugins start. (A guest agent that reconnects after a crash or a VM
@@ -40,6 +46,7 @@
 #include "broker/document-resolver.hpp"
 #include "broker/host-identity.hpp"
 #include "broker/plugin-engine.hpp"
+#include "broker/vmstate-service.hpp"
 #include "documents/app-id.hpp"
 #include "documents/document-export.hpp"
 #include "documents/forwarded-documents.hpp"
@@ -89,6 +96,7 @@ class BrokerImpl : public Broker {
   BrokerStatus status() const override;
 
  private:
+  auto link_acceptor();
   void on_link_accepted(UniqueFd fd, bool transport_carries_fds, std::string transport);
   void on_link_established(uint64_t serial, std::unique_ptr<GuestLink> link,
                            std::shared_ptr<ForwardedDocuments> forwarded, std::shared_ptr<const Config> config,
@@ -101,6 +109,10 @@ class BrokerImpl : public Broker {
   void announce() const;
   void wait_for_persisted_exports();
   void wait_for_host_answers();
+  bool serve(GError** error);
+  void on_vmstate_loaded(VmState state, std::function<void(GError*)> serving);
+  void add_pending_guest_objects(VmState& state);
+  void answer_orphans(ActiveLink& active);
 
   BrokerOptions options_;
   gint64 started_at_ = g_get_monotonic_time();
@@ -116,6 +128,11 @@ class BrokerImpl : public Broker {
   std::unique_ptr<DocumentShare> document_share_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<DebugBus> debug_bus_;
+  std::unique_ptr<VmStateService> vmstate_;
+  // Requests and sessions the migration's source had pending, answered on
+  // the first link (they are gone with the source's broker).
+  std::vector<std::string> orphan_requests_, orphan_sessions_;
+  guint incoming_timeout_ = 0;
   std::unique_ptr<ActiveLink> active_;
   uint64_t active_serial_ = 0;
   uint64_t next_serial_ = 1;
@@ -165,6 +182,13 @@ std::string with_vm_name(std::string prefix, const std::string& vm_name) {
   return prefix;
 }
 
+// What the listener and the debug bus call with each new link.
+auto BrokerImpl::link_acceptor() {
+  return [alive = alive_](UniqueFd fd, bool carries_fds, std::string transport) {
+    if (*alive) (*alive)->on_link_accepted(std::move(fd), carries_fds, std::move(transport));
+  };
+}
+
 bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   options_ = options;
   if (handshake::encode_documents_path(options.guest_documents_path).empty()) {
@@ -174,12 +198,8 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
                 options.guest_documents_path.c_str(), handshake::kMaxDocsFieldLength);
     return false;
   }
-  auto alive = alive_;
-  auto accept = [alive](UniqueFd fd, bool carries_fds, std::string transport) {
-    if (*alive) (*alive)->on_link_accepted(std::move(fd), carries_fds, std::move(transport));
-  };
   if (!options.listen.empty()) {
-    listener_ = Listener::create(options.listen, accept, error, /*paused=*/true);
+    listener_ = Listener::create(options.listen, link_acceptor(), error, /*paused=*/true);
     if (!listener_) {
       g_prefix_error(error, "--listen: ");
       return false;
@@ -219,11 +239,54 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   if (!establish_host_identity(host_, identity, error)) return false;
   host_portal_ = std::make_unique<HostPortal>(host_);
 
-  private_bus_ = PrivateBus::start({options.runtime_dir, options.state_dir, options.vm_name}, error);
+  private_bus_ = PrivateBus::start({.runtime_dir = options.runtime_dir,
+                                    .state_dir = options.state_dir,
+                                    .vm_name = options.vm_name,
+                                    .join_address = options.private_bus,
+                                    .defer_document_portal = options.incoming},
+                                   error);
   if (!private_bus_) return false;
+  private_bus_->set_on_restarted([this] {
+    if (exporter_) exporter_->reload_index();
+    if (vmstate_) vmstate_->on_private_bus_restarted();
+  });
+  auto alive = alive_;
+  vmstate_ = std::make_unique<VmStateService>(
+      *private_bus_,
+      VmStateService::Options{.id = options.vmstate_id,
+                              .key = options.vmstate_key,
+                              .app_id = app_id_for_vm(options.vm_name),
+                              .incoming = options.incoming},
+      [alive](VmState& state) {
+        if (*alive) (*alive)->add_pending_guest_objects(state);
+      },
+      [alive](VmState state, std::function<void(GError*)> serving) {
+        if (*alive) (*alive)->on_vmstate_loaded(std::move(state), std::move(serving));
+      });
+  if (!options.incoming) return serve(error);
+  if (options.incoming_timeout_s != 0) {
+    incoming_timeout_ = g_timeout_add_seconds(options.incoming_timeout_s, [](gpointer data) -> gboolean {
+      auto* self = static_cast<BrokerImpl*>(data);
+      self->incoming_timeout_ = 0;
+      if (!self->vmstate_->waiting_for_load()) return G_SOURCE_REMOVE;
+      g_critical("no migrated state arrived (org.qemu.VMState1.Load) within %u s (--incoming-timeout); stopping",
+                 self->options_.incoming_timeout_s);
+      if (self->options_.stop) self->options_.stop(3);
+      return G_SOURCE_REMOVE;
+    }, this);
+  }
+  g_message("waiting for a migration: the guest is served once QEMU's dbus-vmstate has called "
+            "org.qemu.VMState1.Load (Id “%s”) on the private bus %s",
+            options.vmstate_id.c_str(), private_bus_->address().c_str());
+  return true;
+}
+
+// Everything from the document index on: at start-up, or for a migration's
+// destination once its state is loaded.
+bool BrokerImpl::serve(GError** error) {
+  const BrokerOptions& options = options_;
   exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
   exporter_handle_ = std::make_shared<ExporterHandle>(exporter_.get());
-  private_bus_->set_on_restarted([this] { exporter_->reload_index(); });
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
     std::string socket = options.runtime_dir + "/virtiofsd.sock";
@@ -233,7 +296,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
   }
 
   if (!options.debug_access_dir.empty()) {
-    debug_bus_ = DebugBus::start(options.debug_access_dir, options.runtime_dir, accept, error);
+    debug_bus_ = DebugBus::start(options.debug_access_dir, options.runtime_dir, link_acceptor(), error);
     if (!debug_bus_) return false;
   }
   if (listener_) listener_->start_accepting();
@@ -249,6 +312,7 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
 
 BrokerImpl::~BrokerImpl() {
   *alive_ = nullptr;
+  if (incoming_timeout_ != 0) g_source_remove(incoming_timeout_);
   active_.reset();
   debug_bus_.reset();
   listener_.reset();
@@ -259,6 +323,7 @@ BrokerImpl::~BrokerImpl() {
   document_share_.reset();
   if (exporter_handle_) exporter_handle_->detach();
   exporter_.reset();
+  vmstate_.reset();
   private_bus_.reset();
   host_portal_.reset();
   g_clear_object(&host_);
@@ -380,6 +445,65 @@ void BrokerImpl::start_portals(ActiveLink& active) {
   active.portals->claim_names();
   active.serving = true;
   announce();
+  answer_orphans(active);
+}
+
+void BrokerImpl::add_pending_guest_objects(VmState& state) {
+  if (!active_ || !active_->portals) return;
+  state.pending_requests = active_->portals->request_paths();
+  state.sessions = active_->portals->session_paths();
+}
+
+void BrokerImpl::on_vmstate_loaded(VmState state, std::function<void(GError*)> serving) {
+  orphan_requests_ = std::move(state.pending_requests);
+  orphan_sessions_ = std::move(state.sessions);
+  auto alive = alive_;
+  private_bus_->start_document_portal([alive, serving = std::move(serving)](GError* error) {
+    BrokerImpl* self = *alive;
+    if (self == nullptr) return;
+    g_autoptr(GError) serve_error = nullptr;
+    if (error == nullptr && !self->serve(&serve_error)) error = serve_error;
+    if (error != nullptr) g_warning("cannot serve the migrated VM: %s", error->message);
+    serving(error);
+  });
+}
+
+// The guest's applications still wait for the Response of requests (and
+// for the end of sessions) that the source's broker had: they are gone
+// with it. Sent right after RequestName on the same connection, so the bus
+// delivers them from the new owner of the portal's name.
+void BrokerImpl::answer_orphans(ActiveLink& active) {
+  if (orphan_requests_.empty() && orphan_sessions_.empty()) return;
+  GDBusConnection* guest = active.link->connection();
+  // /org/freedesktop/portal/desktop/request/1_42/token → ":1.42", the caller
+  // (xdg-desktop-portal's escaping of the sender: no ":", "." as "_").
+  auto caller_of = [](const std::string& path) -> std::string {
+    g_auto(GStrv) parts = g_strsplit(path.c_str(), "/", -1);
+    if (g_strv_length(parts) < 8) return "";
+    std::string sender = std::string(":") + parts[6];
+    for (char& c : sender)
+      if (c == '_') c = '.';
+    return g_dbus_is_unique_name(sender.c_str()) ? sender : "";
+  };
+  for (const std::string& path : orphan_requests_) {
+    std::string caller = caller_of(path);
+    g_dbus_connection_emit_signal(guest, caller.empty() ? nullptr : caller.c_str(), path.c_str(),
+                                  "org.freedesktop.portal.Request", "Response",
+                                  g_variant_new("(u@a{sv})", guint32(SIDEBUS_RESPONSE_OTHER),
+                                                g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+                                  nullptr);
+  }
+  for (const std::string& path : orphan_sessions_) {
+    std::string caller = caller_of(path);
+    g_dbus_connection_emit_signal(guest, caller.empty() ? nullptr : caller.c_str(), path.c_str(),
+                                  "org.freedesktop.portal.Session", "Closed",
+                                  g_variant_new("(@a{sv})", g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+                                  nullptr);
+  }
+  g_message("answered %zu request(s) and closed %zu session(s) the migration's source had pending",
+            orphan_requests_.size(), orphan_sessions_.size());
+  orphan_requests_.clear();
+  orphan_sessions_.clear();
 }
 
 // A reload changed portals.*: the link stays, its portals start again.

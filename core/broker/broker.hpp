@@ -6,6 +6,7 @@
 
 #include <gio/gio.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,14 @@ struct BrokerOptions {
   std::vector<std::string> plugin_dirs;  // --plugin-dir (empty: the default)
   std::string debug_access_dir;         // --debug-access
   std::string virtiofsd;                // --virtiofsd (empty: the VMM shares the documents itself)
+  std::string private_bus;              // --private-bus: the VM manager's bus (empty: spawn our own)
+  bool incoming = false;                // --incoming: a migration's destination, waits for Load
+  unsigned incoming_timeout_s = 0;      // --incoming-timeout (0: as long as it takes)
+  std::string vmstate_id = "sidebus";   // --vmstate-id: org.qemu.VMState1's Id
+  std::string vmstate_key;              // the secret read from --vmstate-key (empty: none)
+  // Ends the broker from within (the main loop quits, main() returns
+  // @status): an --incoming broker whose Load never came.
+  std::function<void(int status)> stop;
 };
 
 class Broker {

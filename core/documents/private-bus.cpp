@@ -10,10 +10,13 @@
 //      stale socket (a socket that still answers means another broker uses
 //      this runtime dir: refused);
 //   2. dbus-daemon with a generated config (DBusDaemon), then our connection;
+//      or, joining the VM manager's bus, only our connection, and a check
+//      that neither helper's name is owned or activatable there;
 //   3. xdg-permission-store, until it owns its name (the document portal
 //      needs it at start-up; there is no activation on this bus);
 //   4. xdg-document-portal, until it owns org.freedesktop.portal.Documents,
-//      GetMountPoint answers <runtime>/doc and that is a FUSE mount point.
+//      GetMountPoint answers <runtime>/doc and that is a FUSE mount point
+//      (or later, start_document_portal(), on a migration's destination).
 // The helpers get a clean environment: the private bus address,
 // XDG_RUNTIME_DIR (the portal mounts $XDG_RUNTIME_DIR/doc), XDG_DATA_HOME
 // (both keep their databases in $XDG_DATA_HOME/flatpak/db) and PATH (for
@@ -171,12 +174,17 @@ class PrivateBusImpl final : public PrivateBus {
   // Runs @steps asynchronously; @done runs on the main context.
   void start_async(Steps steps, Done done);
   void watch_all();
+  void set_document_portal_deferred(bool deferred) { document_portal_wanted_ = !deferred; }
 
   GDBusConnection* connection() override { return connection_.get(); }
   const std::string& address() override { return address_; }
   const std::string& documents_mount() override { return documents_mount_; }
   void set_on_restarted(std::function<void()> on_restarted) override { on_restarted_ = std::move(on_restarted); }
   Health health() const override { return health_; }
+  void start_document_portal(std::function<void(GError* error)> done) override;
+  bool document_portal_started() override { return document_portal_wanted_; }
+  std::string database_dir() override { return options_.state_dir + "/flatpak/db"; }
+  bool joined() override { return !options_.join_address.empty(); }
 
  private:
   struct Attempt;
@@ -215,6 +223,7 @@ class PrivateBusImpl final : public PrivateBus {
   std::deque<gint64> restart_times_;
   std::function<void()> on_restarted_;
   Health health_;  // given_up mirrors given_up_
+  bool document_portal_wanted_ = true;  // false until start_document_portal() when deferred
 };
 
 // One start or restart: its steps, run one after the other from callbacks,
@@ -289,6 +298,7 @@ struct PrivateBusImpl::Attempt : std::enable_shared_from_this<Attempt> {
   void start_bus() {
     GError* error = nullptr;
     if (!bus->directories_ready_ && !bus->prepare_directories(&error)) return fail(error);
+    if (bus->joined()) return join_bus();
     std::weak_ptr<Attempt> weak = shared_from_this();
     DBusDaemon::spawn_async(bus->config_path_, bus->socket_path_, [weak](std::unique_ptr<DBusDaemon> daemon, GError* error) {
       auto self = weak.lock();
@@ -305,6 +315,85 @@ struct PrivateBusImpl::Attempt : std::enable_shared_from_this<Attempt> {
     });
   }
 
+  // The VM manager's bus: connect, then make sure our helpers' names are
+  // free there and cannot be activated (an activated permission store or
+  // document portal would use that bus's environment: another database, the
+  // host user's documents).
+  void join_bus() {
+    bus->address_ = bus->options_.join_address;
+    g_dbus_connection_new_for_address(
+        bus->address_.c_str(),
+        GDBusConnectionFlags(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                             G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
+        nullptr, cancellable.get(), on_connected, new std::weak_ptr<Attempt>(shared_from_this()));
+  }
+
+  void check_joined_bus() {
+    g_dbus_connection_call(
+        bus->connection_.get(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "ListActivatableNames", nullptr, G_VARIANT_TYPE("(as)"), G_DBUS_CALL_FLAGS_NONE, -1, cancellable.get(),
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<std::weak_ptr<Attempt>> weak(static_cast<std::weak_ptr<Attempt>*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          auto self = weak->lock();
+          if (!self || self->over) return;
+          const std::string& prefix = self->bus->prefix_;
+          if (reply == nullptr)
+            return self->fail(g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%sthe bus %s (--private-bus) does not answer "
+                                          "ListActivatableNames: %s", prefix.c_str(), self->bus->address_.c_str(),
+                                          error->message));
+          g_autofree const char** names = nullptr;
+          g_variant_get(reply, "(^a&s)", &names);
+          for (const char** name = names; *name != nullptr; name++) {
+            if (g_str_equal(*name, kDocumentsName) || g_str_equal(*name, kPermissionStoreName))
+              return self->fail(g_error_new(
+                  G_IO_ERROR, G_IO_ERROR_EXISTS,
+                  "%sthe bus %s (--private-bus) can activate %s: the broker runs this VM's own permission store and "
+                  "document portal there, with the VM's directories; give that dbus-daemon a configuration without "
+                  "service directories (<servicedir>, <standard_session_servicedirs/>), such as the shipped "
+                  "vm-bus.conf",
+                  prefix.c_str(), self->bus->address_.c_str(), *name));
+          }
+          self->check_name_free(kPermissionStoreName, [](Attempt& self) {
+            self.check_name_free(kDocumentsName, [](Attempt& self) {
+              self.steps.bus = false;
+              self.next();
+            });
+          });
+        },
+        new std::weak_ptr<Attempt>(shared_from_this()));
+  }
+
+  void check_name_free(const char* name, void (*then)(Attempt&)) {
+    struct Pending {
+      std::weak_ptr<Attempt> weak;
+      const char* name;
+      void (*then)(Attempt&);
+    };
+    g_dbus_connection_call(
+        bus->connection_.get(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "NameHasOwner", g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, -1,
+        cancellable.get(),
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Pending> pending(static_cast<Pending*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          auto self = pending->weak.lock();
+          if (!self || self->over) return;
+          gboolean owned = FALSE;
+          if (reply != nullptr) g_variant_get(reply, "(b)", &owned);
+          if (reply == nullptr || owned)
+            return self->fail(g_error_new(
+                G_IO_ERROR, G_IO_ERROR_EXISTS,
+                "%s%s is already owned on the bus %s (--private-bus): another broker or document portal serves "
+                "that bus; each VM's bus takes one sidebus broker",
+                self->bus->prefix_.c_str(), pending->name, self->bus->address_.c_str()));
+          pending->then(*self);
+        },
+        new Pending{shared_from_this(), name, then});
+  }
+
   static void on_connected(GObject*, GAsyncResult* result, gpointer data) {
     std::unique_ptr<std::weak_ptr<Attempt>> weak(static_cast<std::weak_ptr<Attempt>*>(data));
     GError* error = nullptr;
@@ -316,12 +405,17 @@ struct PrivateBusImpl::Attempt : std::enable_shared_from_this<Attempt> {
       return;
     }
     if (connection == nullptr) {
-      g_prefix_error(&error, "%scannot connect to the private bus %s (dbus-daemon pid %d): ", self->bus->prefix_.c_str(),
-                     self->bus->address_.c_str(), int(self->bus->daemon_->pid()));
+      if (self->bus->joined())
+        g_prefix_error(&error, "%scannot connect to the VM's bus %s (--private-bus): ", self->bus->prefix_.c_str(),
+                       self->bus->address_.c_str());
+      else
+        g_prefix_error(&error, "%scannot connect to the private bus %s (dbus-daemon pid %d): ",
+                       self->bus->prefix_.c_str(), self->bus->address_.c_str(), int(self->bus->daemon_->pid()));
       return self->fail(error);
     }
     g_dbus_connection_set_exit_on_close(connection, FALSE);
     self->bus->connection_ = adopt(connection);
+    if (self->bus->joined()) return self->check_joined_bus();
     self->steps.bus = false;
     self->next();
   }
@@ -595,7 +689,7 @@ void PrivateBusImpl::stop_all() {
 
 void PrivateBusImpl::watch_all() {
   permission_store_->watch([this] { on_helper_exited(*permission_store_); });
-  document_portal_->watch([this] { on_helper_exited(*document_portal_); });
+  if (document_portal_) document_portal_->watch([this] { on_helper_exited(*document_portal_); });
   if (closed_handler_ == 0)
     closed_handler_ = g_signal_connect(connection_.get(), "closed", G_CALLBACK(on_connection_closed), this);
 }
@@ -613,8 +707,12 @@ void PrivateBusImpl::on_helper_exited(const ChildProcess& helper) {
 
 void PrivateBusImpl::on_connection_closed(GDBusConnection*, gboolean, GError* error, gpointer data) {
   auto* self = static_cast<PrivateBusImpl*>(data);
-  g_warning("%slost the private bus (dbus-daemon pid %d: %s); restarting it and its helpers", self->prefix_.c_str(),
-            self->daemon_ ? int(self->daemon_->pid()) : 0, error != nullptr ? error->message : "closed");
+  if (self->joined())
+    g_warning("%slost the VM's bus %s (%s); connecting again and restarting the helpers", self->prefix_.c_str(),
+              self->address_.c_str(), error != nullptr ? error->message : "closed");
+  else
+    g_warning("%slost the private bus (dbus-daemon pid %d: %s); restarting it and its helpers", self->prefix_.c_str(),
+              self->daemon_ ? int(self->daemon_->pid()) : 0, error != nullptr ? error->message : "closed");
   self->health_.exits["dbus-daemon"]++;
   self->to_restart_ = {true, true, true};
   self->schedule_restart();
@@ -647,6 +745,7 @@ void PrivateBusImpl::schedule_restart() {
 
 void PrivateBusImpl::restart() {
   Steps steps = std::exchange(to_restart_, Steps{});
+  if (!document_portal_wanted_) steps.document_portal = false;  // not started yet: Load comes first
   if (steps.bus) {
     // Everything goes, without waiting for any of it.
     if (closed_handler_ != 0) g_signal_handler_disconnect(connection_.get(), closed_handler_);
@@ -655,6 +754,12 @@ void PrivateBusImpl::restart() {
     connection_.reset();
     if (daemon_) retire(daemon_->release());
     daemon_.reset();
+    // On the VM manager's bus the helpers lose their connection too, but
+    // they need not notice at once: make sure no old one keeps a name.
+    if (joined()) {
+      retire(std::move(permission_store_));
+      retire(std::move(document_portal_));
+    }
   }
   start_async(steps, [this, steps](GError* error) {
     if (error != nullptr) {
@@ -672,13 +777,35 @@ void PrivateBusImpl::restart() {
   });
 }
 
+void PrivateBusImpl::start_document_portal(std::function<void(GError* error)> done) {
+  if (document_portal_wanted_ || attempt_ || restart_source_ != 0) {
+    g_autoptr(GError) error = g_error_new(G_IO_ERROR, G_IO_ERROR_BUSY, "%s%s", prefix_.c_str(),
+                                          document_portal_wanted_ ? "the document portal was started already"
+                                                                  : "the private bus is restarting a helper; try again");
+    return post_to_context(g_main_context_get_thread_default(), [done, message = std::string(error->message)] {
+      g_autoptr(GError) error = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_BUSY, message.c_str());
+      done(error);
+    });
+  }
+  document_portal_wanted_ = true;
+  start_async({false, false, true}, [this, done = std::move(done)](GError* error) {
+    if (error != nullptr) {
+      document_portal_wanted_ = false;  // may be tried again
+      return done(error);
+    }
+    document_portal_->watch([this] { on_helper_exited(*document_portal_); });
+    done(nullptr);
+  });
+}
+
 }  // namespace
 
 std::unique_ptr<PrivateBus> PrivateBus::start(const Options& options, GError** error) {
   auto bus = std::make_unique<PrivateBusImpl>(options);
   bool finished = false;
   bool ok = false;
-  bus->start_async({true, true, true}, [&](GError* failure) {
+  bus->set_document_portal_deferred(options.defer_document_portal);
+  bus->start_async({true, true, !options.defer_document_portal}, [&](GError* failure) {
     ok = failure == nullptr;
     if (failure != nullptr) g_propagate_error(error, g_error_copy(failure));
     finished = true;

@@ -12,6 +12,14 @@
 // dir: flatpak/db/documents (the document database, written by the
 // permission store). Each VM needs its own pair of directories; a second
 // PrivateBus on a runtime dir whose bus still answers is refused.
+//
+// Or the bus is the VM manager's (Options::join_address, the broker's
+// --private-bus): a dbus-daemon it started for QEMU and the VM's other
+// helpers (QEMU's dbus-vmstate, seed 003). Then no dbus-daemon is spawned
+// and the runtime dir holds no socket; the two helpers are still the
+// broker's children, started directly (never activated: that bus's service
+// directories are not ours, so start() refuses a bus on which either name
+// is activatable or already owned).
 #pragma once
 
 #include <gio/gio.h>
@@ -29,6 +37,12 @@ class PrivateBus {
     std::string runtime_dir;
     std::string state_dir;
     std::string vm_name;  // for logs
+    // Non-empty: join this bus instead of spawning one.
+    std::string join_address;
+    // Start without the document portal; start_document_portal() later. A
+    // migration's destination: its document database arrives (Load) first,
+    // and the document portal reads it only when it starts.
+    bool defer_document_portal = false;
   };
   // Blocks until the bus is up and the document portal's FUSE mount answers
   // (bounded; the error says which child failed and how). Call it from the
@@ -58,6 +72,15 @@ class PrivateBus {
     bool given_up = false;
   };
   virtual Health health() const = 0;
+  // Starts the document portal of a bus started with defer_document_portal
+  // (asynchronously; @done on the main context, error borrowed); from then
+  // on it is supervised like the rest.
+  virtual void start_document_portal(std::function<void(GError* error)> done) = 0;
+  virtual bool document_portal_started() = 0;
+  // Where the permission store keeps its tables: <state-dir>/flatpak/db.
+  virtual std::string database_dir() = 0;
+  // Whether the bus is the VM manager's (join_address) rather than ours.
+  virtual bool joined() = 0;
 };
 
 }  // namespace sidebus

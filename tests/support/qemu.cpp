@@ -125,12 +125,15 @@ Qemu::~Qemu() { qemu_.reset(); }
 
 void Qemu::start() {
   if (running()) throw FixtureError(name_ + " is running already");
+  if (initramfs_.empty() && !spec_.initramfs.empty()) initramfs_ = spec_.initramfs;
   if (initramfs_.empty()) {
     const std::string initramfs = dir_ / (name_ + "-initramfs.cpio.gz");
     gint64 begin = g_get_monotonic_time();
+    std::vector<std::string> argv = {"/bin/sh", env_path("SIDEBUS_SOURCE_ROOT") + "/tests/vm/make-initramfs.sh",
+                                     kernel_.version, initramfs};
+    argv.insert(argv.end(), spec_.guest_files.begin(), spec_.guest_files.end());
     ChildProcess make_initramfs({.name = "make-initramfs",
-                                 .argv = {"/bin/sh", env_path("SIDEBUS_SOURCE_ROOT") + "/tests/vm/make-initramfs.sh",
-                                          kernel_.version, initramfs},
+                                 .argv = argv,
                                  .stdout_path = dir_ / (name_ + "-make-initramfs.log")});
     std::optional<ExitStatus> built = make_initramfs.wait_for_exit(60s);
     if (!built || !built->success()) throw FixtureError("make-initramfs.sh failed: " + make_initramfs.log());
@@ -141,10 +144,12 @@ void Qemu::start() {
   g_autofree char* command = g_base64_encode(reinterpret_cast<const guchar*>(spec_.command.data()),
                                              spec_.command.size());
   std::string append = "console=ttyS0 quiet panic=-1 sidebus.cmd=" + std::string(command) +
-                       " sidebus.timeout=" + std::to_string(kQemuGuestTimeout) +
+                       " sidebus.timeout=" + std::to_string(spec_.guest_timeout_s) +
+                       " sidebus.wait=" + std::to_string(spec_.guest_wait_s) +
                        " sidebus.connect=virtio-serial:" + kQemuPortPath;
   if (!spec_.agent.empty()) append += " sidebus.agent=" + spec_.agent;
   if (!spec_.documents_socket.empty()) append += std::string(" sidebus.docs=") + kQemuGuestDocumentsPath;
+  if (spec_.documents_hotplug) append += std::string(" sidebus.docs-hotplug=") + kQemuGuestDocumentsPath;
   if (!env_or("SIDEBUS_VM_DEBUG").empty()) append += " sidebus.debug=1";
   // A sanitizer build runs sanitized binaries in the guest too: same options.
   std::string guest_env;
@@ -164,7 +169,6 @@ void Qemu::start() {
       "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
       "-kernel", kernel_.image, "-initrd", initramfs_, "-append", append,
       "-serial", "file:" + console_path_,
-      "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
       "-device", "virtio-serial",
       // reconnect: QEMU connects when it starts, long before the agent
       // opens the port; the broker drops a link that stays silent past its
@@ -172,11 +176,15 @@ void Qemu::start() {
       "-chardev", "socket,id=link,reconnect=1,path=" + spec_.link_socket,
       "-device", std::string("virtserialport,chardev=link,name=") + kQemuPortName,
   };
-  if (!spec_.documents_socket.empty()) {
+  if (spec_.guest_files.empty())
+    argv.insert(argv.end(), {"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"});
+  if (!spec_.documents_socket.empty() || spec_.shared_memory) {
     // vhost-user needs the guest's memory shared with virtiofsd.
     std::string memory = "memory-backend-memfd,id=mem,share=on,size=" + std::to_string(kQemuGuestMemoryMb) + "M";
-    argv.insert(argv.end(), {"-object", memory, "-numa", "node,memdev=mem",
-                             "-chardev", "socket,id=documents,path=" + spec_.documents_socket,
+    argv.insert(argv.end(), {"-object", memory, "-numa", "node,memdev=mem"});
+  }
+  if (!spec_.documents_socket.empty()) {
+    argv.insert(argv.end(), {"-chardev", "socket,id=documents,path=" + spec_.documents_socket,
                              "-device", "vhost-user-fs-pci,chardev=documents,tag=sidebus-docs"});
   }
   argv.insert(argv.end(), spec_.extra_args.begin(), spec_.extra_args.end());

@@ -84,6 +84,22 @@ struct QemuSpec {
   // mounted at kQemuGuestDocumentsPath; empty: none.
   std::string documents_socket;
   std::vector<std::string> extra_args;  // more QEMU arguments (e.g. a -drive)
+  // Non-empty: no 9p share of the host's root (QEMU cannot migrate a guest
+  // that has one mounted); these host files (programs with the shared
+  // libraries they need, config files) are copied into the initramfs at
+  // their host paths, and they are all the guest has.
+  std::vector<std::string> guest_files;
+  // Boot this initramfs instead of building one (the destination of a
+  // migration boots nothing, but must be started like its source).
+  std::string initramfs;
+  // The guest's RAM in a shared memfd, as vhost-user devices need (also when
+  // the device is only hot-plugged later: the memory cannot change then).
+  bool shared_memory = false;
+  // Mount the virtiofs share tagged sidebus-docs at kQemuGuestDocumentsPath
+  // whenever it appears (hot-plugged after a migration).
+  bool documents_hotplug = false;
+  int guest_timeout_s = kQemuGuestTimeout;  // the guest's watchdog
+  int guest_wait_s = 60;                    // bound on the portal name and on the command
 };
 
 // One VM, booted as often as asked, its files in @dir named after @name.
@@ -111,6 +127,8 @@ class Qemu {
   // Stops QEMU (SIGTERM, then SIGKILL after @timeout); its status.
   ExitStatus stop(Timeout timeout = 5s);
   int boots() const { return boots_; }
+  // The initramfs it boots (built by the first start()).
+  const std::string& initramfs() const { return initramfs_; }
 
   // The serial console of the current (or last) boot.
   std::string console() const;

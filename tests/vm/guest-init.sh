@@ -27,10 +27,19 @@
 #   sidebus.timeout=SECS     watchdog for the whole boot (default 150)
 #   sidebus.docs=PATH        mount the virtiofs share tagged sidebus-docs
 #                            (the broker's per-VM document view) at PATH
+#   sidebus.docs-hotplug=PATH  the same, whenever the device appears (it is
+#                            hot-plugged after a migration: QEMU 7.2 cannot
+#                            migrate vhost-user-fs); prints
+#                            SIDEBUS-DOCS-MOUNTED <uptime> then
 #   sidebus.env=BASE64       NAME=VALUE words (no spaces in values) added to
 #                            the environment of everything in the chroot,
 #                            e.g. the sanitizer options of the test
 #   sidebus.debug=1          G_MESSAGES_DEBUG=all for everything in the chroot
+#
+# The chroot is the host's root over 9p, or (when make-initramfs.sh was
+# given the guest's programs: /etc/sidebus-self-contained) the copy of them
+# in /host of the initramfs itself; QEMU cannot migrate a guest that has a
+# 9p share mounted.
 set -eu
 PATH=/bin
 export PATH
@@ -81,6 +90,7 @@ wait_s=60
 timeout_s=150
 debug=
 docs=
+docs_hotplug=
 env_b64=
 read -r cmdline </proc/cmdline
 set -f
@@ -93,6 +103,7 @@ for arg in $cmdline; do
         sidebus.timeout=*) timeout_s=${arg#*=} ;;
         sidebus.debug=*) debug=${arg#*=} ;;
         sidebus.docs=*) docs=${arg#*=} ;;
+        sidebus.docs-hotplug=*) docs_hotplug=${arg#*=} ;;
         sidebus.env=*) env_b64=${arg#*=} ;;
     esac
 done
@@ -107,12 +118,16 @@ while read -r module; do
 done </etc/sidebus-modules
 
 # The host root. Devices probe asynchronously after insmod: retry briefly.
-tries=0
-until mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host 2>/dev/null; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 50 ] || fail "cannot mount the 9p host root (tag hostroot)"
-    sleep 0.1
-done
+if [ -e /etc/sidebus-self-contained ]; then
+    mkdir -p /host/tmp /host/run /host/proc /host/sys /host/dev
+else
+    tries=0
+    until mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 50 ] || fail "cannot mount the 9p host root (tag hostroot)"
+        sleep 0.1
+    done
+fi
 
 # The 9p root is read-only; give the chroot its own kernel filesystems and
 # writable scratch space. Mounting over a directory needs no write access.
@@ -132,6 +147,14 @@ if [ -n "$docs" ]; then
     mkdir -p "/host$docs"
     mount -t virtiofs sidebus-docs "/host$docs" \
         || fail "cannot mount the document share (virtiofs tag sidebus-docs) at $docs"
+fi
+
+if [ -n "$docs_hotplug" ]; then
+    mkdir -p "/host$docs_hotplug"
+    (
+        until mount -t virtiofs sidebus-docs "/host$docs_hotplug" 2>/dev/null; do sleep 0.2; done
+        echo "SIDEBUS-DOCS-MOUNTED $(uptime_s)"
+    ) &
 fi
 
 # No udev: name the virtio-serial ports the way udev's rules would. Ports

@@ -1,20 +1,26 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# make-initramfs.sh KERNEL_VERSION OUT — builds the initramfs that
-# tests/test-vm.cpp boots under QEMU: busybox-static, the virtio, virtio-serial,
-# 9p and virtiofs modules the Debian kernel ships as modules, and guest-init.sh
-# as /init.
+# make-initramfs.sh KERNEL_VERSION OUT [HOST-FILE...] — builds the initramfs
+# that tests/test-vm.cpp boots under QEMU: busybox-static, the virtio,
+# virtio-serial, 9p and virtiofs modules the Debian kernel ships as modules,
+# and guest-init.sh as /init.
 # Everything else the guest runs (dbus-daemon, gdbus, the built agent) comes
 # from the host's root over 9p, so the image stays tiny and is built at test
 # time into the test's temporary directory; nothing binary is committed.
+# With HOST-FILEs (test-migration.cpp: QEMU cannot migrate a guest that has
+# the 9p share mounted) the guest's programs come in the image instead: each
+# file, and for a program every shared library ldd names, is copied to
+# /host/<its host path>, and /etc/sidebus-self-contained tells guest-init.sh
+# not to mount the host's root.
 set -eu
 
-if [ $# -ne 2 ]; then
-    echo "usage: $0 KERNEL_VERSION OUT.cpio.gz" >&2
+if [ $# -lt 2 ]; then
+    echo "usage: $0 KERNEL_VERSION OUT.cpio.gz [HOST-FILE...]" >&2
     exit 2
 fi
 kver=$1
 out=$2
+shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 moddir=/lib/modules/$kver
 
@@ -90,6 +96,25 @@ add_module() {
 for name in $modules; do
     add_module "$name"
 done
+
+# The guest's programs, at their host paths (symbolic links followed: each
+# path the loader or a command line names is a file of its own here).
+if [ $# -gt 0 ]; then
+    copy_host_file() {
+        [ -e "$root/host$1" ] && return 0
+        mkdir -p "$root/host$(dirname "$1")"
+        cp -L "$1" "$root/host$1"
+    }
+    for file in "$@"; do
+        [ -e "$file" ] || { echo "$0: $file does not exist" >&2; exit 1; }
+        copy_host_file "$file"
+        # "libfoo.so => /lib/…/libfoo.so (0x…)" and "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        for library in $(ldd "$file" 2>/dev/null | sed -n -e 's/.*=> \(\/[^ ]*\).*/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p'); do
+            copy_host_file "$library"
+        done
+    done
+    touch "$root/etc/sidebus-self-contained"
+fi
 
 # newc is the only cpio format the kernel unpacks.
 if command -v cpio >/dev/null 2>&1; then
