@@ -145,6 +145,7 @@ struct DocumentExporter::Job {
     std::string resolved;
     std::optional<DocumentKey> key;
     bool reused = false;  // known already: no call for it
+    bool grant = false;   // known, but without "write": GrantPermissions, no AddFull
   };
   std::vector<Item> items;
   std::deque<std::vector<size_t>> batches;  // not sent yet: indexes into items, one call each
@@ -320,7 +321,11 @@ void DocumentExporter::reload_index() {
           }
           self->index_ = std::move(index);
           self->index_loaded_ = true;
-          for (auto& [id, entry] : self->index_) ids.push_back(id);
+          self->index_paths_.clear();
+          for (auto& [id, entry] : self->index_) {
+            ids.push_back(id);
+            self->index_paths_.insert(entry.host_path);
+          }
         }
         // What usage_ knows of documents the portal no longer has goes; a
         // document it does not know counts as used now.
@@ -371,14 +376,14 @@ void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, Si
     std::vector<size_t> batch;
     for (size_t i = 0; i < job->items.size(); i++) {
       const auto& item = job->items[i];
-      if (item.reused || item.by_name || item.directory != directories) continue;
+      if (item.reused || item.grant || item.by_name || item.directory != directories) continue;
       batch.push_back(i);
       if (batch.size() == kFilesPerCall) job->batches.push_back(std::exchange(batch, {}));
     }
     if (!batch.empty()) job->batches.push_back(std::move(batch));
   }
   for (size_t i = 0; i < job->items.size(); i++)
-    if (job->items[i].by_name && !job->items[i].reused) job->batches.push_back({i});
+    if ((job->items[i].by_name || job->items[i].grant) && !job->items[i].reused) job->batches.push_back({i});
   waiting_.push_back(job);
   dispatch();
 }
@@ -424,20 +429,53 @@ void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t>
   }
   const char* permissions[] = {"read", job->writable() ? "write" : nullptr, nullptr};
   const Job::Item& first = job->items[batch.front()];
+  if (first.grant) {
+    // A document this VM has, without "write" yet: grant it, keep the id.
+    job->calls_pending++;
+    calls_in_flight_++;
+    g_dbus_connection_call(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "GrantPermissions",
+        g_variant_new("(ss^as)", first.doc_id.c_str(), app_id_.c_str(), permissions), G_VARIANT_TYPE("()"),
+        G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Call> call(static_cast<Call*>(data));
+          g_autoptr(GError) call_error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+          DocumentExporter* self = *call->alive;
+          if (self == nullptr) return;
+          self->on_reply(call->job, call->items, reply, call_error);
+        },
+        new Call{job, alive_, std::move(batch)});
+    return;
+  }
+  // reuse-existing makes the document portal compare the file with every
+  // document it holds (xdg-document-portal 1.16: a linear scan per file), so
+  // that an export costs more the more the VM was ever given. The index
+  // holds every document of this VM's private portal: a file whose path no
+  // document has cannot be reused, and needs no scan. (While the index is
+  // loading, or for a path we could not resolve, the portal looks.) Without
+  // the flag the portal marks the document unique: no later reuse-existing
+  // finds it. So a document this VM has is reused through the index
+  // (try_reuse), and given "write" with GrantPermissions, not AddFull.
+  bool may_exist = !index_loaded();
+  for (size_t i = 0; !may_exist && i < batch.size(); i++) {
+    const Job::Item& item = job->items[batch[i]];
+    may_exist = item.resolved.empty() || index_paths_.contains(item.resolved);
+  }
+  const guint32 reuse = may_exist ? kAddReuseExisting : 0;
   GVariant* parameters;
   const GVariantType* reply_type;
   const char* method;
   if (first.by_name) {
     method = "AddNamedFull";
     parameters = g_variant_new("(h@ayus^as)", handles[0], g_variant_new_bytestring(first.name.c_str()),
-                               guint32(kAddReuseExisting | kAddPersistent), app_id_.c_str(), permissions);
+                               guint32(reuse | kAddPersistent), app_id_.c_str(), permissions);
     reply_type = G_VARIANT_TYPE("(sa{sv})");
   } else {
     method = "AddFull";
     parameters = g_variant_new(
         "(@ahus^as)", g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, handles.data(), handles.size(), sizeof(gint32)),
-        guint32(kAddReuseExisting | kAddPersistent | (first.directory ? kAddDirectory : 0)), app_id_.c_str(),
-        permissions);
+        guint32(reuse | kAddPersistent | (first.directory ? kAddDirectory : 0)), app_id_.c_str(), permissions);
     reply_type = G_VARIANT_TYPE("(asa{sv})");
   }
   job->calls_pending++;
@@ -462,6 +500,7 @@ void DocumentExporter::on_reply(const std::shared_ptr<Job>& job, const std::vect
   job->calls_pending--;
   if (reply == nullptr) {
     if (job->error == nullptr) set_portal_error(&job->error, call_error, "cannot export " + job->items[batch.front()].host_path);
+  } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE_UNIT)) {          // GrantPermissions: the id is known
   } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE("(asa{sv})"))) {  // AddFull
     g_autofree const char** ids = nullptr;
     g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
@@ -495,6 +534,7 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
         std::lock_guard lock(index_mutex_);
         index_[item.doc_id].host_path = waiting->second;
       }
+      index_paths_.insert(waiting->second);
       if (item.key) by_path_[waiting->second] = item.doc_id;
       deletes_waiting_.erase(waiting);
     } else if (item.reused && !index_.contains(item.doc_id)) {
@@ -544,7 +584,9 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
     {
       std::lock_guard lock(index_mutex_);
       auto& entry = index_[item.doc_id];
+      if (auto old = index_paths_.find(entry.host_path); old != index_paths_.end()) index_paths_.erase(old);
       entry.host_path = indexed;
+      index_paths_.insert(indexed);
       // Granted now; what else the document portal holds for it comes below.
       if (job->writable()) entry.writable = true;
     }
@@ -614,7 +656,13 @@ bool DocumentExporter::try_reuse(Job& job) {
         use != nullptr && use->key == item.key && indexed != index_.end() && indexed->second.host_path == item.resolved;
     // Writable only once the portal said so for this app (granted by us).
     const bool permitted = !job.writable() || (indexed != index_.end() && indexed->second.writable == true);
-    if (!same || !permitted) {
+    if (!same) {
+      all = false;
+      continue;
+    }
+    item.doc_id = known->second;
+    if (!permitted) {  // the same document, with "write" granted
+      item.grant = true;
       all = false;
       continue;
     }
@@ -673,6 +721,7 @@ void DocumentExporter::run_retention() {
       auto by_path = by_path_.find(found->second.host_path);
       if (by_path != by_path_.end() && by_path->second == id) by_path_.erase(by_path);
       deletes_waiting_.emplace(id, found->second.host_path);
+      if (auto path = index_paths_.find(found->second.host_path); path != index_paths_.end()) index_paths_.erase(path);
       index_.erase(found);
     }
   }

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -151,6 +152,9 @@ class DocumentExporter {
   // Host path (as the document portal resolved it) → the document of it
   // whose key usage_ knows: exporting that file again reuses it.
   std::map<std::string, std::string> by_path_;
+  // The host path of every document in index_ (main thread only): a file
+  // whose path is not here has no document to reuse.
+  std::multiset<std::string> index_paths_;
   RetentionPolicy retention_;
   guint retention_source_ = 0;
   guint retention_period_source_ = 0;
