@@ -127,7 +127,7 @@ void measure_all_plugins(HostPortal& host) {
   Agent agent({broker.link_address(), guest.address()});
   if (!wait_until([&] { return name_has_owner(guest.connection(), kPortalBusName); }, 30s))
     throw FixtureError("the portal name never appeared on the guest bus:\n" + broker.process().log());
-  wait_until([] { return false; }, 1s);  // idle
+  wait_until([] { return false; }, 3s);  // idle (the broker trims its heap after 2 s)
   const pid_t pid = broker.process().pid();
   std::vector<Mapping> mappings = rss_by_mapping(pid);
   long total = 0, anonymous = 0;
