@@ -61,6 +61,15 @@ std::vector<pid_t> children_of(pid_t pid) {
   return children;
 }
 
+// A numeric field of /proc/PID/status ("Threads:"), 0 if absent.
+long status_field(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind(field, 0) == 0) return std::stol(line.substr(field.size()));
+  return 0;
+}
+
 // Pss of @pid in KiB (smaps_rollup), 0 if gone.
 long pss_kib(pid_t pid) {
   std::ifstream rollup("/proc/" + std::to_string(pid) + "/smaps_rollup");
@@ -140,6 +149,7 @@ void measure_all_plugins(HostPortal& host) {
   std::printf("  of it anonymous (heap, stacks, relocated data)           %7ld\n", anonymous);
   std::printf("  of it file-backed (code, read-only data)                 %7ld\n", total - anonymous);
   std::printf("  PSS (shared pages divided among their processes)         %7ld\n", pss_kib(pid));
+  std::printf("  threads                                                  %7ld\n", status_field(pid, "Threads:"));
   std::printf("  largest:\n");
   for (size_t i = 0; i < mappings.size() && i < 16; i++)
     std::printf("    %-52s %7ld  (anonymous %ld)\n", mappings[i].name.c_str(), mappings[i].rss_kib,
