@@ -4,7 +4,11 @@
 // Start-up: from spawning sidebus-broker (FileChooser and OpenURI enabled)
 // until org.freedesktop.portal.Desktop is owned on the guest bus through the
 // agent — the private bus, the permission store, the document portal's FUSE
-// mount, the link handshake and the plugins included. Baseline, measured in
+// mount, the link handshake and the plugins included. The agent waits as a
+// guest's does: it is started as soon as the broker's link socket exists
+// (the broker binds it first), and its connection waits in the backlog
+// until the broker accepts — not once a test fixture has seen the broker
+// ready, which would add the fixture's polling and the agent's own start. Baseline, measured in
 // the same run: the host's own xdg-desktop-portal from spawn until it owns
 // the same name on the host bus (HostPortal, with its bus and backend).
 // Memory: VmRSS of the broker, of its private helpers, and of the host
@@ -17,7 +21,10 @@
 // `meson compile -C build run-bench-broker` provides.
 #include <glib.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -179,8 +186,12 @@ int main(int argc, char** argv) {
       options.host_bus_address = host.bus_address();
       options.verbose = false;
       options.config = {{"50-portals.json", R"({"portals":{"filechooser":{"enabled":true},"openuri":{"enabled":true}}})"}};
+      options.wait_for_listen = false;
       auto broker_start = Clock::now();
       Broker broker(options);
+      const std::string socket = broker.link_address().substr(std::strlen("unix:"));
+      struct stat info;
+      while (stat(socket.c_str(), &info) != 0 && ms_since(broker_start) < 10000) g_usleep(200);
       Agent agent({broker.link_address(), guest.address()});
       GDBusConnection* bus = guest.connection();
       bool owned = wait_until([&] { return name_has_owner(bus, kPortalBusName); }, 30s);
