@@ -285,6 +285,7 @@ GDBusConnection* DocumentExporter::connection() const { return private_bus_.conn
 void DocumentExporter::reload_index() {
   GDBusConnection* bus = connection();
   if (bus == nullptr) return;
+  holding_exports_++;  // until the index and the documents' keys are known (release_exports)
   auto* alive = new std::shared_ptr<DocumentExporter*>(alive_);
   g_dbus_connection_call(
       bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "List", g_variant_new("(s)", app_id_.c_str()),
@@ -300,6 +301,7 @@ void DocumentExporter::reload_index() {
           g_warning("cannot list the VM's documents (app id %s): %s; guest paths of documents cannot be mapped "
                     "back until the document portal is restarted",
                     self->app_id_.c_str(), error->message);
+          self->release_exports();
           return;
         }
         g_autoptr(GVariant) documents = g_variant_get_child_value(reply, 0);
@@ -341,6 +343,7 @@ void DocumentExporter::reload_index() {
         }
         g_debug("document index of %s: %zu documents", self->app_id_.c_str(), ids.size());
         self->learn_permissions(ids);
+        self->learn_keys();  // then release_exports()
         self->schedule_retention(0);
       },
       alive);
@@ -348,6 +351,13 @@ void DocumentExporter::reload_index() {
 
 void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, SidebusExportFlags flags,
                                    ExportDone done) {
+  if (holding_exports_ != 0) {
+    // What the same file is reused by is not known yet: AddFull now could
+    // give the guest a second document of a file it has one of.
+    held_exports_.push_back(
+        [this, host_uris, flags, done = std::move(done)]() mutable { export_uris(host_uris, flags, std::move(done)); });
+    return;
+  }
   auto job = std::make_shared<Job>();
   job->flags = flags;
   job->done = std::move(done);
@@ -456,8 +466,10 @@ void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t>
   // loading, or for a path we could not resolve, the portal looks.) Without
   // the flag the portal marks the document unique: no later reuse-existing
   // finds it. So a document this VM has is reused through the index
-  // (try_reuse), and given "write" with GrantPermissions, not AddFull.
-  bool may_exist = !index_loaded();
+  // (try_reuse), and given "write" with GrantPermissions, not AddFull —
+  // which needs the keys kept in the state file: an exporter without one
+  // always lets the portal look.
+  bool may_exist = !index_loaded() || !usage_.persistent();
   for (size_t i = 0; !may_exist && i < batch.size(); i++) {
     const Job::Item& item = job->items[batch[i]];
     may_exist = item.resolved.empty() || index_paths_.contains(item.resolved);
@@ -666,7 +678,6 @@ bool DocumentExporter::try_reuse(Job& job) {
       all = false;
       continue;
     }
-    item.doc_id = known->second;
     item.reused = true;
   }
   return all;
@@ -783,6 +794,87 @@ void DocumentExporter::on_deleted(const std::string& doc_id, GError* error) {
   }
   if (deletes_in_flight_ == 0) dispatch();  // exports that waited go first
   pump_deletes();
+}
+
+// The key of every document in the index that usage_ does not know (the
+// state file lost, documents migrated from another host, or made by a
+// sidebus without it), read from the permission store's table: the (ayttu)
+// of xdg-document-portal 1.16 holds the path, its directory's device and
+// inode. At most kCallsInFlight at a time; exports wait (release_exports).
+void DocumentExporter::learn_keys() {
+  GDBusConnection* bus = connection();
+  for (const auto& [id, entry] : index_) {
+    const DocumentUse* use = usage_.find(id);
+    if (use == nullptr || !use->key) keys_to_learn_.push_back(id);
+  }
+  if (bus == nullptr || keys_to_learn_.empty()) {
+    keys_to_learn_.clear();
+    return release_exports();
+  }
+  g_debug("reading the keys of %zu documents from the permission store", keys_to_learn_.size());
+  learns_waiting_++;  // released when every lookup has answered
+  pump_key_lookups();
+}
+
+void DocumentExporter::pump_key_lookups() {
+  GDBusConnection* bus = connection();
+  while (bus != nullptr && key_lookups_in_flight_ < kCallsInFlight && !keys_to_learn_.empty()) {
+    struct Lookup {
+      std::shared_ptr<DocumentExporter*> alive;
+      std::string doc_id;
+    };
+    std::string doc_id = keys_to_learn_.back();
+    keys_to_learn_.pop_back();
+    key_lookups_in_flight_++;
+    g_dbus_connection_call(
+        bus, "org.freedesktop.impl.portal.PermissionStore", "/org/freedesktop/impl/portal/PermissionStore",
+        "org.freedesktop.impl.portal.PermissionStore", "Lookup", g_variant_new("(ss)", "documents", doc_id.c_str()),
+        G_VARIANT_TYPE("(a{sas}v)"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Lookup> lookup(static_cast<Lookup*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          DocumentExporter* self = *lookup->alive;
+          if (self == nullptr) return;
+          self->key_lookups_in_flight_--;
+          g_autoptr(GVariant) boxed = reply != nullptr ? g_variant_get_child_value(reply, 1) : nullptr;
+          g_autoptr(GVariant) value = boxed != nullptr ? g_variant_get_variant(boxed) : nullptr;
+          auto indexed = self->index_.find(lookup->doc_id);
+          if (value != nullptr && g_variant_is_of_type(value, G_VARIANT_TYPE("(ayttu)")) &&
+              indexed != self->index_.end()) {
+            const char* path = nullptr;
+            guint64 device = 0, inode = 0;
+            guint32 flags = 0;
+            g_variant_get(value, "(^&ayttu)", &path, &device, &inode, &flags);
+            if (path != nullptr && indexed->second.host_path == path) {
+              DocumentKey key{.parent_device = device,
+                              .parent_inode = inode,
+                              .directory = g_file_test(path, G_FILE_TEST_IS_DIR) != FALSE};
+              self->usage_.set_key(lookup->doc_id, key);
+              self->by_path_[indexed->second.host_path] = lookup->doc_id;
+            }
+          } else if (reply == nullptr) {
+            g_debug("no key of document %s: %s", lookup->doc_id.c_str(), error->message);
+          }
+          if (self->key_lookups_in_flight_ == 0 && self->keys_to_learn_.empty()) return self->keys_learned();
+          self->pump_key_lookups();
+        },
+        new Lookup{alive_, std::move(doc_id)});
+  }
+  if (key_lookups_in_flight_ == 0) {  // the bus went away meanwhile
+    keys_to_learn_.clear();
+    keys_learned();
+  }
+}
+
+void DocumentExporter::keys_learned() {
+  for (; learns_waiting_ > 0; learns_waiting_--) release_exports();
+}
+
+void DocumentExporter::release_exports() {
+  if (holding_exports_ == 0 || --holding_exports_ != 0) return;
+  auto held = std::exchange(held_exports_, {});
+  for (auto& run : held) run();
 }
 
 bool DocumentExporter::index_loaded() const {

@@ -128,6 +128,10 @@ class DocumentExporter {
   void persist(const std::string& doc_id, bool writable);
   void learn_permissions(const std::vector<std::string>& doc_ids);
   bool try_reuse(Job& job);
+  void learn_keys();
+  void pump_key_lookups();
+  void release_exports();
+  void keys_learned();
   void schedule_retention(guint delay_seconds);
   void run_retention();
   void pump_deletes();
@@ -156,6 +160,13 @@ class DocumentExporter {
   // whose path is not here has no document to reuse.
   std::multiset<std::string> index_paths_;
   RetentionPolicy retention_;
+  // Index loads (and the key lookups after them) in progress: exports wait
+  // in held_exports_ meanwhile, so the same file is never exported twice.
+  unsigned holding_exports_ = 0;
+  std::vector<std::function<void()>> held_exports_;
+  std::vector<std::string> keys_to_learn_;
+  size_t key_lookups_in_flight_ = 0;
+  unsigned learns_waiting_ = 0;  // learn_keys() calls whose lookups are out
   guint retention_source_ = 0;
   guint retention_period_source_ = 0;
   std::map<std::string, std::string> deletes_waiting_;  // doc id → host path, not sent yet

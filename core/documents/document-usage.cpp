@@ -108,6 +108,13 @@ void DocumentUsage::adopt(const std::string& doc_id, gint64 now) {
   if (entries_.emplace(doc_id, DocumentUse{.last_used = now}).second) save_soon();
 }
 
+void DocumentUsage::set_key(const std::string& doc_id, const DocumentKey& key) {
+  auto found = entries_.find(doc_id);
+  if (found == entries_.end()) return;  // only documents adopted or touched
+  found->second.key = key;
+  save_soon();
+}
+
 void DocumentUsage::forget(const std::string& doc_id) {
   if (entries_.erase(doc_id) != 0) save_soon();
 }

@@ -65,10 +65,14 @@ class DocumentUsage {
   // A document the index has but this file does not: first seen @now.
   void adopt(const std::string& doc_id, gint64 now);
   void forget(const std::string& doc_id);
+  // What the document is keyed by, learned from the document portal's table.
+  void set_key(const std::string& doc_id, const DocumentKey& key);
 
   // Saves soon (coalesced: one write a second at most), asynchronously.
   void save_soon();
   bool dirty() const { return dirty_; }
+  // Whether it is kept in a state file (not memory only).
+  bool persistent() const { return !path_.empty(); }
 
   static std::optional<std::pair<std::string, DocumentUse>> parse_line(const std::string& line);
 
