@@ -12,6 +12,7 @@
 // core/documents/document-usage.hpp) while the broker is stopped, as if the
 // days had passed with the VM off.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -127,6 +128,21 @@ void test_limit_deletes_oldest_first() {
   g_assert_true(can_read(c, "c"));
 }
 
+// A reload that lowers the limit applies it at once, oldest first.
+void test_reload_applies_at_once() {
+  Vm vm(retention_vm("{}"));
+  HostFiles files;
+  const std::string first = vm.share_document(files.add("first.txt", "1"));
+  const std::string second = vm.share_document(files.add("second.txt", "2"));
+  write_file(vm.broker().config_dir() + "/70-limit.json", R"({"documents": {"max_documents": 1}})");
+  g_assert_cmpint(kill(vm.broker().process().pid(), SIGHUP), ==, 0);
+  g_assert_true(wait_until([&] { return !read_file(first).has_value(); }, 10s));
+  g_assert_true(can_read(second, "2"));
+  g_assert_true(wait_until(
+      [&] { return vm.broker().process().log().find("in effect now: documents.max_documents") != std::string::npos; },
+      5s));
+}
+
 // The same file again is the same document; asked for writing, it becomes
 // writable (never before).
 void test_same_file_same_document_more_permissions_when_asked() {
@@ -158,6 +174,7 @@ int main(int argc, char** argv) {
   g_test_init(&argc, &argv, nullptr);
   add_test("/documents/retention/unused-deleted-at-start-up", test_unused_documents_deleted_at_start_up);
   add_test("/documents/retention/limit-oldest-first", test_limit_deletes_oldest_first);
+  add_test("/documents/retention/reload-applies-at-once", test_reload_applies_at_once);
   add_test("/documents/reuse/more-permissions-when-asked", test_same_file_same_document_more_permissions_when_asked);
   return g_test_run();
 }
