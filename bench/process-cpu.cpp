@@ -61,16 +61,16 @@ std::string program_name(pid_t pid) {
 
 namespace {
 
-unsigned long long cpu_ns_of(pid_t pid) {
-  unsigned long long total = 0;
+std::map<pid_t, unsigned long long> thread_ns_of(pid_t pid) {
+  std::map<pid_t, unsigned long long> threads;
   const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
   for (pid_t tid : numeric_entries(tasks)) {
     std::istringstream schedstat(read_all(tasks + "/" + std::to_string(tid) + "/schedstat"));
     unsigned long long ns = 0;
     schedstat >> ns;
-    total += ns;
+    threads[tid] = ns;
   }
-  return total;
+  return threads;
 }
 
 }  // namespace
@@ -101,7 +101,10 @@ CpuSnapshot take_cpu_snapshot() {
                : cmdline.find("-guest-") != std::string::npos ? " (guest bus)"
                                                               : "";
     }
-    snapshot.processes[pid] = {label, cpu_ns_of(pid)};
+    CpuSnapshot::Process& entry = snapshot.processes[pid];
+    entry.label = label;
+    entry.thread_ns = thread_ns_of(pid);
+    for (const auto& [tid, ns] : entry.thread_ns) entry.ns += ns;
   }
   return snapshot;
 }
@@ -110,8 +113,16 @@ std::map<std::string, double> cpu_ms_between(const CpuSnapshot& before, const Cp
   std::map<std::string, double> ms;
   for (const auto& [pid, process] : after.processes) {
     auto earlier = before.processes.find(pid);
-    const unsigned long long start = earlier != before.processes.end() ? earlier->second.ns : 0;
-    ms[process.label] += double(process.ns - start) / 1e6;
+    double ns = 0;
+    for (const auto& [tid, now] : process.thread_ns) {
+      unsigned long long start = 0;
+      if (earlier != before.processes.end()) {
+        auto thread = earlier->second.thread_ns.find(tid);
+        if (thread != earlier->second.thread_ns.end()) start = thread->second;
+      }
+      if (now > start) ns += double(now - start);
+    }
+    ms[process.label] += ns / 1e6;
   }
   return ms;
 }

@@ -19,14 +19,17 @@ namespace sidebus::bench {
 struct CpuSnapshot {
   struct Process {
     std::string label;
-    unsigned long long ns = 0;
+    unsigned long long ns = 0;  // summed over its live threads
+    std::map<pid_t, unsigned long long> thread_ns;
   };
   std::map<pid_t, Process> processes;
 };
 CpuSnapshot take_cpu_snapshot();
 
 // CPU milliseconds spent between @before and @after, per label (processes
-// started in between count from zero; those gone by @after are lost).
+// started in between count from zero; those gone by @after are lost, and so
+// is what a thread that exited in between ran since @before: a process
+// whose worker threads come and go never counts negative time).
 std::map<std::string, double> cpu_ms_between(const CpuSnapshot& before, const CpuSnapshot& after);
 
 // The program @pid runs, by its full name ("xdg-document-portal", not the

@@ -368,6 +368,11 @@ void test_wrong_types() {
        "broker.max_pending_requests: expected an integer in 1..10000, got a string"},
       {R"({"broker": {"max_sessions": 0}})", "max_sessions",
        "broker.max_sessions: expected an integer in 1..1000, got 0"},
+      {R"({"documents": 3})", "documents", "documents: expected an object, got an integer"},
+      {R"({"documents": {"max_documents": -1}})", "max_documents",
+       "documents.max_documents: expected an integer in 0..10000000, got -1"},
+      {R"({"documents": {"max_unused_days": "90"}})", "max_unused_days",
+       "documents.max_unused_days: expected an integer in 0..100000, got a string"},
   };
   for (const Case& c : cases) {
     TempTree tree;
@@ -563,6 +568,17 @@ void test_too_large() {
   assert_no_warnings();
 }
 
+void test_document_retention() {
+  TempTree tree;
+  tree.write("etc/50-a.json", R"({"portals": {}})");
+  g_assert_true(tree.load()->retention() == sidebus::RetentionPolicy{});
+  tree.write("vendor/10-a.json", R"({"documents": {"max_documents": 500, "max_unused_days": 7}})");
+  tree.write("etc/50-b.json", R"({"documents": {"max_unused_days": 0}})");
+  auto config = tree.load();
+  g_assert_cmpuint(config->retention().max_documents, ==, 500);
+  g_assert_cmpuint(config->retention().max_unused_days, ==, 0);
+}
+
 void test_broker_limits() {
   {
     TempTree tree;
@@ -749,6 +765,7 @@ int main(int argc, char** argv) {
   g_test_add_func("/config/ignored-files", test_ignored_files);
   g_test_add_func("/config/too-large", test_too_large);
   g_test_add_func("/config/broker-limits", test_broker_limits);
+  g_test_add_func("/config/document-retention", test_document_retention);
   g_test_add_func("/config/unknown-keys", test_unknown_keys);
   g_test_add_func("/config/portal-section-lifetime", test_portal_section_lifetime);
   g_test_add_func("/config/enabled-portals", test_enabled_portals);

@@ -285,7 +285,9 @@ bool BrokerImpl::init(const BrokerOptions& options, GError** error) {
 // destination once its state is loaded.
 bool BrokerImpl::serve(GError** error) {
   const BrokerOptions& options = options_;
-  exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path);
+  exporter_ = std::make_unique<DocumentExporter>(*private_bus_, options.vm_name, options.guest_documents_path,
+                                                 options.state_dir + "/document-usage");
+  exporter_->set_retention(config_->retention());
   exporter_handle_ = std::make_shared<ExporterHandle>(exporter_.get());
   std::string share_hint = "share " + exporter_->guest_view_path();
   if (!options.virtiofsd.empty()) {
@@ -556,11 +558,14 @@ bool BrokerImpl::reload(ReloadReport* report, GError** error) {
   for (const std::string& key : changed_keys(config_->broker_section(), fresh->broker_section()))
     // Without a link, the next link is the first to see any of them.
     (is_live_broker_key(key) || !active_ ? done.applied : done.next_link).push_back("broker." + key);
+  for (const std::string& key : changed_keys(config_->documents_section(), fresh->documents_section()))
+    done.applied.push_back("documents." + key);  // the retention policy: set below
   bool portals_changed = done.enabled_portals != enabled_before;
   for (const std::string& name : done.enabled_portals)
     portals_changed = portals_changed || !same_section(config_->portal_section(name), fresh->portal_section(name));
 
   config_ = std::move(fresh);
+  if (exporter_) exporter_->set_retention(config_->retention());
   reloads_++;
   last_reload_error_.clear();
   if (active_) {

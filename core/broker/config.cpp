@@ -392,6 +392,17 @@ const BrokerKey kBrokerKeys[] = {
      [](Config::BrokerLimits& l, gint64 v) { l.link.forwarding.max_content_in_flight = uint64_t(v); }},
 };
 
+// The documents section: the retention policy (documents/document-retention.hpp).
+struct DocumentsKey {
+  const char* key;
+  gint64 min, max;
+  void (*apply)(RetentionPolicy& policy, gint64 value);
+};
+const DocumentsKey kDocumentsKeys[] = {
+    {"max_documents", 0, 10000000, [](RetentionPolicy& p, gint64 v) { p.max_documents = unsigned(v); }},
+    {"max_unused_days", 0, 100000, [](RetentionPolicy& p, gint64 v) { p.max_unused_days = unsigned(v); }},
+};
+
 // Every key the core reads (plugins declare theirs: check_portal()).
 const std::vector<Rule> kRules = [] {
   std::vector<Rule> rules = {{"portals.*", "enabled", check_boolean},
@@ -399,6 +410,8 @@ const std::vector<Rule> kRules = [] {
                              {"broker", "host_identity", check_host_identity},
                              {"broker", "host_app_id", check_app_id}};
   for (const BrokerKey& key : kBrokerKeys) rules.push_back({"broker", key.key, check_integer_range, key.min, key.max});
+  for (const DocumentsKey& key : kDocumentsKeys)
+    rules.push_back({"documents", key.key, check_integer_range, key.min, key.max});
   return rules;
 }();
 
@@ -566,6 +579,12 @@ bool validate_broker(const Source& source, JsonNode* value, GError** error) {
   return broker == nullptr || validate_section(source, "broker", broker, true, error);
 }
 
+bool validate_documents(const Source& source, JsonNode* value, GError** error) {
+  JsonObject* documents;
+  if (!expect_object_or_null(source, "documents", value, &documents, error)) return false;
+  return documents == nullptr || validate_section(source, "documents", documents, true, error);
+}
+
 struct TopLevelKey {
   const char* key;
   bool (*validate)(const Source& source, JsonNode* value, GError** error);
@@ -574,6 +593,7 @@ struct TopLevelKey {
 const TopLevelKey kTopLevelKeys[] = {
     {"portals", validate_portals},
     {"broker", validate_broker},
+    {"documents", validate_documents},
 };
 
 bool validate_file(const Source& source, JsonNode* root, GError** error) {
@@ -816,6 +836,10 @@ class LoadedConfig final : public Config {
 
   // Caches the broker limits once every file is merged.
   void finish() {
+    if (JsonObject* documents = documents_section(); documents != empty_section_.get())
+      for (const DocumentsKey& key : kDocumentsKeys)
+        if (json_object_has_member(documents, key.key))
+          key.apply(retention_, json_object_get_int_member(documents, key.key));
     JsonObject* broker = json_object_get_member(root_.get(), "broker") != nullptr
                              ? json_object_get_object_member(root_.get(), "broker")
                              : nullptr;
@@ -866,6 +890,12 @@ class LoadedConfig final : public Config {
   const std::vector<std::string>& files() const override { return files_; }
   const BrokerLimits& limits() const override { return limits_; }
   const std::string& dialog_title_prefix() const override { return dialog_title_prefix_; }
+  const RetentionPolicy& retention() const override { return retention_; }
+  JsonObject* documents_section() const override {
+    JsonNode* documents = json_object_get_member(root_.get(), "documents");
+    return documents != nullptr && JSON_NODE_HOLDS_OBJECT(documents) ? json_node_get_object(documents)
+                                                                     : empty_section_.get();
+  }
   JsonObject* broker_section() const override {
     JsonNode* broker = json_object_get_member(root_.get(), "broker");
     return broker != nullptr && JSON_NODE_HOLDS_OBJECT(broker) ? json_node_get_object(broker) : empty_section_.get();
@@ -890,6 +920,7 @@ class LoadedConfig final : public Config {
   };
   std::vector<Applied> applied_;
   BrokerLimits limits_;
+  RetentionPolicy retention_;
   std::string dialog_title_prefix_ = kDefaultDialogTitlePrefix;
   HostIdentityMode host_identity_ = HostIdentityMode::kAuto;
   std::string host_app_id_;

@@ -13,15 +13,16 @@
 
 #include <json-glib/json-glib.h>
 
-#include "broker/accepted-link.hpp"
-#include "broker/host-identity.hpp"
-#include "sidebus-plugin.h"
-
 #include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "broker/accepted-link.hpp"
+#include "broker/host-identity.hpp"
+#include "documents/document-retention.hpp"
+#include "sidebus-plugin.h"
 
 namespace sidebus {
 
@@ -66,6 +67,11 @@ class Config {
   // guest sends, "{vm}" standing for the VM's name; "" for none.
   static constexpr const char* kDefaultDialogTitlePrefix = "[{vm}] ";
   virtual const std::string& dialog_title_prefix() const = 0;
+  // "documents": { "max_documents": M, "max_unused_days": N }: the
+  // retention policy of the VM's document store (0: no limit).
+  virtual const RetentionPolicy& retention() const = 0;
+  // The merged "documents" object (empty if no file sets it), borrowed.
+  virtual JsonObject* documents_section() const = 0;
   // The merged "broker" object (empty if no file sets it), borrowed: what a
   // reload compares key by key.
   virtual JsonObject* broker_section() const = 0;

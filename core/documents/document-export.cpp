@@ -138,7 +138,14 @@ struct DocumentExporter::Job {
     std::string name;    // the document's name in the guest
     bool directory = false;
     bool by_name = false;
-    std::string doc_id;  // once the portal answered
+    std::string doc_id;  // once the portal answered, or reused
+    // What the document portal reuses the document by: the path it resolves
+    // and this key (document-usage.hpp); nullopt if the parent cannot be
+    // looked at.
+    std::string resolved;
+    std::optional<DocumentKey> key;
+    bool reused = false;  // known already: no call for it
+    bool grant = false;   // known, but without "write": GrantPermissions, no AddFull
   };
   std::vector<Item> items;
   std::deque<std::vector<size_t>> batches;  // not sent yet: indexes into items, one call each
@@ -214,6 +221,27 @@ bool prepare_item(DocumentExporter::Job::Item& item, SidebusExportFlags flags, G
   return true;
 }
 
+// What the document portal will key @item's document by (1.16,
+// document-portal.c validate_fd and do_create_doc): the path it resolves for
+// the fd, its directory's device and inode, and the directory flag; for a
+// save (AddNamedFull) the resolved directory + the name, not a directory.
+void find_key(DocumentExporter::Job::Item& item) {
+  struct stat st = {};
+  if (item.by_name) {
+    auto parent = resolved_path(item.fd.get());
+    if (!parent || fstat(item.fd.get(), &st) != 0) return;
+    item.resolved = (*parent == "/" ? "" : *parent) + "/" + item.name;
+  } else {
+    auto resolved = resolved_path(item.fd.get());
+    if (!resolved) return;
+    g_autofree char* parent = g_path_get_dirname(resolved->c_str());
+    if (stat(parent, &st) != 0) return;
+    item.resolved = *resolved;
+  }
+  item.key =
+      DocumentKey{.parent_device = guint64(st.st_dev), .parent_inode = guint64(st.st_ino), .directory = item.directory};
+}
+
 // One AddFull or AddNamedFull call and the items it answers for.
 struct Call {
   std::shared_ptr<DocumentExporter::Job> job;
@@ -223,18 +251,32 @@ struct Call {
 
 }  // namespace
 
-DocumentExporter::DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path)
+DocumentExporter::DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path,
+                                   std::string usage_path)
     : private_bus_(private_bus),
       app_id_(app_id_for_vm(app_id)),
       documents_mount_(private_bus.documents_mount()),
       guest_documents_path_(std::move(guest_documents_path)),
+      usage_(std::move(usage_path)),
       alive_(std::make_shared<DocumentExporter*>(this)) {
+  usage_.load();
+  retention_period_source_ = g_timeout_add_seconds(
+      kRetentionPeriodSeconds,
+      [](gpointer data) -> gboolean {
+        static_cast<DocumentExporter*>(data)->schedule_retention(0);
+        return G_SOURCE_CONTINUE;
+      },
+      this);
   (void)SIDEBUS_ERROR;  // registers the portal's D-Bus error names, so its errors map onto SIDEBUS_ERROR
   if (app_id_ != app_id) g_debug("documents are shared with VM %s as app id %s", app_id.c_str(), app_id_.c_str());
   reload_index();
 }
 
-DocumentExporter::~DocumentExporter() { *alive_ = nullptr; }
+DocumentExporter::~DocumentExporter() {
+  *alive_ = nullptr;
+  if (retention_source_ != 0) g_source_remove(retention_source_);
+  if (retention_period_source_ != 0) g_source_remove(retention_period_source_);
+}
 
 std::string DocumentExporter::guest_view_path() const { return documents_mount_ + "/by-app/" + app_id_; }
 
@@ -243,6 +285,7 @@ GDBusConnection* DocumentExporter::connection() const { return private_bus_.conn
 void DocumentExporter::reload_index() {
   GDBusConnection* bus = connection();
   if (bus == nullptr) return;
+  holding_exports_++;  // until the index and the documents' keys are known (release_exports)
   auto* alive = new std::shared_ptr<DocumentExporter*>(alive_);
   g_dbus_connection_call(
       bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "List", g_variant_new("(s)", app_id_.c_str()),
@@ -258,6 +301,7 @@ void DocumentExporter::reload_index() {
           g_warning("cannot list the VM's documents (app id %s): %s; guest paths of documents cannot be mapped "
                     "back until the document portal is restarted",
                     self->app_id_.c_str(), error->message);
+          self->release_exports();
           return;
         }
         g_autoptr(GVariant) documents = g_variant_get_child_value(reply, 0);
@@ -279,16 +323,41 @@ void DocumentExporter::reload_index() {
           }
           self->index_ = std::move(index);
           self->index_loaded_ = true;
-          for (auto& [id, entry] : self->index_) ids.push_back(id);
+          self->index_paths_.clear();
+          for (auto& [id, entry] : self->index_) {
+            ids.push_back(id);
+            self->index_paths_.insert(entry.host_path);
+          }
+        }
+        // What usage_ knows of documents the portal no longer has goes; a
+        // document it does not know counts as used now.
+        const gint64 now = g_get_real_time();
+        std::vector<std::string> gone;
+        for (const auto& [id, use] : self->usage_.entries())
+          if (!self->index_.contains(id)) gone.push_back(id);
+        for (const std::string& id : gone) self->usage_.forget(id);
+        self->by_path_.clear();
+        for (const auto& [id, entry] : self->index_) {
+          self->usage_.adopt(id, now);
+          if (self->usage_.find(id)->key) self->by_path_[entry.host_path] = id;
         }
         g_debug("document index of %s: %zu documents", self->app_id_.c_str(), ids.size());
         self->learn_permissions(ids);
+        self->learn_keys();  // then release_exports()
+        self->schedule_retention(0);
       },
       alive);
 }
 
 void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, SidebusExportFlags flags,
                                    ExportDone done) {
+  if (holding_exports_ != 0) {
+    // What the same file is reused by is not known yet: AddFull now could
+    // give the guest a second document of a file it has one of.
+    held_exports_.push_back(
+        [this, host_uris, flags, done = std::move(done)]() mutable { export_uris(host_uris, flags, std::move(done)); });
+    return;
+  }
   auto job = std::make_shared<Job>();
   job->flags = flags;
   job->done = std::move(done);
@@ -304,9 +373,12 @@ void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, Si
     if (!path) return fail_soon(error);
     job->items.push_back(Job::Item{.host_path = std::move(*path)});
   }
-  for (auto& item : job->items)
+  for (auto& item : job->items) {
     if (!prepare_item(item, flags, &error)) return fail_soon(error);
+    find_key(item);
+  }
   if (job->items.empty()) return fail_soon(nullptr);  // nothing to export: an empty answer, later
+  if (try_reuse(*job)) return fail_soon(nullptr);     // every document known: the answer, later
 
   // Regular files and directories in separate AddFull calls (the directory
   // flag is per call); saves one AddNamedFull each.
@@ -314,14 +386,14 @@ void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, Si
     std::vector<size_t> batch;
     for (size_t i = 0; i < job->items.size(); i++) {
       const auto& item = job->items[i];
-      if (item.by_name || item.directory != directories) continue;
+      if (item.reused || item.grant || item.by_name || item.directory != directories) continue;
       batch.push_back(i);
       if (batch.size() == kFilesPerCall) job->batches.push_back(std::exchange(batch, {}));
     }
     if (!batch.empty()) job->batches.push_back(std::move(batch));
   }
   for (size_t i = 0; i < job->items.size(); i++)
-    if (job->items[i].by_name) job->batches.push_back({i});
+    if ((job->items[i].by_name || job->items[i].grant) && !job->items[i].reused) job->batches.push_back({i});
   waiting_.push_back(job);
   dispatch();
 }
@@ -330,6 +402,9 @@ void DocumentExporter::export_uris(const std::vector<std::string>& host_uris, Si
 // each waiting export in turn: a 10 000-file answer does not hold up the
 // others, and the private bus never holds more replies than it allows.
 void DocumentExporter::dispatch() {
+  // Deletions of the retention policy in flight: the document portal could
+  // otherwise reuse a document for an export just before it deletes it.
+  if (deletes_in_flight_ != 0) return;
   while (calls_in_flight_ < kCallsInFlight && !waiting_.empty()) {
     std::shared_ptr<Job> job = waiting_.front();
     waiting_.pop_front();
@@ -364,20 +439,55 @@ void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t>
   }
   const char* permissions[] = {"read", job->writable() ? "write" : nullptr, nullptr};
   const Job::Item& first = job->items[batch.front()];
+  if (first.grant) {
+    // A document this VM has, without "write" yet: grant it, keep the id.
+    job->calls_pending++;
+    calls_in_flight_++;
+    g_dbus_connection_call(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "GrantPermissions",
+        g_variant_new("(ss^as)", first.doc_id.c_str(), app_id_.c_str(), permissions), G_VARIANT_TYPE("()"),
+        G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Call> call(static_cast<Call*>(data));
+          g_autoptr(GError) call_error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+          DocumentExporter* self = *call->alive;
+          if (self == nullptr) return;
+          self->on_reply(call->job, call->items, reply, call_error);
+        },
+        new Call{job, alive_, std::move(batch)});
+    return;
+  }
+  // reuse-existing makes the document portal compare the file with every
+  // document it holds (xdg-document-portal 1.16: a linear scan per file), so
+  // that an export costs more the more the VM was ever given. The index
+  // holds every document of this VM's private portal: a file whose path no
+  // document has cannot be reused, and needs no scan. (While the index is
+  // loading, or for a path we could not resolve, the portal looks.) Without
+  // the flag the portal marks the document unique: no later reuse-existing
+  // finds it. So a document this VM has is reused through the index
+  // (try_reuse), and given "write" with GrantPermissions, not AddFull —
+  // which needs the keys kept in the state file: an exporter without one
+  // always lets the portal look.
+  bool may_exist = !index_loaded() || !usage_.persistent();
+  for (size_t i = 0; !may_exist && i < batch.size(); i++) {
+    const Job::Item& item = job->items[batch[i]];
+    may_exist = item.resolved.empty() || index_paths_.contains(item.resolved);
+  }
+  const guint32 reuse = may_exist ? kAddReuseExisting : 0;
   GVariant* parameters;
   const GVariantType* reply_type;
   const char* method;
   if (first.by_name) {
     method = "AddNamedFull";
     parameters = g_variant_new("(h@ayus^as)", handles[0], g_variant_new_bytestring(first.name.c_str()),
-                               guint32(kAddReuseExisting | kAddPersistent), app_id_.c_str(), permissions);
+                               guint32(reuse | kAddPersistent), app_id_.c_str(), permissions);
     reply_type = G_VARIANT_TYPE("(sa{sv})");
   } else {
     method = "AddFull";
     parameters = g_variant_new(
         "(@ahus^as)", g_variant_new_fixed_array(G_VARIANT_TYPE_HANDLE, handles.data(), handles.size(), sizeof(gint32)),
-        guint32(kAddReuseExisting | kAddPersistent | (first.directory ? kAddDirectory : 0)), app_id_.c_str(),
-        permissions);
+        guint32(reuse | kAddPersistent | (first.directory ? kAddDirectory : 0)), app_id_.c_str(), permissions);
     reply_type = G_VARIANT_TYPE("(asa{sv})");
   }
   job->calls_pending++;
@@ -402,6 +512,7 @@ void DocumentExporter::on_reply(const std::shared_ptr<Job>& job, const std::vect
   job->calls_pending--;
   if (reply == nullptr) {
     if (job->error == nullptr) set_portal_error(&job->error, call_error, "cannot export " + job->items[batch.front()].host_path);
+  } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE_UNIT)) {          // GrantPermissions: the id is known
   } else if (g_variant_is_of_type(reply, G_VARIANT_TYPE("(asa{sv})"))) {  // AddFull
     g_autofree const char** ids = nullptr;
     g_variant_get(reply, "(^a&s@a{sv})", &ids, nullptr);
@@ -417,6 +528,7 @@ void DocumentExporter::on_reply(const std::shared_ptr<Job>& job, const std::vect
     finish_job(job);
   }
   dispatch();
+  pump_deletes();  // deletions of the retention policy wait while exports do
 }
 
 void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
@@ -424,6 +536,27 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
   ExportDone done = std::move(job->done);
   job->done = nullptr;
   if (job->error != nullptr) return done(std::nullopt, job->error);
+  const gint64 now = g_get_real_time();
+  // A document the retention policy chose but has not deleted yet is in use
+  // again: it stays. One it has deleted since a reuse was decided is gone.
+  for (auto& item : job->items) {
+    auto waiting = deletes_waiting_.find(item.doc_id);
+    if (waiting != deletes_waiting_.end()) {
+      {
+        std::lock_guard lock(index_mutex_);
+        index_[item.doc_id].host_path = waiting->second;
+      }
+      index_paths_.insert(waiting->second);
+      if (item.key) by_path_[waiting->second] = item.doc_id;
+      deletes_waiting_.erase(waiting);
+    } else if (item.reused && !index_.contains(item.doc_id)) {
+      g_autoptr(GError) error = g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                                            "cannot export %s: its document was just deleted (document retention); "
+                                            "choose it again",
+                                            item.host_path.c_str());
+      return done(std::nullopt, error);
+    }
+  }
   std::vector<std::string> guest_uris;
   for (auto& item : job->items) {
     if (!is_document_id(item.doc_id)) {
@@ -442,6 +575,13 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
           guest_path, guest_documents_path_.c_str(), uri_error->message);
       return done(std::nullopt, error);
     }
+    usage_.touch(item.doc_id, now, item.reused ? std::nullopt : item.key);
+    if (item.reused) {
+      g_debug("exported %s to app %s as %s (the same document again)", item.host_path.c_str(), app_id_.c_str(),
+              guest_uri);
+      guest_uris.emplace_back(guest_uri);
+      continue;
+    }
     // The document stands for the path the portal resolved: the parent's
     // for a save, the file's own otherwise.
     std::string indexed;
@@ -456,21 +596,32 @@ void DocumentExporter::finish_job(const std::shared_ptr<Job>& job) {
     {
       std::lock_guard lock(index_mutex_);
       auto& entry = index_[item.doc_id];
+      if (auto old = index_paths_.find(entry.host_path); old != index_paths_.end()) index_paths_.erase(old);
       entry.host_path = indexed;
+      index_paths_.insert(indexed);
       // Granted now; what else the document portal holds for it comes below.
       if (job->writable()) entry.writable = true;
     }
+    if (item.key && indexed == item.resolved)
+      by_path_[indexed] = item.doc_id;
+    else
+      by_path_.erase(indexed);
     g_debug("exported %s to app %s as %s", item.host_path.c_str(), app_id_.c_str(), guest_uri);
     guest_uris.emplace_back(guest_uri);
   }
-  std::string last_doc_id = job->items.empty() ? "" : job->items.back().doc_id;
+  std::string last_doc_id;  // the last one AddFull made or granted: the persistence barrier
   bool writable = job->writable();
   std::vector<std::string> ids;
-  if (!writable)
-    for (auto& item : job->items) ids.push_back(item.doc_id);
+  for (auto& item : job->items) {
+    if (item.reused) continue;
+    last_doc_id = item.doc_id;
+    if (!writable) ids.push_back(item.doc_id);
+  }
   done(std::move(guest_uris), nullptr);
   if (!ids.empty()) learn_permissions(ids);
   if (!last_doc_id.empty()) persist(last_doc_id, writable);  // after the guest has its answer
+  if (retention_.max_documents != 0 && documents() > retention_.max_documents)
+    schedule_retention(kRetentionIdleSeconds);
 }
 
 void DocumentExporter::persist(const std::string& doc_id, bool writable) {
@@ -497,6 +648,233 @@ void DocumentExporter::persist(const std::string& doc_id, bool writable) {
         }
       },
       new std::shared_ptr<DocumentExporter*>(alive_));
+}
+
+// Every item whose file has a document this VM holds already, keyed as the
+// document portal would key it now, with the permissions asked for, takes
+// that document (no call: AddFull with reuse-existing would answer the same
+// id and grant nothing new). True if no item needs the portal.
+bool DocumentExporter::try_reuse(Job& job) {
+  bool all = true;
+  for (auto& item : job.items) {
+    auto known = item.key ? by_path_.find(item.resolved) : by_path_.end();
+    if (known == by_path_.end()) {
+      all = false;
+      continue;
+    }
+    const DocumentUse* use = usage_.find(known->second);
+    auto indexed = index_.find(known->second);
+    const bool same =
+        use != nullptr && use->key == item.key && indexed != index_.end() && indexed->second.host_path == item.resolved;
+    // Writable only once the portal said so for this app (granted by us).
+    const bool permitted = !job.writable() || (indexed != index_.end() && indexed->second.writable == true);
+    if (!same) {
+      all = false;
+      continue;
+    }
+    item.doc_id = known->second;
+    if (!permitted) {  // the same document, with "write" granted
+      item.grant = true;
+      all = false;
+      continue;
+    }
+    item.reused = true;
+  }
+  return all;
+}
+
+void DocumentExporter::set_retention(const RetentionPolicy& policy) {
+  if (policy == retention_) return;
+  retention_ = policy;
+  g_debug("document retention for %s: at most %u documents, unused for at most %u days (0: no limit)", app_id_.c_str(),
+          policy.max_documents, policy.max_unused_days);
+  if (index_loaded()) schedule_retention(0);
+}
+
+// A pass in @delay_seconds (again from now if one is scheduled already: the
+// idle delay starts after the last export).
+void DocumentExporter::schedule_retention(guint delay_seconds) {
+  if (retention_source_ != 0) g_source_remove(retention_source_);
+  auto run = [](gpointer data) -> gboolean {
+    auto* self = static_cast<DocumentExporter*>(data);
+    self->retention_source_ = 0;
+    self->run_retention();
+    return G_SOURCE_REMOVE;
+  };
+  retention_source_ = delay_seconds == 0 ? g_idle_add_full(G_PRIORITY_LOW, run, this, nullptr)
+                                         : g_timeout_add_seconds(delay_seconds, run, this);
+}
+
+// Chooses what the policy deletes and starts deleting it. Those documents
+// leave the index at once (the reverse mapping refuses them, nothing reuses
+// them); the calls go out only while no export waits.
+void DocumentExporter::run_retention() {
+  if (!index_loaded() || !deletes_waiting_.empty() || deletes_in_flight_ != 0) return;
+  if (!waiting_.empty() || calls_in_flight_ != 0) return schedule_retention(kRetentionIdleSeconds);
+  const gint64 now = g_get_real_time();
+  std::vector<std::pair<std::string, gint64>> documents;
+  for (const auto& [id, entry] : index_) {
+    const DocumentUse* use = usage_.find(id);
+    documents.emplace_back(id, use != nullptr ? use->last_used : now);
+  }
+  const size_t before = documents.size();
+  RetentionChoice choice = choose_documents_to_delete(std::move(documents), now, retention_);
+  if (choice.doc_ids.empty()) return;
+  g_message(
+      "document retention: deleting %zu of the %zu documents of %s (%zu unused for more than %u days, %zu "
+      "beyond the limit of %u)",
+      choice.doc_ids.size(), before, app_id_.c_str(), choice.unused, retention_.max_unused_days, choice.over_limit,
+      retention_.max_documents);
+  {
+    std::lock_guard lock(index_mutex_);
+    for (const std::string& id : choice.doc_ids) {
+      auto found = index_.find(id);
+      auto by_path = by_path_.find(found->second.host_path);
+      if (by_path != by_path_.end() && by_path->second == id) by_path_.erase(by_path);
+      deletes_waiting_.emplace(id, found->second.host_path);
+      if (auto path = index_paths_.find(found->second.host_path); path != index_paths_.end()) index_paths_.erase(path);
+      index_.erase(found);
+    }
+  }
+  deletes_failed_ = 0;
+  pump_deletes();
+}
+
+void DocumentExporter::pump_deletes() {
+  GDBusConnection* bus = connection();
+  while (deletes_in_flight_ < kCallsInFlight && !deletes_waiting_.empty() && waiting_.empty() &&
+         calls_in_flight_ == 0) {
+    if (bus == nullptr || g_dbus_connection_is_closed(bus)) {
+      // Not deleted: they are in the portal's List next time, and chosen again.
+      g_warning("document retention: the private document portal is not running; %zu deletion(s) left for later",
+                deletes_waiting_.size());
+      deletes_waiting_.clear();
+      return;
+    }
+    auto next = deletes_waiting_.begin();
+    std::string doc_id = next->first;
+    deletes_waiting_.erase(next);
+    deletes_in_flight_++;
+    unpersisted_++;  // the broker waits for these before it stops the bus
+    struct Deletion {
+      std::shared_ptr<DocumentExporter*> alive;
+      std::string doc_id;
+    };
+    g_dbus_connection_call(
+        bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "Delete", g_variant_new("(s)", doc_id.c_str()),
+        nullptr, G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Deletion> deletion(static_cast<Deletion*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          DocumentExporter* self = *deletion->alive;
+          if (self == nullptr) return;
+          self->on_deleted(deletion->doc_id, reply == nullptr ? error : nullptr);
+        },
+        new Deletion{alive_, doc_id});
+  }
+}
+
+void DocumentExporter::on_deleted(const std::string& doc_id, GError* error) {
+  deletes_in_flight_--;
+  unpersisted_--;
+  if (error != nullptr) {
+    g_dbus_error_strip_remote_error(error);
+    g_debug("document retention: cannot delete document %s: %s", doc_id.c_str(), error->message);
+    deletes_failed_++;
+  } else {
+    documents_deleted_++;
+    usage_.forget(doc_id);
+  }
+  if (deletes_in_flight_ == 0 && deletes_waiting_.empty()) {
+    if (deletes_failed_ != 0)
+      g_warning("document retention: %zu document(s) of %s could not be deleted", deletes_failed_, app_id_.c_str());
+    g_message("document retention: %s now holds %zu documents (%zu deleted since start-up)", app_id_.c_str(),
+              documents(), documents_deleted_);
+  }
+  if (deletes_in_flight_ == 0) dispatch();  // exports that waited go first
+  pump_deletes();
+}
+
+// The key of every document in the index that usage_ does not know (the
+// state file lost, documents migrated from another host, or made by a
+// sidebus without it), read from the permission store's table: the (ayttu)
+// of xdg-document-portal 1.16 holds the path, its directory's device and
+// inode. At most kCallsInFlight at a time; exports wait (release_exports).
+void DocumentExporter::learn_keys() {
+  GDBusConnection* bus = connection();
+  for (const auto& [id, entry] : index_) {
+    const DocumentUse* use = usage_.find(id);
+    if (use == nullptr || !use->key) keys_to_learn_.push_back(id);
+  }
+  if (bus == nullptr || keys_to_learn_.empty()) {
+    keys_to_learn_.clear();
+    return release_exports();
+  }
+  g_debug("reading the keys of %zu documents from the permission store", keys_to_learn_.size());
+  learns_waiting_++;  // released when every lookup has answered
+  pump_key_lookups();
+}
+
+void DocumentExporter::pump_key_lookups() {
+  GDBusConnection* bus = connection();
+  while (bus != nullptr && key_lookups_in_flight_ < kCallsInFlight && !keys_to_learn_.empty()) {
+    struct Lookup {
+      std::shared_ptr<DocumentExporter*> alive;
+      std::string doc_id;
+    };
+    std::string doc_id = keys_to_learn_.back();
+    keys_to_learn_.pop_back();
+    key_lookups_in_flight_++;
+    g_dbus_connection_call(
+        bus, "org.freedesktop.impl.portal.PermissionStore", "/org/freedesktop/impl/portal/PermissionStore",
+        "org.freedesktop.impl.portal.PermissionStore", "Lookup", g_variant_new("(ss)", "documents", doc_id.c_str()),
+        G_VARIANT_TYPE("(a{sas}v)"), G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
+        [](GObject* source, GAsyncResult* result, gpointer data) {
+          std::unique_ptr<Lookup> lookup(static_cast<Lookup*>(data));
+          g_autoptr(GError) error = nullptr;
+          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+          DocumentExporter* self = *lookup->alive;
+          if (self == nullptr) return;
+          self->key_lookups_in_flight_--;
+          g_autoptr(GVariant) boxed = reply != nullptr ? g_variant_get_child_value(reply, 1) : nullptr;
+          g_autoptr(GVariant) value = boxed != nullptr ? g_variant_get_variant(boxed) : nullptr;
+          auto indexed = self->index_.find(lookup->doc_id);
+          if (value != nullptr && g_variant_is_of_type(value, G_VARIANT_TYPE("(ayttu)")) &&
+              indexed != self->index_.end()) {
+            const char* path = nullptr;
+            guint64 device = 0, inode = 0;
+            guint32 flags = 0;
+            g_variant_get(value, "(^&ayttu)", &path, &device, &inode, &flags);
+            if (path != nullptr && indexed->second.host_path == path) {
+              DocumentKey key{.parent_device = device,
+                              .parent_inode = inode,
+                              .directory = g_file_test(path, G_FILE_TEST_IS_DIR) != FALSE};
+              self->usage_.set_key(lookup->doc_id, key);
+              self->by_path_[indexed->second.host_path] = lookup->doc_id;
+            }
+          } else if (reply == nullptr) {
+            g_debug("no key of document %s: %s", lookup->doc_id.c_str(), error->message);
+          }
+          if (self->key_lookups_in_flight_ == 0 && self->keys_to_learn_.empty()) return self->keys_learned();
+          self->pump_key_lookups();
+        },
+        new Lookup{alive_, std::move(doc_id)});
+  }
+  if (key_lookups_in_flight_ == 0) {  // the bus went away meanwhile
+    keys_to_learn_.clear();
+    keys_learned();
+  }
+}
+
+void DocumentExporter::keys_learned() {
+  for (; learns_waiting_ > 0; learns_waiting_--) release_exports();
+}
+
+void DocumentExporter::release_exports() {
+  if (holding_exports_ == 0 || --holding_exports_ != 0) return;
+  auto held = std::exchange(held_exports_, {});
+  for (auto& run : held) run();
 }
 
 bool DocumentExporter::index_loaded() const {

@@ -25,9 +25,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "documents/document-retention.hpp"
+#include "documents/document-usage.hpp"
 #include "sidebus-plugin.h"
 
 namespace sidebus {
@@ -40,8 +43,11 @@ class DocumentExporter {
   // every call) and reloads its index each time the bus says it restarted
   // (reload_index()). private_bus must outlive this. app_id: the VM name,
   // mapped by app_id_for_vm() (app-id.hpp). guest_documents_path: where
-  // guest_view_path() appears in the guest (absolute).
-  DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path);
+  // guest_view_path() appears in the guest (absolute). usage_path: the
+  // state file of when each document was last used and what it is keyed by
+  // (document-usage.hpp), "" for memory only.
+  DocumentExporter(PrivateBus& private_bus, std::string app_id, std::string guest_documents_path,
+                   std::string usage_path = "");
   ~DocumentExporter();  // pending exports are dropped (their done never runs)
   DocumentExporter(const DocumentExporter&) = delete;
   DocumentExporter& operator=(const DocumentExporter&) = delete;
@@ -61,7 +67,10 @@ class DocumentExporter {
   // WRITABLE and FOR_SAVE grant "read" + "write", otherwise "read" only.
   // FOR_SAVE exports <parent>/<name> by name (the file need not exist);
   // DIRECTORY is required to export a directory. Exports are persistent
-  // (they survive broker restarts) and the same file reuses its document.
+  // (they survive broker restarts) and the same file reuses its document:
+  // without any call to the document portal when this exporter knows the
+  // document's key (document-usage.hpp) and it holds the permissions asked
+  // for, with AddFull otherwise.
   // @done runs later on the main context (never inside this call), with the
   // guest URIs in order or an error (borrowed); not after destruction.
   using ExportDone = std::function<void(std::optional<std::vector<std::string>> guest_uris, const GError* error)>;
@@ -92,6 +101,16 @@ class DocumentExporter {
   // document-export.cpp); the broker waits for 0 before it stops the bus.
   size_t unpersisted() const { return unpersisted_; }
 
+  // The retention policy (document-retention.hpp): applied once the index
+  // is loaded, when exports have been idle a while with more than
+  // max_documents, and hourly; a changed policy soon.
+  void set_retention(const RetentionPolicy& policy);
+  // Documents deleted by the retention policy since start-up.
+  size_t documents_deleted() const { return documents_deleted_; }
+  // Seconds without an export before an over-full store is trimmed.
+  static constexpr guint kRetentionIdleSeconds = 5;
+  static constexpr guint kRetentionPeriodSeconds = 60 * 60;
+
   const std::string& guest_documents_path() const { return guest_documents_path_; }
   const std::string& app_id() const { return app_id_; }
   // <documents_mount>/by-app/<app id>: the directory to share with the guest.
@@ -108,6 +127,15 @@ class DocumentExporter {
   void finish_job(const std::shared_ptr<Job>& job);
   void persist(const std::string& doc_id, bool writable);
   void learn_permissions(const std::vector<std::string>& doc_ids);
+  bool try_reuse(Job& job);
+  void learn_keys();
+  void pump_key_lookups();
+  void release_exports();
+  void keys_learned();
+  void schedule_retention(guint delay_seconds);
+  void run_retention();
+  void pump_deletes();
+  void on_deleted(const std::string& doc_id, GError* error);
 
   struct IndexEntry {
     std::string host_path;
@@ -124,6 +152,27 @@ class DocumentExporter {
   std::map<std::string, IndexEntry> index_;  // document id → host path, this app's documents
   bool index_loaded_ = false;
   size_t unpersisted_ = 0;
+  DocumentUsage usage_;
+  // Host path (as the document portal resolved it) → the document of it
+  // whose key usage_ knows: exporting that file again reuses it.
+  std::map<std::string, std::string> by_path_;
+  // The host path of every document in index_ (main thread only): a file
+  // whose path is not here has no document to reuse.
+  std::multiset<std::string> index_paths_;
+  RetentionPolicy retention_;
+  // Index loads (and the key lookups after them) in progress: exports wait
+  // in held_exports_ meanwhile, so the same file is never exported twice.
+  unsigned holding_exports_ = 0;
+  std::vector<std::function<void()>> held_exports_;
+  std::vector<std::string> keys_to_learn_;
+  size_t key_lookups_in_flight_ = 0;
+  unsigned learns_waiting_ = 0;  // learn_keys() calls whose lookups are out
+  guint retention_source_ = 0;
+  guint retention_period_source_ = 0;
+  std::map<std::string, std::string> deletes_waiting_;  // doc id → host path, not sent yet
+  size_t deletes_in_flight_ = 0;
+  size_t deletes_failed_ = 0;
+  size_t documents_deleted_ = 0;
   std::deque<std::shared_ptr<Job>> waiting_;  // exports with batches to send, in turn
   size_t calls_in_flight_ = 0;
   // Completions check this: a job that completes after the exporter is gone

@@ -27,6 +27,7 @@ std::string program_name = "sidebus";
 std::string vm_name;
 bool verbose_enabled = false;
 bool to_journal = false;
+gint64 started_at = 0;  // with --verbose, lines end with the time since setup()
 
 const char* level_name(GLogLevelFlags level) {
   if (level & G_LOG_LEVEL_ERROR) return "error";
@@ -74,6 +75,11 @@ GLogWriterOutput write_record(GLogLevelFlags level, const GLogField* fields, gsi
   line += level_name(level);
   line += ": ";
   line += text;
+  if (verbose_enabled) {
+    char elapsed[32];
+    g_snprintf(elapsed, sizeof elapsed, " (+%.1f ms)", double(g_get_monotonic_time() - started_at) / 1000.0);
+    line += elapsed;
+  }
   line += '\n';
   std::string_view rest = line;
   while (!rest.empty()) {
@@ -91,6 +97,7 @@ void setup(const char* program, const std::string& vm, bool verbose) {
   program_name = program ? program : "sidebus";
   vm_name = vm;
   verbose_enabled = verbose;
+  if (started_at == 0) started_at = g_get_monotonic_time();
   if (verbose) g_log_set_debug_enabled(TRUE);
   if (installed) return;
   installed = true;

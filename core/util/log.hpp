@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // log.hpp — structured logging for the broker and the agent: every line goes
 // through GLib's structured log writer with SIDEBUS_VM set; debug lines only
-// with --verbose.
+// with --verbose, and then every line on stderr ends with the time since
+// setup() ("(+12.3 ms)"), for profiling the start-up.
 #pragma once
 
 #include <string>

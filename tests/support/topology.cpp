@@ -54,9 +54,10 @@ void Topology::start_agent() {
 
 void Topology::stop_agent() { agent_.reset(); }
 
-void Topology::restart_broker() {
+void Topology::restart_broker(const std::function<void()>& while_stopped) {
   agent_.reset();
   broker_.reset();
+  if (while_stopped) while_stopped();
   start_broker_and_agent();
 }
 

@@ -59,7 +59,8 @@ class Topology {
   // Stops the agent and the broker and starts both again with the same
   // options, as after a host reboot or a broker update; returns (unless
   // wait_for_portal is off) once the portal is back on the guest bus.
-  void restart_broker();
+  // @while_stopped runs between the old broker and the new (e.g. to edit its state).
+  void restart_broker(const std::function<void()>& while_stopped = {});
 
   // Until @name has an owner on the guest bus; false on timeout or when the
   // broker or the agent exits first.

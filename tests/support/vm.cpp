@@ -60,7 +60,7 @@ Vm::Vm(VmOptions options)
 
 Vm::~Vm() { topology_.reset(); }
 
-void Vm::restart_broker() { topology_->restart_broker(); }
+void Vm::restart_broker(const std::function<void()>& while_stopped) { topology_->restart_broker(while_stopped); }
 
 void Vm::stop_agent() { topology_->stop_agent(); }
 

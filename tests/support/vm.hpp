@@ -83,7 +83,10 @@ class Vm {
 
   // A new broker process on the same state directory (and documents path),
   // its agent reconnected; returns once the portal is back on the guest bus.
-  void restart_broker();
+  // @while_stopped runs while no broker runs (e.g. to edit its state).
+  void restart_broker(const std::function<void()>& while_stopped = {});
+  // The broker's --state-dir (the same across restarts).
+  const std::string& state_dir() const { return state_.path(); }
   // The agent goes (the guest loses the portal and the link closes), and
   // comes back; start_agent() returns once the portal is on the guest bus.
   void stop_agent();
