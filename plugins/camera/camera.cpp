@@ -101,6 +101,7 @@ static gboolean handle_open_pipewire_remote(SidebusCamCamera* object, GDBusMetho
                                    g_variant_new("(@a{sv})", host_options), nullptr,
                                    sidebus::plugins::pass_pipewire_fd, nullptr, nullptr);
       break;
+    case sidebus::plugins::PipeWireRoute::kRelay:  // the camera's relay: not built yet
     case sidebus::plugins::PipeWireRoute::kUnavailable:
       sidebus_context_reject(context, invocation, sidebus::plugins::pipewire_unavailable_error(context, "the camera"));
       break;
