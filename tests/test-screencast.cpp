@@ -600,10 +600,13 @@ void test_relay_stalled_guest() {
     create_session(cast.guest(), "meanwhile" + std::to_string(call));
     g_assert_cmpint(g_get_monotonic_time() - asked, <, 2 * G_USEC_PER_SEC);
   }
-  const uint32_t before = app.frames().numbers.back();
+  const PipeWireClient::Frames stalled = app.frames();
   g_assert_cmpint(kill(relay, SIGCONT), ==, 0);
-  g_assert_true(wait_until([&] { return app.frames().numbers.back() > before + 30; }));
-  assert_good_frames(app.frames(), 320, 240);
+  g_assert_true(app.wait_for_frames(stalled.numbers.size() + 10));
+  const PipeWireClient::Frames after = app.frames();
+  // New frames, not the stale ones: what came while the guest slept was dropped.
+  g_assert_cmpuint(after.numbers.back(), >, stalled.numbers.back() + 30);
+  assert_good_frames(after, 320, 240, stalled.numbers.size() + 10);
   g_assert_true(cast.vm.broker().process().running());
 }
 

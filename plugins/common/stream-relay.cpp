@@ -35,6 +35,8 @@ struct StreamRelay::Impl {
     uint32_t host_node = 0;
     uint32_t guest_node = 0;
     bool ready = false;
+    bool creating = false;  // CreateStream is on its way: its answer decides
+    std::string ended;      // why the sender ended, if it did
     std::unique_ptr<RelaySender> sender;
   };
   std::vector<Relayed> streams;
@@ -156,6 +158,7 @@ void StreamRelay::Impl::create_guest_node(size_t index, int guest_end, const vid
                         g_variant_new("(uu)", format.framerate_num, format.framerate_den));
   g_variant_builder_add(&properties, "{sv}", "media_role", g_variant_new_string(media_role.c_str()));
   g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&guest_end, 1);  // takes guest_end
+  streams[index].creating = true;
   sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "relay: host node %u agreed %ux%u; asking the guest for a node",
                       streams[index].host_node, format.width, format.height);
   g_dbus_connection_call_with_unix_fd_list(
@@ -172,6 +175,7 @@ void StreamRelay::Impl::create_guest_node(size_t index, int guest_end, const vid
           if (error != nullptr) g_error_free(error);
           return;
         }
+        step->impl->streams[step->index].creating = false;
         if (reply == nullptr) {
           step->impl->guest_unavailable(error);
           g_error_free(error);
@@ -187,7 +191,10 @@ void StreamRelay::Impl::create_guest_node(size_t index, int guest_end, const vid
 
 void StreamRelay::Impl::guest_node_made(size_t index, uint32_t node_id) {
   Relayed& relayed = streams[index];
-  if (relayed.sender == nullptr) return;  // ended meanwhile
+  if (relayed.sender == nullptr) {
+    if (done) fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s", relayed.ended.c_str()));
+    return;
+  }
   relayed.guest_node = node_id;
   relayed.ready = true;
   relayed.sender->guest_ready();
@@ -230,7 +237,8 @@ void StreamRelay::Impl::stream_ended(size_t index, const std::string& reason) {
         return G_SOURCE_REMOVE;
       },
       ending, nullptr);
-  if (!relayed.ready && done) fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s", reason.c_str()));
+  relayed.ended = reason;
+  if (!relayed.ready && !relayed.creating && done) fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s", reason.c_str()));
 }
 
 StreamRelay::StreamRelay(SidebusContext* context, std::string host_interface, GVariant* host_parameters,
