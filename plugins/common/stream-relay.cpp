@@ -10,6 +10,7 @@
 
 #include <utility>
 
+#include "host-nodes.hpp"
 #include "relay-sender.hpp"
 
 namespace sidebus::plugins {
@@ -42,13 +43,15 @@ struct StreamRelay::Impl {
   std::vector<Relayed> streams;
   StartedFunc done;
   std::string unavailable;
+  std::unique_ptr<HostNodes> discovery;
 
   ~Impl() {
+    discovery.reset();
     g_cancellable_cancel(cancellable);
     g_object_unref(cancellable);
     g_variant_unref(host_parameters);
   }
-  void open_host_remote(size_t index);
+  void open_host_remote(size_t index, std::function<void(Impl*, int fd)> then);
   void host_remote_opened(size_t index, int fd);
   void create_guest_node(size_t index, int guest_end, const video::Format& format);
   void guest_node_made(size_t index, uint32_t node_id);
@@ -65,6 +68,7 @@ struct Step {
   StreamRelay::Impl* impl;
   GCancellable* cancellable;
   size_t index;
+  std::function<void(StreamRelay::Impl*, int)> then;
   Step(StreamRelay::Impl* i, size_t n) : impl(i), cancellable(G_CANCELLABLE(g_object_ref(i->cancellable))), index(n) {}
   ~Step() { g_object_unref(cancellable); }
   bool cancelled() const { return g_cancellable_is_cancelled(cancellable); }
@@ -88,7 +92,9 @@ void StreamRelay::Impl::maybe_done() {
   std::exchange(done, nullptr)(nodes, nullptr);
 }
 
-void StreamRelay::Impl::open_host_remote(size_t index) {
+void StreamRelay::Impl::open_host_remote(size_t index, std::function<void(Impl*, int fd)> then) {
+  auto* step = new Step(this, index);
+  step->then = std::move(then);
   GDBusConnection* host = sidebus_context_get_host_connection(context);
   g_dbus_connection_call_with_unix_fd_list(
       host, kHostPortal, kHostPath, host_interface.c_str(), "OpenPipeWireRemote", host_parameters,
@@ -117,14 +123,18 @@ void StreamRelay::Impl::open_host_remote(size_t index) {
         }
         if (fds != nullptr) g_object_unref(fds);
         if (fd < 0) {
-          step->impl->fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+          // The host's refusal (no consent: NotAllowed) reaches the app as such.
+          g_autofree char* name = g_dbus_error_get_remote_error(error);
+          const bool not_allowed = name != nullptr && g_str_equal(name, "org.freedesktop.portal.Error.NotAllowed");
+          g_dbus_error_strip_remote_error(error);
+          step->impl->fail(g_error_new(SIDEBUS_ERROR, not_allowed ? SIDEBUS_ERROR_NOT_ALLOWED : SIDEBUS_ERROR_FAILED,
                                        "the host's PipeWire remote for the relay: %s", error->message));
           g_error_free(error);
           return;
         }
-        step->impl->host_remote_opened(step->index, fd);
+        step->then(step->impl, fd);
       },
-      new Step(this, index));
+      step);
 }
 
 void StreamRelay::Impl::host_remote_opened(size_t index, int fd) {
@@ -256,7 +266,36 @@ void StreamRelay::start(const std::vector<uint32_t>& host_nodes, StartedFunc don
   impl_->done = std::move(done);
   impl_->streams.resize(host_nodes.size());
   for (size_t i = 0; i < host_nodes.size(); i++) impl_->streams[i].host_node = host_nodes[i];
-  for (size_t i = 0; i < host_nodes.size(); i++) impl_->open_host_remote(i);
+  for (size_t i = 0; i < host_nodes.size(); i++)
+    impl_->open_host_remote(i, [i](Impl* impl, int fd) { impl->host_remote_opened(i, fd); });
+}
+
+void StreamRelay::start_discovering(StartedFunc done) {
+  impl_->done = std::move(done);
+  impl_->open_host_remote(0, [](Impl* impl, int fd) {
+    impl->discovery = HostNodes::list(fd, impl->media_role, 2000, [impl](std::vector<uint32_t> nodes,
+                                                                         const std::string& error) {
+      // Destroyed from an idle: we are inside its callback.
+      g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer data) -> gboolean {
+        delete static_cast<HostNodes*>(data);
+        return G_SOURCE_REMOVE;
+      }, impl->discovery.release(), nullptr);
+      if (!error.empty() || nodes.empty()) {
+        impl->fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "%s",
+                               error.empty() ? ("the host's remote shows this VM no " + impl->media_role +
+                                                " node (none present, or not granted)")
+                                                   .c_str()
+                                             : error.c_str()));
+        return;
+      }
+      StartedFunc done = std::move(impl->done);
+      impl->streams.resize(nodes.size());
+      for (size_t i = 0; i < nodes.size(); i++) impl->streams[i].host_node = nodes[i];
+      impl->done = std::move(done);
+      for (size_t i = 0; i < nodes.size(); i++)
+        impl->open_host_remote(i, [i](Impl* relay, int remote) { relay->host_remote_opened(i, remote); });
+    });
+  });
 }
 
 const std::string& StreamRelay::unavailable() const { return impl_->unavailable; }

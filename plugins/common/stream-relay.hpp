@@ -47,6 +47,9 @@ class StreamRelay {
   using StartedFunc = std::function<void(std::vector<uint32_t> guest_nodes, GError* error)>;
   // @done runs once, unless the StreamRelay is destroyed first.
   void start(const std::vector<uint32_t>& host_nodes, StartedFunc done);
+  // The same for every Video/Source node of the media role that the host's
+  // remote shows (the Camera, whose host answer is a remote, not nodes).
+  void start_discovering(StartedFunc done);
   // Answers @invocation (OpenPipeWireRemote) with the guest's remote.
   void open_remote(GDBusMethodInvocation* invocation);
   const std::string& unavailable() const;
