@@ -73,7 +73,7 @@ struct Producer::Impl {
   size_t payload_have = 0;
   video::Format format;  // what the broker sends
   // playing
-  std::vector<uint8_t> ready_frame;  // rows of the newest complete frame
+  std::vector<uint8_t> ready_frame;  // the newest complete frame record's payload: prefix, then rows
   video::FramePrefix ready_prefix;
   bool have_ready = false;
   uint32_t credit_owed = 0;
@@ -333,7 +333,7 @@ bool Producer::Impl::take_record() {
     case video::RecordType::Frame: {
       ready_prefix = video::parse_frame_prefix(payload.data());
       if (have_ready) dropped++;  // the node did not play the one before: the newest wins
-      ready_frame.assign(payload.begin() + video::kFramePrefixSize, payload.end());
+      ready_frame.swap(payload);  // no copy: the rows follow the prefix (played from kFramePrefixSize)
       have_ready = true;
       credit_owed++;
       send_credit();
@@ -371,12 +371,13 @@ void Producer::Impl::play() {
   spa_buffer* spa = buffer->buffer;
   spa_data& plane = spa->datas[0];
   const size_t size = format.frame_bytes();
-  if (!have_ready || plane.data == nullptr || plane.maxsize < size) {
+  if (!have_ready || plane.data == nullptr || plane.maxsize < size ||
+      ready_frame.size() != video::kFramePrefixSize + size) {
     if (plane.chunk != nullptr) plane.chunk->size = 0;
     pw_stream_queue_buffer(stream, buffer);
     return;
   }
-  memcpy(plane.data, ready_frame.data(), size);
+  memcpy(plane.data, ready_frame.data() + video::kFramePrefixSize, size);
   plane.chunk->offset = 0;
   plane.chunk->size = uint32_t(size);
   plane.chunk->stride = int32_t(format.width * 4);

@@ -37,6 +37,9 @@ class PipeWireClient {
     uint32_t width = 0;
     uint32_t height = 0;
     size_t mismatches = 0;  // frames whose pixels are not the pattern
+    // Per frame with a producer timestamp (SPA_META_Header pts, the test
+    // sources' CLOCK_MONOTONIC at painting): how long it took to arrive.
+    std::vector<int64_t> latencies_ns;
   };
 
   // Takes @fd.
