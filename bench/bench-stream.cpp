@@ -140,8 +140,8 @@ double part(const Figures& f, const char* prefix) {
 void print(const char* name, const Figures& f) {
   std::printf("%-9s %7.1f %9.2f %8.2f %10.3f %10.3f %10.3f %10.3f %8zu\n", name, f.fps, f.latency_median_ms,
               f.latency_p95_ms, f.per_frame(f.consumer_ms), f.per_frame(part(f, "sidebus-broker")),
-              f.per_frame(part(f, "sidebus-agent") + part(f, "sidebus-stream-relay")),
-              f.per_frame(part(f, "pipewire")), f.mismatches);
+              f.per_frame(part(f, "sidebus-agent") + part(f, "sidebus-stream-relay")), f.per_frame(part(f, "pipewire")),
+              f.mismatches);
 }
 
 }  // namespace
@@ -175,19 +175,20 @@ int main(int argc, char** argv) {
                     .portals = {"screencast"},
                     .byte_only = true,
                     .host = HostPortalOptions{.env = host_pipewire.env()},
-                    .guest_services = {{"org.sidebus.GuestRelay1", "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" +
-                                                                       guest_pipewire.runtime_dir() + " " +
-                                                                       env_path("SIDEBUS_STREAM_RELAY")}}});
-    for (const char* method : {"CreateSession", "SelectSources", "Start"}) vm.host().set_reply(method, kResponseSuccess);
+                    .guest_services = {{"org.sidebus.GuestRelay1",
+                                        "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" + guest_pipewire.runtime_dir() + " " +
+                                            env_path("SIDEBUS_STREAM_RELAY")}}});
+    for (const char* method : {"CreateSession", "SelectSources", "Start"})
+      vm.host().set_reply(method, kResponseSuccess);
     vm.host().call_backend("SetVideoFormat", g_variant_new("(uuu)", width, height, fps));
     GDBusConnection* guest = vm.guest().connection();
     VariantPtr created = request(
-        guest, "CreateSession",
-        g_variant_new_parsed("({'handle_token': <'b1'>, 'session_handle_token': <'bench'>},)"));
+        guest, "CreateSession", g_variant_new_parsed("({'handle_token': <'b1'>, 'session_handle_token': <'bench'>},)"));
     const std::string session = lookup_string(created.get(), "session_handle");
     request(guest, "SelectSources",
             g_variant_new_parsed("(%o, {'handle_token': <'b2'>, 'types': <uint32 1>})", session.c_str()));
-    VariantPtr started = request(guest, "Start", g_variant_new_parsed("(%o, '', {'handle_token': <'b3'>})", session.c_str()));
+    VariantPtr started =
+        request(guest, "Start", g_variant_new_parsed("(%o, '', {'handle_token': <'b3'>})", session.c_str()));
     g_autoptr(GVariant) streams = g_variant_lookup_value(started.get(), "streams", G_VARIANT_TYPE("a(ua{sv})"));
     guint32 guest_node = 0;
     g_variant_get_child(streams, 0, "(u@a{sv})", &guest_node, nullptr);
@@ -220,11 +221,12 @@ int main(int argc, char** argv) {
     const double relayed_cpu =
         relayed.per_frame(relayed.consumer_ms + part(relayed, "pipewire") + part(relayed, "sidebus-broker") +
                           part(relayed, "sidebus-agent") + part(relayed, "sidebus-stream-relay"));
-    std::printf("\nrelayed/direct: frames/s %.2f, latency p50 %.2f (+%.2f ms), CPU per frame %.2f (%.3f vs %.3f ms,"
-                " consumer + PipeWire + relay)\n",
-                relayed.fps / direct.fps, relayed.latency_median_ms / std::max(direct.latency_median_ms, 1e-6),
-                relayed.latency_median_ms - direct.latency_median_ms, relayed_cpu / std::max(direct_cpu, 1e-6),
-                relayed_cpu, direct_cpu);
+    std::printf(
+        "\nrelayed/direct: frames/s %.2f, latency p50 %.2f (+%.2f ms), CPU per frame %.2f (%.3f vs %.3f ms,"
+        " consumer + PipeWire + relay)\n",
+        relayed.fps / direct.fps, relayed.latency_median_ms / std::max(direct.latency_median_ms, 1e-6),
+        relayed.latency_median_ms - direct.latency_median_ms, relayed_cpu / std::max(direct_cpu, 1e-6), relayed_cpu,
+        direct_cpu);
     std::printf("(direct: the relay runs meanwhile without a guest consumer; its own cost is in 'host end' there.)\n");
   } catch (const std::exception& failure) {
     std::fprintf(stderr, "bench-stream: %s\n", failure.what());

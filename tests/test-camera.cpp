@@ -189,14 +189,14 @@ struct RelayCameraVm {
   std::unique_ptr<Vm> vm;
   RelayCameraVm() {
     camera = start_test_camera(pipewire, &camera_node);
-    vm = std::make_unique<Vm>(VmOptions{
-        .name = "camera-relay-vm",
-        .portals = {"camera"},
-        .byte_only = true,
-        .host = HostPortalOptions{.env = pipewire.env()},
-        .guest_services = {{"org.sidebus.GuestRelay1", "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" +
-                                                           guest_pipewire.runtime_dir() + " " +
-                                                           env_path("SIDEBUS_STREAM_RELAY")}}});
+    vm = std::make_unique<Vm>(
+        VmOptions{.name = "camera-relay-vm",
+                  .portals = {"camera"},
+                  .byte_only = true,
+                  .host = HostPortalOptions{.env = pipewire.env()},
+                  .guest_services = {
+                      {"org.sidebus.GuestRelay1", "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" + guest_pipewire.runtime_dir() +
+                                                      " " + env_path("SIDEBUS_STREAM_RELAY")}}});
   }
   ~RelayCameraVm() { vm.reset(); }
   GDBusConnection* guest() { return vm->guest().connection(); }

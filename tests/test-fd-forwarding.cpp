@@ -458,8 +458,8 @@ void test_socket_both_ways() {
 // becomes a stream.
 void test_kept_in_guest() {
   Link link;
-  g_autoptr(GDBusMessage) ask = g_dbus_message_new_method_call(
-      "org.sidebus.GuestRelay1", "/org/sidebus/GuestRelay1", wire::kKeptRepliesInterface, "OpenRemote");
+  g_autoptr(GDBusMessage) ask = g_dbus_message_new_method_call("org.sidebus.GuestRelay1", "/org/sidebus/GuestRelay1",
+                                                               wire::kKeptRepliesInterface, "OpenRemote");
   g_dbus_message_set_serial(ask, 7);
   g_dbus_message_set_body(ask, g_variant_new("(au)", nullptr));
   send_message(link.host(), blob_of(ask));

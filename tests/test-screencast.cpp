@@ -23,9 +23,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <map>
-
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -518,10 +517,10 @@ struct RelayVm {
   GDBusConnection* guest() { return vm.guest().connection(); }
   // The guest relay's process id (it runs once a stream was relayed).
   pid_t relay_pid() {
-    g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
-        guest(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-        "GetConnectionUnixProcessID", g_variant_new("(s)", "org.sidebus.GuestRelay1"), G_VARIANT_TYPE("(u)"),
-        G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, nullptr);
+    g_autoptr(GVariant) reply =
+        g_dbus_connection_call_sync(guest(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                    "GetConnectionUnixProcessID", g_variant_new("(s)", "org.sidebus.GuestRelay1"),
+                                    G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, nullptr);
     guint32 pid = 0;
     if (reply != nullptr) g_variant_get(reply, "(u)", &pid);
     return pid_t(pid);

@@ -168,7 +168,8 @@ void on_global(void* data, uint32_t id, uint32_t, const char* type, uint32_t, co
     auto entry = std::make_unique<Producer::Impl::Bound>();
     entry->impl = self;
     entry->id = id;
-    entry->proxy = static_cast<pw_proxy*>(pw_registry_bind(self->registry, id, PW_TYPE_INTERFACE_Node, PW_VERSION_NODE, 0));
+    entry->proxy =
+        static_cast<pw_proxy*>(pw_registry_bind(self->registry, id, PW_TYPE_INTERFACE_Node, PW_VERSION_NODE, 0));
     if (entry->proxy == nullptr) return;
     pw_node_add_listener(reinterpret_cast<pw_node*>(entry->proxy), &entry->listener, &kNodeEvents, entry.get());
     self->bound[id] = std::move(entry);
@@ -311,8 +312,8 @@ bool Producer::Impl::take_record() {
         g_error_free(error);
         return false;
       }
-      const bool changed = next.width != format.width || next.height != format.height ||
-                           next.spa_format != format.spa_format;
+      const bool changed =
+          next.width != format.width || next.height != format.height || next.spa_format != format.spa_format;
       format = next;
       have_ready = false;
       if (changed && stream != nullptr && node_id != SPA_ID_INVALID) {
@@ -343,7 +344,8 @@ bool Producer::Impl::take_record() {
     case video::RecordType::End:
       end("the host ended the stream: " + std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
       return false;
-    case video::RecordType::Credit: break;  // check_header refuses it in this direction
+    case video::RecordType::Credit:
+      break;  // check_header refuses it in this direction
   }
   return true;
 }
@@ -476,8 +478,7 @@ std::unique_ptr<Producer> Producer::start(pw_context* context, int frames, Produ
       SPA_FORMAT_mediaSubtype, SPA_POD_Id(SPA_MEDIA_SUBTYPE_raw), SPA_FORMAT_VIDEO_format,
       SPA_POD_Id(format.spa_format), SPA_FORMAT_VIDEO_size, SPA_POD_Rectangle(&size), SPA_FORMAT_VIDEO_framerate,
       SPA_POD_Fraction(&rate)))};
-  const auto flags = static_cast<pw_stream_flags>(PW_STREAM_FLAG_DRIVER |
-                                                  PW_STREAM_FLAG_MAP_BUFFERS);
+  const auto flags = static_cast<pw_stream_flags>(PW_STREAM_FLAG_DRIVER | PW_STREAM_FLAG_MAP_BUFFERS);
   if (int res = pw_stream_connect(impl->stream, PW_DIRECTION_OUTPUT, PW_ID_ANY, flags, params, 1); res < 0) {
     *error = std::string("cannot connect the PipeWire node: ") + spa_strerror(res);
     return nullptr;
@@ -485,15 +486,14 @@ std::unique_ptr<Producer> Producer::start(pw_context* context, int frames, Produ
   impl->registry = pw_core_get_registry(impl->core, PW_VERSION_REGISTRY, 0);
   pw_registry_add_listener(impl->registry, &impl->registry_listener, &kRegistryEvents, impl.get());
   impl->socket_source = g_unix_fd_source_new(frames, static_cast<GIOCondition>(G_IO_IN | G_IO_HUP | G_IO_ERR));
-  g_source_set_callback(
-      impl->socket_source,
-      reinterpret_cast<GSourceFunc>(+[](int, GIOCondition, gpointer data) -> gboolean {
-        auto* self = static_cast<Impl*>(data);
-        if (!self->read_socket()) return G_SOURCE_CONTINUE;  // end() destroyed the source already
-        self->send_credit();
-        return G_SOURCE_CONTINUE;
-      }),
-      impl.get(), nullptr);
+  g_source_set_callback(impl->socket_source,
+                        reinterpret_cast<GSourceFunc>(+[](int, GIOCondition, gpointer data) -> gboolean {
+                          auto* self = static_cast<Impl*>(data);
+                          if (!self->read_socket()) return G_SOURCE_CONTINUE;  // end() destroyed the source already
+                          self->send_credit();
+                          return G_SOURCE_CONTINUE;
+                        }),
+                        impl.get(), nullptr);
   g_source_attach(impl->socket_source, g_main_context_get_thread_default());
   impl->ready_timeout = g_timeout_source_new_seconds(10);
   g_source_set_callback(

@@ -105,9 +105,8 @@ void create_stream(GDBusMethodInvocation* invocation, GVariant* parameters) {
       !g_variant_lookup(properties, "width", "u", &format.width) ||
       !g_variant_lookup(properties, "height", "u", &format.height) ||
       !g_variant_lookup(properties, "framerate", "(uu)", &format.framerate_num, &format.framerate_den) ||
-      format.width == 0 || format.height == 0 || format.width > video::kMaxWidth ||
-      format.height > video::kMaxHeight || format.framerate_den == 0 || fds == nullptr || handle < 0 ||
-      handle >= g_unix_fd_list_get_length(fds)) {
+      format.width == 0 || format.height == 0 || format.width > video::kMaxWidth || format.height > video::kMaxHeight ||
+      format.framerate_den == 0 || fds == nullptr || handle < 0 || handle >= g_unix_fd_list_get_length(fds)) {
     g_dbus_method_invocation_return_dbus_error(invocation, "org.freedesktop.DBus.Error.InvalidArgs",
                                                "CreateStream needs the frame socket, a format, a size within "
                                                "4096x4096 and a framerate");
@@ -141,8 +140,7 @@ void create_stream(GDBusMethodInvocation* invocation, GVariant* parameters) {
           g_message("stream relay: node %u for the host's stream", node_id);
           g_dbus_method_invocation_return_value(invocation, g_variant_new("(u)", node_id));
         } else {
-          g_dbus_method_invocation_return_dbus_error(invocation, "org.freedesktop.DBus.Error.Failed",
-                                                     failure.c_str());
+          g_dbus_method_invocation_return_dbus_error(invocation, "org.freedesktop.DBus.Error.Failed", failure.c_str());
         }
       },
       [key](const std::string&) {
@@ -190,7 +188,8 @@ void open_remote(GDBusMethodInvocation* invocation, GVariant* parameters) {
   }
   if (!have_pipewire(invocation)) return;
   RemoteOpening opening;
-  opening.core = pw_context_connect(relay.context, pw_properties_new(PW_KEY_APP_NAME, "sidebus relayed app", nullptr), 0);
+  opening.core =
+      pw_context_connect(relay.context, pw_properties_new(PW_KEY_APP_NAME, "sidebus relayed app", nullptr), 0);
   if (opening.core == nullptr) {
     g_dbus_method_invocation_return_dbus_error(
         invocation, kNoPipeWire, (std::string("cannot connect to the VM's PipeWire: ") + g_strerror(errno)).c_str());
@@ -216,7 +215,8 @@ void open_remote(GDBusMethodInvocation* invocation, GVariant* parameters) {
     opening.done = false;
     opening.seq = pw_core_sync(opening.core, PW_ID_CORE, 0);
     const gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (!opening.done && opening.error.empty() && g_get_monotonic_time() < deadline) pw_loop_iterate(relay.loop, 100);
+    while (!opening.done && opening.error.empty() && g_get_monotonic_time() < deadline)
+      pw_loop_iterate(relay.loop, 100);
     return opening.done;
   };
   // The app makes its consumer through the client-node factory: it must see
@@ -241,7 +241,8 @@ void open_remote(GDBusMethodInvocation* invocation, GVariant* parameters) {
   spa_hook_remove(&registry_listener);
   pw_proxy_destroy(reinterpret_cast<pw_proxy*>(registry));
   if (ok && factories.client_node == SPA_ID_INVALID) {
-    opening.error = "it has no client-node factory (libpipewire-module-client-node), which apps need to consume a stream";
+    opening.error =
+        "it has no client-node factory (libpipewire-module-client-node), which apps need to consume a stream";
     ok = false;
   }
   if (ok) {
@@ -301,10 +302,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_dbus_connection_set_exit_on_close(bus, FALSE);
-  g_signal_connect(bus, "closed", G_CALLBACK(+[](GDBusConnection*, gboolean, GError*, gpointer) {
-                     g_main_loop_quit(relay.main_loop);
-                   }),
-                   nullptr);
+  g_signal_connect(
+      bus, "closed",
+      G_CALLBACK(+[](GDBusConnection*, gboolean, GError*, gpointer) { g_main_loop_quit(relay.main_loop); }), nullptr);
   GDBusNodeInfo* info = g_dbus_node_info_new_for_xml(kXml, nullptr);
   if (g_dbus_connection_register_object(bus, kPath, info->interfaces[0], &kVTable, nullptr, nullptr, &error) == 0) {
     g_printerr("sidebus-stream-relay: %s\n", error->message);

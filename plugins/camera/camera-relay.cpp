@@ -55,8 +55,8 @@ void CameraRelays::open_remote(GDBusMethodInvocation* invocation) {
   client->waiting.push_back(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation)));
   client->watch = sidebus_context_watch_guest_client(
       context_, sender.c_str(),
-      [](SidebusContext*, const char* who, gpointer data) { static_cast<CameraRelays*>(data)->client_left(who); },
-      this, nullptr);
+      [](SidebusContext*, const char* who, gpointer data) { static_cast<CameraRelays*>(data)->client_left(who); }, this,
+      nullptr);
   Client* made = client.get();
   clients_[sender] = std::move(client);
   made->relay->start_discovering([this, sender, made](std::vector<uint32_t>, GError* error) {

@@ -145,10 +145,10 @@ std::unique_ptr<HostNodes> HostNodes::list(int fd, std::string media_role, unsig
   g_source_add_unix_fd(impl->loop_source, pw_loop_get_fd(impl->loop), static_cast<GIOCondition>(G_IO_IN | G_IO_ERR));
   g_source_attach(impl->loop_source, g_main_context_get_thread_default());
   impl->context = pw_context_new(impl->loop, nullptr, 0);
-  impl->core = impl->context != nullptr
-                   ? pw_context_connect_fd(impl->context, fd,
-                                           pw_properties_new(PW_KEY_APP_NAME, "sidebus-broker", nullptr), 0)
-                   : nullptr;
+  impl->core =
+      impl->context != nullptr
+          ? pw_context_connect_fd(impl->context, fd, pw_properties_new(PW_KEY_APP_NAME, "sidebus-broker", nullptr), 0)
+          : nullptr;
   if (impl->core == nullptr) {
     if (impl->context == nullptr) close(fd);
     impl->error = std::string("cannot connect to the host's PipeWire remote: ") + g_strerror(errno);

@@ -9,8 +9,10 @@ namespace sidebus::plugins {
 PipeWireRoute pipewire_route(SidebusContext* context) {
   switch (sidebus_context_get_fd_transport(context)) {
     case SIDEBUS_FD_TRANSPORT_NATIVE: return PipeWireRoute::kNative;
-    case SIDEBUS_FD_TRANSPORT_FORWARDED: return PipeWireRoute::kRelay;
-    case SIDEBUS_FD_TRANSPORT_NONE: return PipeWireRoute::kUnavailable;
+    case SIDEBUS_FD_TRANSPORT_FORWARDED:
+      return PipeWireRoute::kRelay;
+    case SIDEBUS_FD_TRANSPORT_NONE:
+      return PipeWireRoute::kUnavailable;
   }
   return PipeWireRoute::kUnavailable;  // a transport newer than this plugin
 }

@@ -29,7 +29,10 @@ uint64_t monotonic_ns() {
 }  // namespace
 
 RelaySender::RelaySender(int socket, uint32_t window, FormatFunc first_format, EndFunc on_end)
-    : socket_(socket), window_(window), credit_(window), first_format_(std::move(first_format)),
+    : socket_(socket),
+      window_(window),
+      credit_(window),
+      first_format_(std::move(first_format)),
       on_end_(std::move(on_end)) {
   g_unix_set_fd_nonblocking(socket_, TRUE, nullptr);
   read_source_ = g_unix_fd_source_new(socket_, static_cast<GIOCondition>(G_IO_IN | G_IO_HUP | G_IO_ERR));
@@ -55,8 +58,7 @@ bool RelaySender::start(int fd, uint32_t node_id, HostStream::Limits limits, GEr
 
 void RelaySender::on_format(const FrameFormat& format) {
   if (ended_) return;
-  format_ = video::Format{format.spa_format, format.width, format.height, format.framerate_num,
-                          format.framerate_den};
+  format_ = video::Format{format.spa_format, format.width, format.height, format.framerate_num, format.framerate_den};
   if (!have_format_) {
     have_format_ = true;
     // The guest's node is made with this format: no record needed for it.

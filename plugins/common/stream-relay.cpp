@@ -173,8 +173,8 @@ void StreamRelay::Impl::create_guest_node(size_t index, int guest_end, const vid
                       streams[index].host_node, format.width, format.height);
   g_dbus_connection_call_with_unix_fd_list(
       sidebus_context_get_guest_connection(context), kGuestRelay, kGuestRelayPath, kGuestRelay, "CreateStream",
-      g_variant_new("(h@a{sv})", 0, g_variant_builder_end(&properties)), G_VARIANT_TYPE("(u)"),
-      G_DBUS_CALL_FLAGS_NONE, kGuestTimeoutMs, fds, cancellable,
+      g_variant_new("(h@a{sv})", 0, g_variant_builder_end(&properties)), G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE,
+      kGuestTimeoutMs, fds, cancellable,
       [](GObject* source, GAsyncResult* result, gpointer data) {
         std::unique_ptr<Step> step(static_cast<Step*>(data));
         GError* error = nullptr;
@@ -216,8 +216,9 @@ void StreamRelay::Impl::guest_unavailable(const GError* error) {
   g_autofree char* name = g_dbus_error_get_remote_error(error);
   if (name != nullptr && (g_str_equal(name, "org.freedesktop.DBus.Error.ServiceUnknown") ||
                           g_str_equal(name, "org.freedesktop.DBus.Error.NameHasNoOwner"))) {
-    unavailable = "the VM has no stream relay: sidebus-stream-relay (org.sidebus.GuestRelay1) is not on its session "
-                  "bus; install it in the VM (it is built with libpipewire) so it is started on demand";
+    unavailable =
+        "the VM has no stream relay: sidebus-stream-relay (org.sidebus.GuestRelay1) is not on its session "
+        "bus; install it in the VM (it is built with libpipewire) so it is started on demand";
   } else {
     GError* copy = g_error_copy(error);
     g_dbus_error_strip_remote_error(copy);
@@ -235,8 +236,7 @@ void StreamRelay::Impl::stream_ended(size_t index, const std::string& reason) {
   Relayed& relayed = streams[index];
   RelaySender::Stats stats = relayed.sender ? relayed.sender->stats() : RelaySender::Stats{};
   sidebus_context_log(context, G_LOG_LEVEL_INFO,
-                      "relay: host node %u ends: %s (%" G_GUINT64_FORMAT " frames sent, %" G_GUINT64_FORMAT
-                      " dropped)",
+                      "relay: host node %u ends: %s (%" G_GUINT64_FORMAT " frames sent, %" G_GUINT64_FORMAT " dropped)",
                       relayed.host_node, reason.c_str(), stats.sent, stats.dropped);
   // Destroyed from an idle: we are inside its callback.
   RelaySender* ending = relayed.sender.release();
@@ -248,7 +248,8 @@ void StreamRelay::Impl::stream_ended(size_t index, const std::string& reason) {
       },
       ending, nullptr);
   relayed.ended = reason;
-  if (!relayed.ready && !relayed.creating && done) fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s", reason.c_str()));
+  if (!relayed.ready && !relayed.creating && done)
+    fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s", reason.c_str()));
 }
 
 StreamRelay::StreamRelay(SidebusContext* context, std::string host_interface, GVariant* host_parameters,
@@ -273,28 +274,31 @@ void StreamRelay::start(const std::vector<uint32_t>& host_nodes, StartedFunc don
 void StreamRelay::start_discovering(StartedFunc done) {
   impl_->done = std::move(done);
   impl_->open_host_remote(0, [](Impl* impl, int fd) {
-    impl->discovery = HostNodes::list(fd, impl->media_role, 2000, [impl](std::vector<uint32_t> nodes,
-                                                                         const std::string& error) {
-      // Destroyed from an idle: we are inside its callback.
-      g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer data) -> gboolean {
-        delete static_cast<HostNodes*>(data);
-        return G_SOURCE_REMOVE;
-      }, impl->discovery.release(), nullptr);
-      if (!error.empty() || nodes.empty()) {
-        impl->fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "%s",
-                               error.empty() ? ("the host's remote shows this VM no " + impl->media_role +
-                                                " node (none present, or not granted)")
-                                                   .c_str()
-                                             : error.c_str()));
-        return;
-      }
-      StartedFunc done = std::move(impl->done);
-      impl->streams.resize(nodes.size());
-      for (size_t i = 0; i < nodes.size(); i++) impl->streams[i].host_node = nodes[i];
-      impl->done = std::move(done);
-      for (size_t i = 0; i < nodes.size(); i++)
-        impl->open_host_remote(i, [i](Impl* relay, int remote) { relay->host_remote_opened(i, remote); });
-    });
+    impl->discovery =
+        HostNodes::list(fd, impl->media_role, 2000, [impl](std::vector<uint32_t> nodes, const std::string& error) {
+          // Destroyed from an idle: we are inside its callback.
+          g_idle_add_full(
+              G_PRIORITY_DEFAULT,
+              [](gpointer data) -> gboolean {
+                delete static_cast<HostNodes*>(data);
+                return G_SOURCE_REMOVE;
+              },
+              impl->discovery.release(), nullptr);
+          if (!error.empty() || nodes.empty()) {
+            impl->fail(g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_FOUND, "%s",
+                                   error.empty() ? ("the host's remote shows this VM no " + impl->media_role +
+                                                    " node (none present, or not granted)")
+                                                       .c_str()
+                                                 : error.c_str()));
+            return;
+          }
+          StartedFunc done = std::move(impl->done);
+          impl->streams.resize(nodes.size());
+          for (size_t i = 0; i < nodes.size(); i++) impl->streams[i].host_node = nodes[i];
+          impl->done = std::move(done);
+          for (size_t i = 0; i < nodes.size(); i++)
+            impl->open_host_remote(i, [i](Impl* relay, int remote) { relay->host_remote_opened(i, remote); });
+        });
   });
 }
 

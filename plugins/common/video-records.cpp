@@ -29,8 +29,7 @@ uint32_t read_u32(const uint8_t* at) {
   return uint32_t(at[0]) | uint32_t(at[1]) << 8 | uint32_t(at[2]) << 16 | uint32_t(at[3]) << 24;
 }
 
-bool check_header(const uint8_t bytes[kHeaderSize], bool to_guest, const Format& format, Header* out,
-                  GError** error) {
+bool check_header(const uint8_t bytes[kHeaderSize], bool to_guest, const Format& format, Header* out, GError** error) {
   const uint32_t type = read_u32(bytes), length = read_u32(bytes + 4);
   switch (RecordType(type)) {
     case RecordType::Format:
@@ -51,7 +50,8 @@ bool check_header(const uint8_t bytes[kHeaderSize], bool to_guest, const Format&
       if (to_guest) return invalid(error, "a credit record from the host");
       if (length != 4) return invalid(error, "a credit record of the wrong size");
       break;
-    default: return invalid(error, "a record of an unknown type");
+    default:
+      return invalid(error, "a record of an unknown type");
   }
   out->type = RecordType(type);
   out->length = length;

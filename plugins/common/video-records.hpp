@@ -63,8 +63,7 @@ struct Header {
 // Checks a record header arriving at the guest (@to_guest) or the host, with
 // @format the format in force (width 0: none yet). False with *error
 // (G_IO_ERROR_INVALID_DATA) saying what is wrong.
-bool check_header(const uint8_t bytes[kHeaderSize], bool to_guest, const Format& format, Header* out,
-                  GError** error);
+bool check_header(const uint8_t bytes[kHeaderSize], bool to_guest, const Format& format, Header* out, GError** error);
 // A FORMAT payload (kFormatSize bytes): false if a size is 0 or beyond the
 // limits, or the framerate's denominator is 0.
 bool parse_format(const uint8_t* payload, Format* out, GError** error);

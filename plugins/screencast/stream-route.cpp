@@ -20,6 +20,7 @@
 #endif
 
 #include <map>
+
 #include "screencast.hpp"
 
 namespace screencast {
@@ -75,8 +76,9 @@ class RelayRoute : public StreamRoute {
       return;
     }
     auto relay = std::make_unique<sidebus::plugins::StreamRelay>(
-        context_, kInterface, g_variant_new("(o@a{sv})", sidebus_session_get_host_path(session),
-                                            g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+        context_, kInterface,
+        g_variant_new("(o@a{sv})", sidebus_session_get_host_path(session),
+                      g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
         "Screen");
     std::vector<uint32_t> host_nodes;
     for (const Stream& stream : host_streams) host_nodes.push_back(stream.node_id);
