@@ -247,7 +247,8 @@ void Producer::Impl::end(std::string reason) {
         g_source_unref(std::exchange(self->end_source, nullptr));
         self->report_ready(self->end_reason);
         EndFunc call = std::move(self->on_end);
-        if (call) call(self->end_reason);  // may destroy the Producer
+        const std::string reason = self->end_reason;
+        if (call) call(reason);  // may destroy the Producer
         return G_SOURCE_REMOVE;
       },
       this, nullptr);

@@ -334,8 +334,9 @@ void StreamRelay::open_remote(GDBusMethodInvocation* invocation) {
       g_variant_new("(au)", &nodes), G_VARIANT_TYPE("(h)"), G_DBUS_CALL_FLAGS_NONE, kGuestTimeoutMs, nullptr,
       impl_->cancellable,
       [](GObject* source, GAsyncResult* result, gpointer data) {
+        // Every way out answers the invocation once: that consumes the caller's reference.
         std::unique_ptr<Answer> answer(static_cast<Answer*>(data));
-        g_autoptr(GDBusMethodInvocation) invocation = answer->invocation;
+        GDBusMethodInvocation* invocation = answer->invocation;
         GUnixFDList* fds = nullptr;
         GError* error = nullptr;
         g_autoptr(GVariant) reply =
@@ -343,8 +344,8 @@ void StreamRelay::open_remote(GDBusMethodInvocation* invocation) {
         g_autoptr(GUnixFDList) owned = fds;
         if (answer->step.cancelled()) {
           if (error != nullptr) g_error_free(error);
-          g_dbus_method_invocation_return_error_literal(g_steal_pointer(&invocation), SIDEBUS_ERROR,
-                                                        SIDEBUS_ERROR_FAILED, "the session ended");
+          g_dbus_method_invocation_return_error_literal(invocation, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED,
+                                                        "the session ended");
           return;
         }
         SidebusContext* ctx = answer->step.impl->context;
@@ -358,10 +359,9 @@ void StreamRelay::open_remote(GDBusMethodInvocation* invocation) {
           return;
         }
         // The fd is the link's stand-in for the guest's own: the agent hands that on.
-        g_dbus_method_invocation_return_value_with_unix_fd_list(g_steal_pointer(&invocation), g_variant_new("(h)", 0),
-                                                                fds);
+        g_dbus_method_invocation_return_value_with_unix_fd_list(invocation, g_variant_new("(h)", 0), fds);
       },
-      new Answer{Step(impl_.get(), 0), G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))});
+      new Answer{Step(impl_.get(), 0), invocation});
 }
 
 }  // namespace sidebus::plugins

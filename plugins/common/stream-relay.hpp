@@ -50,7 +50,8 @@ class StreamRelay {
   // The same for every Video/Source node of the media role that the host's
   // remote shows (the Camera, whose host answer is a remote, not nodes).
   void start_discovering(StartedFunc done);
-  // Answers @invocation (OpenPipeWireRemote) with the guest's remote.
+  // Answers @invocation (OpenPipeWireRemote) with the guest's remote, once
+  // (taking the caller's reference, as g_dbus_method_invocation_return_*).
   void open_remote(GDBusMethodInvocation* invocation);
   const std::string& unavailable() const;
 
