@@ -247,13 +247,19 @@ void test_relay_guest_app() {
   if (skip_without_relay()) return;
   RelayCameraVm cam;
   cam.vm->host().set_reply("AccessDialog", kResponseSuccess);
-  GuestBus::Output output = cam.vm->guest().run_as_guest(
-      {env_path("SIDEBUS_VIDEO_CLIENT"), "camera", "--frames", "10", "--tag", std::to_string(patterns::kCameraTag)},
-      60s);
+  const std::string png = cam.vm->guest_files() / "relayed.png";
+  GuestBus::Output output = cam.vm->guest().run_as_guest({env_path("SIDEBUS_VIDEO_CLIENT"), "camera", "--frames", "10",
+                                                          "--tag", std::to_string(patterns::kCameraTag), "--png", png},
+                                                         60s);
   g_assert_true(output.status.success());
   VariantPtr report = parse("a{sv}", output.out);
   assert_str_eq(lookup_string(report.get(), "outcome"), "ok");
   assert_same(lookup(report.get(), "mismatches").get(), "t", "0");
+  // The frame a person would look at, saved by the app in the VM.
+  g_autofree char* picture = nullptr;
+  gsize picture_size = 0;
+  g_assert_true(g_file_get_contents(png.c_str(), &picture, &picture_size, nullptr));
+  g_assert_true(picture_size > 8 && memcmp(picture, "\x89PNG\r\n\x1a\n", 8) == 0);
   g_assert_cmpuint(g_variant_get_uint32(lookup(report.get(), "frames").get()), >=, 10);
   g_assert_true(wait_until([&] { return cam.host_video_consumers() == 0; }));
   g_assert_true(cam.vm->broker().process().running());
