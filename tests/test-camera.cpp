@@ -17,8 +17,6 @@
 // the pixels and frame numbers; on a byte-only link the consent still works
 // and OpenPipeWireRemote fails at once, saying why.
 #include <gio/gunixfdlist.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cstring>
 #include <memory>
@@ -200,19 +198,7 @@ struct RelayCameraVm {
   }
   ~RelayCameraVm() { vm.reset(); }
   GDBusConnection* guest() { return vm->guest().connection(); }
-  // Consumers of video on the host's PipeWire (the broker's relay consumer among them).
-  size_t host_video_consumers() {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    g_strlcpy(address.sun_path, pipewire.socket_path().c_str(), sizeof(address.sun_path));
-    g_assert_cmpint(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), ==, 0);
-    PipeWireClient host(fd);
-    wait_until([&] { return !host.nodes().empty(); }, 2s);
-    size_t consumers = 0;
-    for (const auto& [id, node] : host.nodes()) consumers += node.media_class == "Stream/Input/Video";
-    return consumers;
-  }
+  size_t host_video_consumers() { return video_consumers(pipewire); }
 };
 
 // The whole way on a byte-only link: the user lets the app use the camera,

@@ -609,6 +609,24 @@ void test_relay_stalled_guest() {
   g_assert_true(cast.vm.broker().process().running());
 }
 
+// The link drops while the app watches: the relay stops on both sides —
+// the broker no longer consumes the host's stream, the guest's node goes.
+void test_relay_link_drops() {
+  if (skip_without_relay()) return;
+  RelayVm cast;
+  const std::string session = create_session(cast.guest(), "dropped");
+  const StartedStream stream = start_cast(cast.guest(), session);
+  std::string error_name;
+  PipeWireClient app(open_remote(cast.guest(), session, &error_name));
+  app.consume(stream.node_id, patterns::kScreenCastTag);
+  g_assert_true(app.wait_for_frames(5));
+  g_assert_cmpuint(video_consumers(cast.pipewire), ==, 1);  // the broker's relay
+  cast.vm.stop_agent();
+  g_assert_true(wait_until([&] { return video_consumers(cast.pipewire) == 0; }));
+  g_assert_true(wait_until([&] { return !app.sees(stream.node_id); }));
+  g_assert_true(cast.vm.broker().process().running());
+}
+
 // A byte-only link to a VM without the relay, or without PipeWire: the
 // user can still be asked and the session starts, but OpenPipeWireRemote
 // fails at once, naming what the VM is missing; the broker carries on.
@@ -681,6 +699,7 @@ int main(int argc, char** argv) {
   add_test("/screencast/relay/stream", test_relay_stream);
   add_test("/screencast/relay/stalled-guest", test_relay_stalled_guest);
   add_test("/screencast/relay/missing", test_relay_missing);
+  add_test("/screencast/relay/link-drops", test_relay_link_drops);
   add_test("/screencast/byte-only-link-v1", test_byte_only_link_v1);
   return g_test_run();
 }

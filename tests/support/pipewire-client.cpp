@@ -4,6 +4,10 @@
 
 #include <spa/param/video/format-utils.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "backend/test-patterns.hpp"
@@ -175,6 +179,22 @@ void assert_good_frames(const PipeWireClient::Frames& frames, uint32_t width, ui
   for (size_t i = 1; i < frames.numbers.size(); i++) g_assert_cmpuint(frames.numbers[i], >, frames.numbers[i - 1]);
   g_assert_cmpuint(frames.numbers.front(), >=, 1);
   g_assert_cmpuint(frames.mismatches, ==, 0);
+}
+
+size_t video_consumers(const HostPipeWire& pipewire) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  g_strlcpy(address.sun_path, pipewire.socket_path().c_str(), sizeof(address.sun_path));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    throw FixtureError("cannot connect to " + pipewire.socket_path());
+  }
+  PipeWireClient client(fd);
+  wait_until([&] { return !client.nodes().empty(); }, 2s);  // the registry's first answer
+  size_t consumers = 0;
+  for (const auto& [id, node] : client.nodes()) consumers += node.media_class == "Stream/Input/Video";
+  return consumers;
 }
 
 std::unique_ptr<ChildProcess> start_test_camera(const HostPipeWire& pipewire, uint32_t* node_id) {

@@ -91,6 +91,11 @@ class PipeWireClient {
 // every one @width × @height and the pattern (g_assert).
 void assert_good_frames(const PipeWireClient::Frames& frames, uint32_t width, uint32_t height, size_t at_least = 10);
 
+// The video consumers (media.class Stream/Input/Video) on @pipewire now, as
+// a client of its own sees them: whether anything still takes a source's
+// frames (the broker's relay among them).
+size_t video_consumers(const HostPipeWire& pipewire);
+
 // sidebus-test-camera on @pipewire (a Video/Source node, media.role Camera,
 // painting test_patterns::kCameraTag at 320×240); its node id in @node_id.
 // Start it before the HostPortal: xdg-desktop-portal 1.16 only counts the
