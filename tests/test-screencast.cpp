@@ -24,8 +24,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <atomic>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/test-patterns.hpp"
@@ -627,6 +629,91 @@ void test_relay_link_drops() {
   g_assert_true(cast.vm.broker().process().running());
 }
 
+// A hostile guest relay (the guest owns it: it may be anything): this test
+// owns org.sidebus.GuestRelay1 itself, on a connection and thread of its
+// own, answers CreateStream with a node id, answers OpenRemote without an
+// fd, and then sends credit for frames it was never sent. The broker
+// answers the app with a clear error, cuts the stream off with the reason
+// (it no longer consumes the host's stream), and carries on.
+struct HostileRelay {
+  std::string address;
+  std::thread thread;
+  GMainContext* context = g_main_context_new();
+  GMainLoop* loop = g_main_loop_new(context, FALSE);
+  std::atomic<bool> owned{false};
+  std::atomic<int> frame_socket{-1};
+  explicit HostileRelay(const std::string& bus) : address(bus) {
+    thread = std::thread([this] { run(); });
+    wait_until([&] { return owned.load(); });
+  }
+  ~HostileRelay() {
+    g_main_loop_quit(loop);
+    thread.join();
+    g_main_loop_unref(loop);
+    g_main_context_unref(context);
+    if (frame_socket >= 0) close(frame_socket);
+  }
+  static void handle(GDBusConnection*, const char*, const char*, const char*, const char* method, GVariant*,
+                     GDBusMethodInvocation* invocation, gpointer data) {
+    auto* self = static_cast<HostileRelay*>(data);
+    if (g_str_equal(method, "CreateStream")) {
+      GUnixFDList* fds = g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
+      self->frame_socket = fds != nullptr ? g_unix_fd_list_get(fds, 0, nullptr) : -1;
+      g_dbus_method_invocation_return_value(invocation, g_variant_new("(u)", 42));
+    } else {
+      g_dbus_method_invocation_return_value(invocation, g_variant_new("(h)", 0));  // no fd behind it
+    }
+  }
+  void run() {
+    g_main_context_push_thread_default(context);
+    g_autoptr(GDBusConnection) bus = g_dbus_connection_new_for_address_sync(
+        address.c_str(),
+        static_cast<GDBusConnectionFlags>(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                          G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
+        nullptr, nullptr, nullptr);
+    g_assert_nonnull(bus);
+    static const char xml[] =
+        "<node><interface name='org.sidebus.GuestRelay1'>"
+        "<method name='CreateStream'><arg type='h' direction='in'/><arg type='a{sv}' direction='in'/>"
+        "<arg type='u' direction='out'/></method>"
+        "<method name='OpenRemote'><arg type='au' direction='in'/><arg type='h' direction='out'/></method>"
+        "</interface></node>";
+    g_autoptr(GDBusNodeInfo) info = g_dbus_node_info_new_for_xml(xml, nullptr);
+    static const GDBusInterfaceVTable vtable = {handle, nullptr, nullptr, {}};
+    g_dbus_connection_register_object(bus, "/org/sidebus/GuestRelay1", info->interfaces[0], &vtable, this, nullptr,
+                                      nullptr);
+    g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+        bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName",
+        g_variant_new("(su)", "org.sidebus.GuestRelay1", 4), G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, 5000,
+        nullptr, nullptr);
+    owned = reply != nullptr;
+    g_main_loop_run(loop);
+    g_main_context_pop_thread_default(context);
+  }
+};
+
+void test_relay_hostile_guest() {
+  if (skip_without_relay()) return;
+  RelayVm cast(/*guest_pipewire_runs=*/true, /*relay=*/false);
+  HostileRelay hostile(cast.vm.guest().address());
+  g_assert_true(hostile.owned.load());
+  const std::string session = create_session(cast.guest(), "hostile");
+  const StartedStream stream = start_cast(cast.guest(), session);
+  g_assert_cmpuint(stream.node_id, ==, 42);  // what the guest said: it is the guest's to say
+  g_assert_cmpuint(video_consumers(cast.pipewire), ==, 1);
+  std::string error_name, message;
+  g_assert_cmpint(open_remote(cast.guest(), session, &error_name, &message), ==, -1);
+  assert_str_eq(error_name, kFailed);
+  g_assert_nonnull(strstr(message.c_str(), "gave no remote"));
+  // Credit for 1000 frames: more than the window, for frames never sent.
+  const uint8_t credit[12] = {4, 0, 0, 0, 4, 0, 0, 0, 0xe8, 0x03, 0, 0};
+  g_assert_cmpint(write(hostile.frame_socket, credit, sizeof credit), ==, 12);
+  g_assert_true(wait_until([&] { return video_consumers(cast.pipewire) == 0; }));
+  assert_str_eq(close_session(cast.guest(), session), "");
+  create_session(cast.guest(), "after");
+  g_assert_true(cast.vm.broker().process().running());
+}
+
 // A byte-only link to a VM without the relay, or without PipeWire: the
 // user can still be asked and the session starts, but OpenPipeWireRemote
 // fails at once, naming what the VM is missing; the broker carries on.
@@ -700,6 +787,7 @@ int main(int argc, char** argv) {
   add_test("/screencast/relay/stalled-guest", test_relay_stalled_guest);
   add_test("/screencast/relay/missing", test_relay_missing);
   add_test("/screencast/relay/link-drops", test_relay_link_drops);
+  add_test("/screencast/relay/hostile-guest", test_relay_hostile_guest);
   add_test("/screencast/byte-only-link-v1", test_byte_only_link_v1);
   return g_test_run();
 }
