@@ -431,9 +431,7 @@ static void email_portal_iface_init(SidebusPortalInterface* iface) {
 }
 
 static void email_portal_init(EmailPortal* self) { self->portal = nullptr; }
-static void email_portal_class_init(EmailPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = email_portal_finalize;
-}
+static void email_portal_class_init(EmailPortalClass* klass) { G_OBJECT_CLASS(klass)->finalize = email_portal_finalize; }
 static void email_portal_class_finalize(EmailPortalClass*) {}
 
 extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {

@@ -29,8 +29,6 @@
 //    orphans included.
 // What a notification may hold, and the host's copy of it (the VM's name in
 // the title, icons), is notification-content.cpp. version = min(host, 2).
-#include "notification.hpp"
-
 #include <libpeas/peas.h>
 #include <unistd.h>
 
@@ -43,6 +41,7 @@
 #include <utility>
 
 #include "notification-dbus.h"
+#include "notification.hpp"
 
 namespace sidebus::notification {
 

@@ -27,8 +27,6 @@
 //    The copy stays charged to portals.print.max_copied_total until the
 //    request ends.
 //  - version: min(host portal's version, kImplementedVersion).
-#include "print.hpp"
-
 #include <libpeas/peas.h>
 #include <sidebus-plugin.h>
 
@@ -41,6 +39,7 @@
 #include "guest-text.hpp"
 #include "host-input.hpp"
 #include "print-dbus.h"
+#include "print.hpp"
 
 namespace sidebus::print {
 using namespace sidebus::common;
@@ -405,9 +404,7 @@ static void print_portal_iface_init(SidebusPortalInterface* iface) {
 }
 
 static void print_portal_init(PrintPortal* self) { self->portal = nullptr; }
-static void print_portal_class_init(PrintPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = print_portal_finalize;
-}
+static void print_portal_class_init(PrintPortalClass* klass) { G_OBJECT_CLASS(klass)->finalize = print_portal_finalize; }
 static void print_portal_class_finalize(PrintPortalClass*) {}
 
 extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
