@@ -129,8 +129,8 @@ void test_host_proxy() {
   std::vector<std::string> host = lookup(vm.host().connection(), "http://example.com/");
   g_assert_cmpuint(host.size(), >=, 1);
   if (host[0] != kHostProxy) {
-    g_test_message("the host's resolver ignores http_proxy (no glib-networking libproxy module?): it says %s",
-                   host[0].c_str());
+    g_test_skip(("the host's resolver ignores http_proxy (no glib-networking libproxy module?): it says " + host[0])
+                    .c_str());
     return;
   }
   GuestApp app(vm, {"network", "--lookup", "http://example.com/"}, kUsePortals);

@@ -50,6 +50,28 @@ struct HostInput {
   std::shared_ptr<HostCopy> copy;  // for a copy: it lives as long as this does
 };
 
+// A guest call held while the inputs it carries are copied: the invocation
+// to answer, the guest's options and the host's, referenced for as long as
+// it is held; @title, what the call titles the host dialog with (Print).
+struct HeldCall {
+  HeldCall(GDBusMethodInvocation* invocation, GVariant* options, GVariant* host_options, const char* title = "")
+      : invocation(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))),
+        options(g_variant_ref(options)),
+        host_options(g_variant_ref(host_options)),
+        title(title) {}
+  ~HeldCall() {
+    g_object_unref(invocation);
+    g_variant_unref(options);
+    g_variant_unref(host_options);
+  }
+  HeldCall(const HeldCall&) = delete;
+  HeldCall& operator=(const HeldCall&) = delete;
+  GDBusMethodInvocation* invocation;
+  GVariant* options;
+  GVariant* host_options;
+  std::string title;
+};
+
 // Checks the fds @handles of @fd_list (every one, before anything happens).
 // Errors are SIDEBUS_ERRORs for the guest: NOT_ALLOWED for what policy
 // refuses (naming the configuration key), INVALID_ARGUMENT for a handle

@@ -41,6 +41,7 @@
 #include "guest-text.hpp"
 #include "host-input.hpp"
 #include "uri-policy.hpp"
+#include "portal-module.hpp"
 
 namespace sidebus::email {
 using namespace sidebus::common;
@@ -154,24 +155,6 @@ struct Settings {
 };
 
 using Copies = std::vector<std::shared_ptr<HostCopy>>;
-
-// A ComposeEmail call held while its attachments are copied.
-struct HeldCall {
-  HeldCall(GDBusMethodInvocation* invocation, GVariant* options, GVariant* host_options)
-      : invocation(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))),
-        options(g_variant_ref(options)),
-        host_options(g_variant_ref(host_options)) {}
-  ~HeldCall() {
-    g_object_unref(invocation);
-    g_variant_unref(options);
-    g_variant_unref(host_options);
-  }
-  HeldCall(const HeldCall&) = delete;
-  HeldCall& operator=(const HeldCall&) = delete;
-  GDBusMethodInvocation* invocation;
-  GVariant* options;
-  GVariant* host_options;
-};
 
 // ---- The portal ------------------------------------------------------------------
 
@@ -386,55 +369,5 @@ void Email::keep_for_a_while(Copies copies) {
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define EMAIL_TYPE_PORTAL (email_portal_get_type())
-G_DECLARE_FINAL_TYPE(EmailPortal, email_portal, EMAIL, PORTAL, GObject)
-
-struct _EmailPortal {
-  GObject parent_instance;
-  sidebus::email::Email* portal;  // between start() and stop()
-};
-
-static void email_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(EmailPortal, email_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, email_portal_iface_init))
-
-static gboolean email_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  EmailPortal* self = EMAIL_PORTAL(portal);
-  auto started = sidebus::email::Email::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void email_portal_stop(SidebusPortal* portal) {
-  EmailPortal* self = EMAIL_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static void email_portal_finalize(GObject* object) {
-  delete EMAIL_PORTAL(object)->portal;
-  G_OBJECT_CLASS(email_portal_parent_class)->finalize(object);
-}
-
-static const SidebusConfigKey* email_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::email::kConfigKeys);
-  return sidebus::email::kConfigKeys;
-}
-
-static void email_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = email_portal_start;
-  iface->stop = email_portal_stop;
-  iface->get_config_schema = email_portal_get_config_schema;
-}
-
-static void email_portal_init(EmailPortal* self) { self->portal = nullptr; }
-static void email_portal_class_init(EmailPortalClass* klass) { G_OBJECT_CLASS(klass)->finalize = email_portal_finalize; }
-static void email_portal_class_finalize(EmailPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  email_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, EMAIL_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(EmailPortal, email_portal, sidebus::email::Email,
+                      std::span<const SidebusConfigKey>(sidebus::email::kConfigKeys))

@@ -35,6 +35,7 @@
 #include <string>
 
 #include "inhibit-dbus.h"
+#include "portal-module.hpp"
 
 namespace sidebus::inhibit {
 namespace {
@@ -270,57 +271,5 @@ gboolean Inhibit::on_query_end_response(SidebusInhibitGenInhibit*, GDBusMethodIn
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define INHIBIT_TYPE_PORTAL (sidebus_inhibit_portal_get_type())
-G_DECLARE_FINAL_TYPE(SidebusInhibitPortal, sidebus_inhibit_portal, SIDEBUS, INHIBIT_PORTAL, GObject)
-
-struct _SidebusInhibitPortal {
-  GObject parent_instance;
-  sidebus::inhibit::Inhibit* portal;  // between start() and stop()
-};
-
-static void sidebus_inhibit_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(SidebusInhibitPortal, sidebus_inhibit_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, sidebus_inhibit_portal_iface_init))
-
-static gboolean sidebus_inhibit_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  auto* self = SIDEBUS_INHIBIT_PORTAL(portal);
-  auto started = sidebus::inhibit::Inhibit::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void sidebus_inhibit_portal_stop(SidebusPortal* portal) {
-  auto* self = SIDEBUS_INHIBIT_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static const SidebusConfigKey* sidebus_inhibit_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = 0;  // nothing to configure but "enabled"
-  return nullptr;
-}
-
-static void sidebus_inhibit_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = sidebus_inhibit_portal_start;
-  iface->stop = sidebus_inhibit_portal_stop;
-  iface->get_config_schema = sidebus_inhibit_portal_get_config_schema;
-}
-
-static void sidebus_inhibit_portal_finalize(GObject* object) {
-  delete SIDEBUS_INHIBIT_PORTAL(object)->portal;
-  G_OBJECT_CLASS(sidebus_inhibit_portal_parent_class)->finalize(object);
-}
-
-static void sidebus_inhibit_portal_init(SidebusInhibitPortal* self) { self->portal = nullptr; }
-static void sidebus_inhibit_portal_class_init(SidebusInhibitPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = sidebus_inhibit_portal_finalize;
-}
-static void sidebus_inhibit_portal_class_finalize(SidebusInhibitPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  sidebus_inhibit_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, INHIBIT_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(SidebusInhibitPortal, sidebus_inhibit_portal, sidebus::inhibit::Inhibit,
+                      std::span<const SidebusConfigKey>())

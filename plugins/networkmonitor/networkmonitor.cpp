@@ -35,6 +35,7 @@
 #include <string>
 
 #include "networkmonitor-dbus.h"
+#include "portal-module.hpp"
 
 namespace sidebus::networkmonitor {
 namespace {
@@ -273,59 +274,5 @@ void NetworkMonitor::on_host_changed(SidebusContext* context, const char*, const
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define NETWORKMONITOR_TYPE_PORTAL (sidebus_networkmonitor_portal_get_type())
-G_DECLARE_FINAL_TYPE(SidebusNetworkmonitorPortal, sidebus_networkmonitor_portal, SIDEBUS, NETWORKMONITOR_PORTAL,
-                     GObject)
-
-struct _SidebusNetworkmonitorPortal {
-  GObject parent_instance;
-  sidebus::networkmonitor::NetworkMonitor* portal;  // between start() and stop()
-};
-
-static void sidebus_networkmonitor_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(SidebusNetworkmonitorPortal, sidebus_networkmonitor_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL,
-                                                             sidebus_networkmonitor_portal_iface_init))
-
-static gboolean sidebus_networkmonitor_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  auto* self = SIDEBUS_NETWORKMONITOR_PORTAL(portal);
-  auto started = sidebus::networkmonitor::NetworkMonitor::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void sidebus_networkmonitor_portal_stop(SidebusPortal* portal) {
-  auto* self = SIDEBUS_NETWORKMONITOR_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static const SidebusConfigKey* sidebus_networkmonitor_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::networkmonitor::kConfigKeys);
-  return sidebus::networkmonitor::kConfigKeys;
-}
-
-static void sidebus_networkmonitor_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = sidebus_networkmonitor_portal_start;
-  iface->stop = sidebus_networkmonitor_portal_stop;
-  iface->get_config_schema = sidebus_networkmonitor_portal_get_config_schema;
-}
-
-static void sidebus_networkmonitor_portal_finalize(GObject* object) {
-  delete SIDEBUS_NETWORKMONITOR_PORTAL(object)->portal;
-  G_OBJECT_CLASS(sidebus_networkmonitor_portal_parent_class)->finalize(object);
-}
-
-static void sidebus_networkmonitor_portal_init(SidebusNetworkmonitorPortal* self) { self->portal = nullptr; }
-static void sidebus_networkmonitor_portal_class_init(SidebusNetworkmonitorPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = sidebus_networkmonitor_portal_finalize;
-}
-static void sidebus_networkmonitor_portal_class_finalize(SidebusNetworkmonitorPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  sidebus_networkmonitor_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, NETWORKMONITOR_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(SidebusNetworkmonitorPortal, sidebus_networkmonitor_portal, sidebus::networkmonitor::NetworkMonitor,
+                      std::span<const SidebusConfigKey>(sidebus::networkmonitor::kConfigKeys))

@@ -42,6 +42,7 @@
 
 #include "notification-dbus.h"
 #include "notification.hpp"
+#include "portal-module.hpp"
 
 namespace sidebus::notification {
 
@@ -368,58 +369,5 @@ void Notification::on_host_action_invoked(SidebusContext* context, const char*, 
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define NOTIFICATION_TYPE_PORTAL (sidebus_notification_portal_get_type())
-G_DECLARE_FINAL_TYPE(SidebusNotificationPortal, sidebus_notification_portal, SIDEBUS, NOTIFICATION_PORTAL, GObject)
-
-struct _SidebusNotificationPortal {
-  GObject parent_instance;
-  sidebus::notification::Notification* portal;  // between start() and stop()
-};
-
-static void sidebus_notification_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(SidebusNotificationPortal, sidebus_notification_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL,
-                                                             sidebus_notification_portal_iface_init))
-
-static gboolean sidebus_notification_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  auto* self = SIDEBUS_NOTIFICATION_PORTAL(portal);
-  auto started = sidebus::notification::Notification::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void sidebus_notification_portal_stop(SidebusPortal* portal) {
-  auto* self = SIDEBUS_NOTIFICATION_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static const SidebusConfigKey* sidebus_notification_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = sidebus::notification::kConfigKeyCount;
-  return sidebus::notification::kConfigKeys;
-}
-
-static void sidebus_notification_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = sidebus_notification_portal_start;
-  iface->stop = sidebus_notification_portal_stop;
-  iface->get_config_schema = sidebus_notification_portal_get_config_schema;
-}
-
-static void sidebus_notification_portal_finalize(GObject* object) {
-  delete SIDEBUS_NOTIFICATION_PORTAL(object)->portal;
-  G_OBJECT_CLASS(sidebus_notification_portal_parent_class)->finalize(object);
-}
-
-static void sidebus_notification_portal_init(SidebusNotificationPortal* self) { self->portal = nullptr; }
-static void sidebus_notification_portal_class_init(SidebusNotificationPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = sidebus_notification_portal_finalize;
-}
-static void sidebus_notification_portal_class_finalize(SidebusNotificationPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  sidebus_notification_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, NOTIFICATION_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(SidebusNotificationPortal, sidebus_notification_portal, sidebus::notification::Notification,
+                      std::span<const SidebusConfigKey>(sidebus::notification::kConfigKeys))

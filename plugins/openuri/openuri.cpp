@@ -38,6 +38,7 @@
 #include "guest-file.hpp"
 #include "openuri-dbus.h"
 #include "uri-policy.hpp"
+#include "portal-module.hpp"
 
 namespace sidebus::openuri {
 // Guest files, host copies and the URI policy: plugins/common/.
@@ -544,57 +545,5 @@ gboolean OpenUri::on_scheme_supported(OpenUriGenOpenURI* skeleton, GDBusMethodIn
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define OPENURI_TYPE_PORTAL (openuri_portal_get_type())
-G_DECLARE_FINAL_TYPE(OpenUriPortal, openuri_portal, OPENURI, PORTAL, GObject)
-
-struct _OpenUriPortal {
-  GObject parent_instance;
-  sidebus::openuri::OpenUri* portal;  // between start() and stop()
-};
-
-static void openuri_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(OpenUriPortal, openuri_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, openuri_portal_iface_init))
-
-static gboolean openuri_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  OpenUriPortal* self = OPENURI_PORTAL(portal);
-  auto started = sidebus::openuri::OpenUri::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void openuri_portal_stop(SidebusPortal* portal) {
-  OpenUriPortal* self = OPENURI_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static void openuri_portal_finalize(GObject* object) {
-  delete OPENURI_PORTAL(object)->portal;
-  G_OBJECT_CLASS(openuri_portal_parent_class)->finalize(object);
-}
-
-static const SidebusConfigKey* openuri_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::openuri::kConfigKeys);
-  return sidebus::openuri::kConfigKeys;
-}
-
-static void openuri_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = openuri_portal_start;
-  iface->stop = openuri_portal_stop;
-  iface->get_config_schema = openuri_portal_get_config_schema;
-}
-
-static void openuri_portal_init(OpenUriPortal* self) { self->portal = nullptr; }
-static void openuri_portal_class_init(OpenUriPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = openuri_portal_finalize;
-}
-static void openuri_portal_class_finalize(OpenUriPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  openuri_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, OPENURI_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(OpenUriPortal, openuri_portal, sidebus::openuri::OpenUri,
+                      std::span<const SidebusConfigKey>(sidebus::openuri::kConfigKeys))

@@ -40,6 +40,7 @@
 #include "host-input.hpp"
 #include "print-dbus.h"
 #include "print.hpp"
+#include "portal-module.hpp"
 
 namespace sidebus::print {
 using namespace sidebus::common;
@@ -96,26 +97,6 @@ struct Settings {
 struct PrintCall {
   std::shared_ptr<HostCopy> copy;
   static void destroy(gpointer data) { delete static_cast<PrintCall*>(data); }
-};
-
-// A Print call held while its document is copied.
-struct HeldCall {
-  HeldCall(GDBusMethodInvocation* invocation, GVariant* options, GVariant* host_options, const char* title)
-      : invocation(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))),
-        options(g_variant_ref(options)),
-        host_options(g_variant_ref(host_options)),
-        title(title) {}
-  ~HeldCall() {
-    g_object_unref(invocation);
-    g_variant_unref(options);
-    g_variant_unref(host_options);
-  }
-  HeldCall(const HeldCall&) = delete;
-  HeldCall& operator=(const HeldCall&) = delete;
-  GDBusMethodInvocation* invocation;
-  GVariant* options;
-  GVariant* host_options;
-  std::string title;
 };
 
 // ---- The portal ------------------------------------------------------------------
@@ -359,55 +340,5 @@ void Print::on_printed(SidebusRequest* request, guint32 response, GVariant*, gpo
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define PRINT_TYPE_PORTAL (print_portal_get_type())
-G_DECLARE_FINAL_TYPE(PrintPortal, print_portal, PRINT, PORTAL, GObject)
-
-struct _PrintPortal {
-  GObject parent_instance;
-  sidebus::print::Print* portal;  // between start() and stop()
-};
-
-static void print_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(PrintPortal, print_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, print_portal_iface_init))
-
-static gboolean print_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  PrintPortal* self = PRINT_PORTAL(portal);
-  auto started = sidebus::print::Print::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void print_portal_stop(SidebusPortal* portal) {
-  PrintPortal* self = PRINT_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static void print_portal_finalize(GObject* object) {
-  delete PRINT_PORTAL(object)->portal;
-  G_OBJECT_CLASS(print_portal_parent_class)->finalize(object);
-}
-
-static const SidebusConfigKey* print_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::print::kConfigKeys);
-  return sidebus::print::kConfigKeys;
-}
-
-static void print_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = print_portal_start;
-  iface->stop = print_portal_stop;
-  iface->get_config_schema = print_portal_get_config_schema;
-}
-
-static void print_portal_init(PrintPortal* self) { self->portal = nullptr; }
-static void print_portal_class_init(PrintPortalClass* klass) { G_OBJECT_CLASS(klass)->finalize = print_portal_finalize; }
-static void print_portal_class_finalize(PrintPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  print_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, PRINT_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(PrintPortal, print_portal, sidebus::print::Print,
+                      std::span<const SidebusConfigKey>(sidebus::print::kConfigKeys))

@@ -29,6 +29,7 @@
 #include <memory>
 
 #include "proxyresolver-dbus.h"
+#include "portal-module.hpp"
 
 namespace sidebus::proxyresolver {
 namespace {
@@ -129,58 +130,5 @@ gboolean ProxyResolver::on_lookup(SidebusProxyResolverGenProxyResolver* skeleton
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define PROXYRESOLVER_TYPE_PORTAL (sidebus_proxyresolver_portal_get_type())
-G_DECLARE_FINAL_TYPE(SidebusProxyresolverPortal, sidebus_proxyresolver_portal, SIDEBUS, PROXYRESOLVER_PORTAL, GObject)
-
-struct _SidebusProxyresolverPortal {
-  GObject parent_instance;
-  sidebus::proxyresolver::ProxyResolver* portal;  // between start() and stop()
-};
-
-static void sidebus_proxyresolver_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(SidebusProxyresolverPortal, sidebus_proxyresolver_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL,
-                                                             sidebus_proxyresolver_portal_iface_init))
-
-static gboolean sidebus_proxyresolver_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  auto* self = SIDEBUS_PROXYRESOLVER_PORTAL(portal);
-  auto started = sidebus::proxyresolver::ProxyResolver::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void sidebus_proxyresolver_portal_stop(SidebusPortal* portal) {
-  auto* self = SIDEBUS_PROXYRESOLVER_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static const SidebusConfigKey* sidebus_proxyresolver_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::proxyresolver::kConfigKeys);
-  return sidebus::proxyresolver::kConfigKeys;
-}
-
-static void sidebus_proxyresolver_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = sidebus_proxyresolver_portal_start;
-  iface->stop = sidebus_proxyresolver_portal_stop;
-  iface->get_config_schema = sidebus_proxyresolver_portal_get_config_schema;
-}
-
-static void sidebus_proxyresolver_portal_finalize(GObject* object) {
-  delete SIDEBUS_PROXYRESOLVER_PORTAL(object)->portal;
-  G_OBJECT_CLASS(sidebus_proxyresolver_portal_parent_class)->finalize(object);
-}
-
-static void sidebus_proxyresolver_portal_init(SidebusProxyresolverPortal* self) { self->portal = nullptr; }
-static void sidebus_proxyresolver_portal_class_init(SidebusProxyresolverPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = sidebus_proxyresolver_portal_finalize;
-}
-static void sidebus_proxyresolver_portal_class_finalize(SidebusProxyresolverPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  sidebus_proxyresolver_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, PROXYRESOLVER_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(SidebusProxyresolverPortal, sidebus_proxyresolver_portal, sidebus::proxyresolver::ProxyResolver,
+                      std::span<const SidebusConfigKey>(sidebus::proxyresolver::kConfigKeys))

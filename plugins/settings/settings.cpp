@@ -29,6 +29,7 @@
 
 #include "namespaces.hpp"
 #include "settings-dbus.h"
+#include "portal-module.hpp"
 
 namespace sidebus::settings {
 namespace {
@@ -293,57 +294,5 @@ void Settings::on_host_setting_changed(SidebusContext* context, const char*, con
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define SETTINGS_TYPE_PORTAL (sidebus_settings_portal_get_type())
-G_DECLARE_FINAL_TYPE(SidebusSettingsPortal, sidebus_settings_portal, SIDEBUS, SETTINGS_PORTAL, GObject)
-
-struct _SidebusSettingsPortal {
-  GObject parent_instance;
-  sidebus::settings::Settings* portal;  // between start() and stop()
-};
-
-static void sidebus_settings_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(SidebusSettingsPortal, sidebus_settings_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, sidebus_settings_portal_iface_init))
-
-static gboolean sidebus_settings_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  auto* self = SIDEBUS_SETTINGS_PORTAL(portal);
-  auto started = sidebus::settings::Settings::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void sidebus_settings_portal_stop(SidebusPortal* portal) {
-  auto* self = SIDEBUS_SETTINGS_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static const SidebusConfigKey* sidebus_settings_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::settings::kConfigKeys);
-  return sidebus::settings::kConfigKeys;
-}
-
-static void sidebus_settings_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = sidebus_settings_portal_start;
-  iface->stop = sidebus_settings_portal_stop;
-  iface->get_config_schema = sidebus_settings_portal_get_config_schema;
-}
-
-static void sidebus_settings_portal_finalize(GObject* object) {
-  delete SIDEBUS_SETTINGS_PORTAL(object)->portal;
-  G_OBJECT_CLASS(sidebus_settings_portal_parent_class)->finalize(object);
-}
-
-static void sidebus_settings_portal_init(SidebusSettingsPortal* self) { self->portal = nullptr; }
-static void sidebus_settings_portal_class_init(SidebusSettingsPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = sidebus_settings_portal_finalize;
-}
-static void sidebus_settings_portal_class_finalize(SidebusSettingsPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  sidebus_settings_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, SETTINGS_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(SidebusSettingsPortal, sidebus_settings_portal, sidebus::settings::Settings,
+                      std::span<const SidebusConfigKey>(sidebus::settings::kConfigKeys))

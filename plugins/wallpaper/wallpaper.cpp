@@ -47,6 +47,7 @@
 #include "host-input.hpp"
 #include "uri-policy.hpp"
 #include "wallpaper-dbus.h"
+#include "portal-module.hpp"
 
 namespace sidebus::wallpaper {
 using namespace sidebus::common;
@@ -117,24 +118,6 @@ std::string target_of(const std::string& dir_name) {
   }
   return {};
 }
-
-// A call held while its file is copied.
-struct HeldCall {
-  HeldCall(GDBusMethodInvocation* invocation, GVariant* options, GVariant* host_options)
-      : invocation(G_DBUS_METHOD_INVOCATION(g_object_ref(invocation))),
-        options(g_variant_ref(options)),
-        host_options(g_variant_ref(host_options)) {}
-  ~HeldCall() {
-    g_object_unref(invocation);
-    g_variant_unref(options);
-    g_variant_unref(host_options);
-  }
-  HeldCall(const HeldCall&) = delete;
-  HeldCall& operator=(const HeldCall&) = delete;
-  GDBusMethodInvocation* invocation;
-  GVariant* options;
-  GVariant* host_options;
-};
 
 // ---- The portal ------------------------------------------------------------------
 
@@ -384,57 +367,5 @@ void Wallpaper::prune(const std::string& target, const std::string& kept) {
 
 // ---- The libpeas extension -------------------------------------------------
 
-#define WALLPAPER_TYPE_PORTAL (wallpaper_portal_get_type())
-G_DECLARE_FINAL_TYPE(WallpaperPortal, wallpaper_portal, WALLPAPER, PORTAL, GObject)
-
-struct _WallpaperPortal {
-  GObject parent_instance;
-  sidebus::wallpaper::Wallpaper* portal;  // between start() and stop()
-};
-
-static void wallpaper_portal_iface_init(SidebusPortalInterface* iface);
-
-G_DEFINE_DYNAMIC_TYPE_EXTENDED(WallpaperPortal, wallpaper_portal, G_TYPE_OBJECT, 0,
-                               G_IMPLEMENT_INTERFACE_DYNAMIC(SIDEBUS_TYPE_PORTAL, wallpaper_portal_iface_init))
-
-static gboolean wallpaper_portal_start(SidebusPortal* portal, SidebusContext* context, GError** error) {
-  WallpaperPortal* self = WALLPAPER_PORTAL(portal);
-  auto started = sidebus::wallpaper::Wallpaper::start(context, error);
-  if (!started) return FALSE;
-  delete self->portal;
-  self->portal = started.release();
-  return TRUE;
-}
-
-static void wallpaper_portal_stop(SidebusPortal* portal) {
-  WallpaperPortal* self = WALLPAPER_PORTAL(portal);
-  delete self->portal;
-  self->portal = nullptr;
-}
-
-static void wallpaper_portal_finalize(GObject* object) {
-  delete WALLPAPER_PORTAL(object)->portal;
-  G_OBJECT_CLASS(wallpaper_portal_parent_class)->finalize(object);
-}
-
-static const SidebusConfigKey* wallpaper_portal_get_config_schema(SidebusPortal*, gsize* n_keys) {
-  *n_keys = G_N_ELEMENTS(sidebus::wallpaper::kConfigKeys);
-  return sidebus::wallpaper::kConfigKeys;
-}
-
-static void wallpaper_portal_iface_init(SidebusPortalInterface* iface) {
-  iface->start = wallpaper_portal_start;
-  iface->stop = wallpaper_portal_stop;
-  iface->get_config_schema = wallpaper_portal_get_config_schema;
-}
-
-static void wallpaper_portal_init(WallpaperPortal* self) { self->portal = nullptr; }
-static void wallpaper_portal_class_init(WallpaperPortalClass* klass) {
-  G_OBJECT_CLASS(klass)->finalize = wallpaper_portal_finalize;
-}
-static void wallpaper_portal_class_finalize(WallpaperPortalClass*) {}
-
-extern "C" G_MODULE_EXPORT void peas_register_types(PeasObjectModule* module) {
-  wallpaper_portal_register_type(G_TYPE_MODULE(module));
-  peas_object_module_register_extension_type(module, SIDEBUS_TYPE_PORTAL, WALLPAPER_TYPE_PORTAL);
-}
+SIDEBUS_PORTAL_MODULE(WallpaperPortal, wallpaper_portal, sidebus::wallpaper::Wallpaper,
+                      std::span<const SidebusConfigKey>(sidebus::wallpaper::kConfigKeys))
