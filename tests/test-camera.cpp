@@ -168,23 +168,127 @@ void test_denied() {
   assert_str_eq(error_name, kNotAllowed);
 }
 
-// A byte-only link: the user is still asked, but the camera's stream cannot
-// reach the VM: OpenPipeWireRemote fails at once with the reason, no fd.
-void test_byte_only_link() {
-  if (skip_without_pipewire()) return;
-  CameraVm cam(/*with_camera=*/true, /*byte_only=*/true);
+// ---- byte-only links: the stream relay ----------------------------------------
+
+bool skip_without_relay() {
+  if (skip_without_pipewire()) return true;
+  if (g_getenv("SIDEBUS_STREAM_RELAY") != nullptr) return false;
+  g_test_skip("sidebus-stream-relay was not built (no libpipewire)");
+  return true;
+}
+
+// A camera VM on a byte-only link, with a PipeWire of its own and the
+// guest's sidebus-stream-relay (started on demand by the guest bus).
+struct RelayCameraVm {
+  HostPipeWire pipewire;
+  HostPipeWire guest_pipewire;
+  uint32_t camera_node = 0;
+  std::unique_ptr<ChildProcess> camera;
+  std::unique_ptr<Vm> vm;
+  RelayCameraVm() {
+    camera = start_test_camera(pipewire, &camera_node);
+    vm = std::make_unique<Vm>(
+        VmOptions{.name = "camera-relay-vm",
+                  .portals = {"camera"},
+                  .byte_only = true,
+                  .host = HostPortalOptions{.env = pipewire.env()},
+                  .guest_services = {
+                      {"org.sidebus.GuestRelay1", "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" + guest_pipewire.runtime_dir() +
+                                                      " " + env_path("SIDEBUS_STREAM_RELAY")}}});
+  }
+  ~RelayCameraVm() { vm.reset(); }
+  GDBusConnection* guest() { return vm->guest().connection(); }
+  size_t host_video_consumers() { return video_consumers(pipewire); }
+};
+
+// The whole way on a byte-only link: the user lets the app use the camera,
+// and the app in the VM gets a guest PipeWire connection that sees one
+// node — the host's camera, relayed to the VM's PipeWire — and its frames.
+void test_relay_stream() {
+  if (skip_without_relay()) return;
+  RelayCameraVm cam;
   g_assert_true(camera_present(cam.guest()));
   cam.vm->host().set_reply("AccessDialog", kResponseSuccess);
   g_assert_cmpuint(access_camera(cam.guest()), ==, kResponseSuccess);
+  std::string error_name;
+  const int fd = open_remote(cam.guest(), &error_name);
+  assert_str_eq(error_name, "");
+  PipeWireClient app(fd);
+  g_assert_true(wait_until([&] { return app.nodes().size() == 1; }));
+  const auto [node_id, node] = *app.nodes().begin();
+  g_assert_cmpstr(node.media_role.c_str(), ==, "Camera");
+  g_assert_cmpstr(node.media_class.c_str(), ==, "Video/Source");
+  app.consume(node_id, patterns::kCameraTag);
+  g_assert_true(app.wait_for_frames(10));
+  assert_good_frames(app.frames(), 320, 240);
+  g_assert_cmpuint(cam.host_video_consumers(), ==, 1);  // the broker's relay, the host's only consumer
+  // A second remote of the same app: the same relayed camera.
+  PipeWireClient again(open_remote(cam.guest(), &error_name));
+  g_assert_true(wait_until([&] { return again.sees(node_id); }));
+}
+
+// A program in the VM, as the guest user, uses the camera through the
+// relay; when it quits, the host's camera is no longer consumed for it.
+void test_relay_guest_app() {
+  if (skip_without_relay()) return;
+  RelayCameraVm cam;
+  cam.vm->host().set_reply("AccessDialog", kResponseSuccess);
+  const std::string png = cam.vm->guest_files() / "relayed.png";
+  GuestBus::Output output = cam.vm->guest().run_as_guest({env_path("SIDEBUS_VIDEO_CLIENT"), "camera", "--frames", "10",
+                                                          "--tag", std::to_string(patterns::kCameraTag), "--png", png},
+                                                         60s);
+  g_assert_true(output.status.success());
+  VariantPtr report = parse("a{sv}", output.out);
+  assert_str_eq(lookup_string(report.get(), "outcome"), "ok");
+  assert_same(lookup(report.get(), "mismatches").get(), "t", "0");
+  // The frame a person would look at, saved by the app in the VM.
+  g_autofree char* picture = nullptr;
+  gsize picture_size = 0;
+  g_assert_true(g_file_get_contents(png.c_str(), &picture, &picture_size, nullptr));
+  g_assert_true(picture_size > 8 && memcmp(picture, "\x89PNG\r\n\x1a\n", 8) == 0);
+  g_assert_cmpuint(g_variant_get_uint32(lookup(report.get(), "frames").get()), >=, 10);
+  g_assert_true(wait_until([&] { return cam.host_video_consumers() == 0; }));
+  g_assert_true(cam.vm->broker().process().running());
+}
+
+// Without the user's consent the host gives no remote: NotAllowed, as on
+// any link, and no relay starts.
+void test_relay_denied() {
+  if (skip_without_relay()) return;
+  RelayCameraVm cam;
+  cam.vm->host().set_reply("AccessDialog", kResponseCancelled);
+  g_assert_cmpuint(access_camera(cam.guest()), ==, kResponseCancelled);
+  std::string error_name;
+  g_assert_cmpint(open_remote(cam.guest(), &error_name), ==, -1);
+  assert_str_eq(error_name, kNotAllowed);
+  g_assert_cmpuint(cam.host_video_consumers(), ==, 0);
+}
+
+// A byte-only link whose agent forwards no fds (link protocol 1): the
+// relay's frame socket cannot cross; OpenPipeWireRemote says so at once.
+void test_byte_only_link_v1() {
+  if (skip_without_pipewire()) return;
+  HostPipeWire pipewire;
+  uint32_t camera_node = 0;
+  std::unique_ptr<ChildProcess> camera = start_test_camera(pipewire, &camera_node);
+  auto vm = std::make_unique<Vm>(VmOptions{.name = "camera-v1-vm",
+                                           .portals = {"camera"},
+                                           .byte_only = true,
+                                           .host = HostPortalOptions{.env = pipewire.env()},
+                                           .agent_args = {"--link-protocol", "1"}});
+  GDBusConnection* guest = vm->guest().connection();
+  g_assert_true(camera_present(guest));
+  vm->host().set_reply("AccessDialog", kResponseSuccess);
+  g_assert_cmpuint(access_camera(guest), ==, kResponseSuccess);
   std::string error_name, message;
   const gint64 asked = g_get_monotonic_time();
-  g_assert_cmpint(open_remote(cam.guest(), &error_name, &message), ==, -1);
+  g_assert_cmpint(open_remote(guest, &error_name, &message), ==, -1);
   g_assert_cmpint(g_get_monotonic_time() - asked, <, 5 * G_USEC_PER_SEC);
   assert_str_eq(error_name, kNotSupported);
   g_assert_nonnull(strstr(message.c_str(), "cannot carry a PipeWire connection"));
   g_assert_nonnull(strstr(message.c_str(), "the camera"));
-  g_assert_true(cam.vm->broker().process().running());
-  g_assert_cmpuint(access_camera(cam.guest()), ==, kResponseSuccess);  // still serving
+  g_assert_true(vm->broker().process().running());
+  vm.reset();
 }
 
 }  // namespace
@@ -196,6 +300,9 @@ int main(int argc, char** argv) {
   add_test("/camera/access-and-stream", test_access_and_stream);
   add_test("/camera/guest-app", test_guest_app);
   add_test("/camera/denied", test_denied);
-  add_test("/camera/byte-only-link", test_byte_only_link);
+  add_test("/camera/relay/stream", test_relay_stream);
+  add_test("/camera/relay/guest-app", test_relay_guest_app);
+  add_test("/camera/relay/denied", test_relay_denied);
+  add_test("/camera/byte-only-link-v1", test_byte_only_link_v1);
   return g_test_run();
 }

@@ -449,6 +449,78 @@ void test_socket_both_ways() {
   close(s[0]);
 }
 
+// ---- fds kept in the guest (KEPT records) ----
+
+// The guest's relay helper answers the broker's call with an fd: it stays in
+// the guest, and the broker gets a stand-in. When the broker hands the
+// stand-in to a guest client, that client gets the helper's own fd — the
+// very same socket, not a relay of it. Any other reply's socket still
+// becomes a stream.
+void test_kept_in_guest() {
+  Link link;
+  g_autoptr(GDBusMessage) ask = g_dbus_message_new_method_call("org.sidebus.GuestRelay1", "/org/sidebus/GuestRelay1",
+                                                               wire::kKeptRepliesInterface, "OpenRemote");
+  g_dbus_message_set_serial(ask, 7);
+  g_dbus_message_set_body(ask, g_variant_new("(au)", nullptr));
+  send_message(link.host(), blob_of(ask));
+  Received asked = receive_message(link.guest());
+  g_assert_nonnull(asked.message.get());
+  g_assert_cmpstr(g_dbus_message_get_member(asked.message.get()), ==, "OpenRemote");
+
+  int s[2];
+  g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), ==, 0);
+  g_autoptr(GDBusMessage) answer = g_dbus_message_new();
+  g_dbus_message_set_message_type(answer, G_DBUS_MESSAGE_TYPE_METHOD_RETURN);
+  g_dbus_message_set_serial(answer, 3);
+  g_dbus_message_set_reply_serial(answer, 7);
+  g_dbus_message_set_destination(answer, ":1.1");
+  g_dbus_message_set_sender(answer, ":1.9");
+  g_autoptr(GUnixFDList) list = g_unix_fd_list_new_from_array(&s[1], 1);  // takes s[1]
+  g_dbus_message_set_body(answer, g_variant_new("(h)", 0));
+  g_dbus_message_set_unix_fd_list(answer, list);
+  int helper_fd = g_unix_fd_list_get(list, 0, nullptr);
+  send_message(link.guest(), blob_of(answer), {helper_fd});
+  struct stat helper {};
+  g_assert_cmpint(fstat(helper_fd, &helper), ==, 0);
+  Received stand_in = receive_message(link.host());
+  g_assert_nonnull(stand_in.message.get());
+  g_assert_cmpuint(stand_in.fds.size(), ==, 1);
+  struct stat st {};
+  g_assert_cmpint(fstat(stand_in.fds[0], &st), ==, 0);
+  g_assert_false(S_ISSOCK(st.st_mode));  // a stand-in, not a channel
+  g_assert_cmpuint(link.broker_counters().channels_opened.load(), ==, 0);
+
+  // The broker hands it on to guest client :1.5: the guest gets the helper's socket itself.
+  send_message(link.host(), reply(4, 11, {stand_in.fds[0]}), {stand_in.fds[0]});
+  Received handed = receive_message(link.guest());
+  g_assert_nonnull(handed.message.get());
+  g_assert_cmpuint(handed.fds.size(), ==, 1);
+  g_assert_cmpint(fstat(handed.fds[0], &st), ==, 0);
+  g_assert_true(S_ISSOCK(st.st_mode));
+  g_assert_cmpuint(st.st_ino, ==, helper.st_ino);
+  g_assert_cmpuint(st.st_dev, ==, helper.st_dev);
+  write_all(s[0], "direct", 6);
+  char buffer[16] = {};
+  struct pollfd pfd = {handed.fds[0], POLLIN, 0};
+  g_assert_cmpint(poll(&pfd, 1, kPollMs), ==, 1);
+  g_assert_cmpint(read(handed.fds[0], buffer, sizeof buffer), ==, 6);
+  g_assert_cmpstr(buffer, ==, "direct");
+  g_assert_cmpuint(link.broker_counters().channels_opened.load(), ==, 0);
+  close(helper_fd);
+  close(s[0]);
+
+  // A call that is not to a relay helper keeps to the usual rules: a socket is a stream.
+  int t[2];
+  g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, t), ==, 0);
+  Received streamed = call_through(link, 12, t[1]);
+  g_assert_cmpint(fstat(streamed.fds[0], &st), ==, 0);
+  g_assert_true(S_ISSOCK(st.st_mode));
+  g_assert_cmpuint(link.broker_counters().channels_opened.load(), ==, 1);
+  close(t[0]);
+  close(t[1]);
+  assert_echo_passes(link, 13);
+}
+
 // fds inside a forwarded socket's own traffic do not cross: dropped, with a warning.
 void test_socket_fds_dropped() {
   Link link;
@@ -884,6 +956,7 @@ int main(int argc, char** argv) {
   g_test_add_func("/fd-forwarding/pipe/write-end", test_pipe_write_end);
   g_test_add_func("/fd-forwarding/socket/both-ways", test_socket_both_ways);
   g_test_add_func("/fd-forwarding/socket/fds-dropped", test_socket_fds_dropped);
+  g_test_add_func("/fd-forwarding/kept-in-guest", test_kept_in_guest);
   g_test_add_func("/fd-forwarding/content/copies", test_content_copies);
   g_test_add_func("/fd-forwarding/content/keeps-order", test_content_keeps_order);
   g_test_add_func("/fd-forwarding/content/to-guest", test_content_to_guest);

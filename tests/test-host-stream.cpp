@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// test-host-stream.cpp — the host half of phase 2's stream relay
-// (plugins/common/host-stream.hpp, a prototype no route uses yet) against a
+// test-host-stream.cpp — the host half of the stream relay
+// (plugins/common/host-stream.hpp) against a
 // real PipeWire daemon (HostPipeWire) and a real video source painting
 // frame-numbered pictures (tests/backend/video-source.hpp). No portal: the
 // consumer gets a plain connection to the daemon, as it would get the host

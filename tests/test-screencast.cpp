@@ -14,13 +14,20 @@
 // stream; another guest client cannot touch the session; the host ending it
 // reaches the app as Closed; out-of-order calls and invalid options are
 // refused before the host sees them; restore tokens stay with their client;
-// and on a byte-only link (VmOptions::byte_only) everything but the stream
-// works, OpenPipeWireRemote failing at once with the reason.
+// and on a byte-only link (VmOptions::byte_only) the stream relay: the
+// VM's own PipeWire daemon (a second one), the guest's sidebus-stream-relay,
+// the same frames and pixels at a guest node, a stalled guest that does not
+// stall the link, and a clear NotSupported where the VM lacks the relay or
+// PipeWire, or its agent has no fd forwarding.
 #include <gio/gunixfdlist.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <atomic>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/test-patterns.hpp"
@@ -482,35 +489,282 @@ void test_guest_app() {
   g_assert_true(wait_until([&] { return !calls_of(cast.vm.host(), "Session.Close").empty(); }));
 }
 
-// A byte-only link: the user can still be asked and the session starts, but
-// the stream cannot reach the VM: OpenPipeWireRemote fails at once, saying
-// why, and hands out no fd; the broker carries on.
-void test_byte_only_link() {
-  if (skip_without_pipewire()) return;
-  CastVm cast(/*byte_only=*/true);
-  assert_same(portal_property(cast.guest(), kScreenCast, "AvailableSourceTypes").get(), "u", "3");
-  const std::string session = create_session(cast.guest(), "bytes");
+// ---- the stream relay (byte-only links) ------------------------------------------
+
+// A VM on a byte-only link (vsock, virtio-serial) with a PipeWire of its own
+// (a second daemon, its own runtime directory) and the guest's
+// sidebus-stream-relay, started on demand by the guest bus. @guest_pipewire
+// false: the VM has no PipeWire daemon (its runtime directory is empty);
+// @relay false: no relay installed in the VM.
+struct RelayVm {
+  HostPipeWire pipewire;
+  HostPipeWire guest_pipewire;
+  TempDir empty_runtime{"sidebus-test-no-pipewire"};
+  Vm vm;
+  RelayVm(bool guest_pipewire_runs = true, bool relay = true)
+      : vm(VmOptions{.name = "relay-vm",
+                     .portals = {"screencast"},
+                     .byte_only = true,
+                     .host = HostPortalOptions{.env = pipewire.env()},
+                     .guest_services = relay ? relay_service(guest_pipewire_runs ? guest_pipewire.runtime_dir()
+                                                                                 : empty_runtime.path())
+                                             : std::map<std::string, std::string>{}}) {
+    for (const char* method : {"CreateSession", "SelectSources", "Start"})
+      vm.host().set_reply(method, kResponseSuccess);
+  }
+  static std::map<std::string, std::string> relay_service(const std::string& runtime_dir) {
+    return {{"org.sidebus.GuestRelay1",
+             "/usr/bin/env PIPEWIRE_RUNTIME_DIR=" + runtime_dir + " " + env_path("SIDEBUS_STREAM_RELAY")}};
+  }
+  GDBusConnection* guest() { return vm.guest().connection(); }
+  // The guest relay's process id (it runs once a stream was relayed).
+  pid_t relay_pid() {
+    g_autoptr(GVariant) reply =
+        g_dbus_connection_call_sync(guest(), "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                    "GetConnectionUnixProcessID", g_variant_new("(s)", "org.sidebus.GuestRelay1"),
+                                    G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, 5000, nullptr, nullptr);
+    guint32 pid = 0;
+    if (reply != nullptr) g_variant_get(reply, "(u)", &pid);
+    return pid_t(pid);
+  }
+};
+
+bool skip_without_relay() {
+  if (skip_without_pipewire()) return true;
+  if (g_getenv("SIDEBUS_STREAM_RELAY") != nullptr) return false;
+  g_test_skip("sidebus-stream-relay was not built (no libpipewire)");
+  return true;
+}
+
+// The whole way on a byte-only link: Start's node id is the guest's node,
+// the app's remote is a connection to the guest's PipeWire that sees only
+// it, and the frames are the host's, pixel for pixel, numbers increasing.
+// Closing the session stops the host's stream and the guest's node goes.
+void test_relay_stream() {
+  if (skip_without_relay()) return;
+  RelayVm cast;
+  HostPortal& host = cast.vm.host();
+  const std::string session = create_session(cast.guest(), "relay1");
   const StartedStream stream = start_cast(cast.guest(), session);
   g_assert_cmpint(stream.width, ==, 320);
-  for (int attempt = 0; attempt < 2; attempt++) {
+  g_assert_cmpint(stream.height, ==, 240);
+  g_assert_cmpuint(stream.node_id, !=, 0);
+
+  std::string error_name;
+  const int fd = open_remote(cast.guest(), session, &error_name);
+  assert_str_eq(error_name, "");
+  g_assert_cmpint(fd, >=, 0);
+  {
+    PipeWireClient app(fd);
+    g_assert_true(wait_until([&] { return app.sees(stream.node_id); }));
+    const PipeWireClient::Node node = app.nodes().at(stream.node_id);
+    g_assert_cmpstr(node.media_class.c_str(), ==, "Video/Source");
+    g_assert_cmpstr(node.media_role.c_str(), ==, "Screen");
+    g_assert_cmpuint(app.nodes().size(), ==, 1);  // only the relayed node
+    app.consume(stream.node_id, patterns::kScreenCastTag);
+    g_assert_true(app.wait_for_frames(20));
+    assert_good_frames(app.frames(), 320, 240, 20);
+
+    // The app closes the session: the host's session ends, and with the relay the guest's node.
+    assert_str_eq(close_session(cast.guest(), session), "");
+    g_assert_true(wait_until([&] { return !calls_of(host, "Session.Close").empty(); }));
+    g_assert_true(wait_until([&] { return !app.sees(stream.node_id); }));
+    const size_t frames_then = app.frames().numbers.size();
+    wait_until([] { return false; }, 300ms);
+    g_assert_cmpuint(app.frames().numbers.size(), ==, frames_then);
+  }
+  open_remote(cast.guest(), session, &error_name);
+  assert_str_eq(error_name, kNotFound);
+  g_assert_true(cast.vm.broker().process().running());
+}
+
+// The guest side stops reading (the relay process is stopped, as a guest
+// that is swapping or hostile would): the frames have nowhere to go, but the
+// link does not stall — D-Bus calls are answered at once, another session
+// starts — and when the guest reads again, new frames arrive.
+void test_relay_stalled_guest() {
+  if (skip_without_relay()) return;
+  RelayVm cast;
+  const std::string session = create_session(cast.guest(), "stall");
+  const StartedStream stream = start_cast(cast.guest(), session);
+  std::string error_name;
+  PipeWireClient app(open_remote(cast.guest(), session, &error_name));
+  app.consume(stream.node_id, patterns::kScreenCastTag);
+  g_assert_true(app.wait_for_frames(5));
+  const pid_t relay = cast.relay_pid();
+  g_assert_cmpint(relay, >, 0);
+  g_assert_cmpint(kill(relay, SIGSTOP), ==, 0);
+  wait_until([] { return false; }, 2s);  // 60 frames of 300 KiB: far more than any buffer on the way
+  for (int call = 0; call < 3; call++) {
+    const gint64 asked = g_get_monotonic_time();
+    assert_same(portal_property(cast.guest(), kScreenCast, "AvailableSourceTypes").get(), "u", "3");
+    create_session(cast.guest(), "meanwhile" + std::to_string(call));
+    g_assert_cmpint(g_get_monotonic_time() - asked, <, 2 * G_USEC_PER_SEC);
+  }
+  const PipeWireClient::Frames stalled = app.frames();
+  g_assert_cmpint(kill(relay, SIGCONT), ==, 0);
+  g_assert_true(app.wait_for_frames(stalled.numbers.size() + 10));
+  const PipeWireClient::Frames after = app.frames();
+  // New frames, not the stale ones: what came while the guest slept was dropped.
+  g_assert_cmpuint(after.numbers.back(), >, stalled.numbers.back() + 30);
+  assert_good_frames(after, 320, 240, stalled.numbers.size() + 10);
+  g_assert_true(cast.vm.broker().process().running());
+}
+
+// The link drops while the app watches: the relay stops on both sides —
+// the broker no longer consumes the host's stream, the guest's node goes.
+void test_relay_link_drops() {
+  if (skip_without_relay()) return;
+  RelayVm cast;
+  const std::string session = create_session(cast.guest(), "dropped");
+  const StartedStream stream = start_cast(cast.guest(), session);
+  std::string error_name;
+  PipeWireClient app(open_remote(cast.guest(), session, &error_name));
+  app.consume(stream.node_id, patterns::kScreenCastTag);
+  g_assert_true(app.wait_for_frames(5));
+  g_assert_cmpuint(video_consumers(cast.pipewire), ==, 1);  // the broker's relay
+  cast.vm.stop_agent();
+  g_assert_true(wait_until([&] { return video_consumers(cast.pipewire) == 0; }));
+  g_assert_true(wait_until([&] { return !app.sees(stream.node_id); }));
+  g_assert_true(cast.vm.broker().process().running());
+}
+
+// A hostile guest relay (the guest owns it: it may be anything): this test
+// owns org.sidebus.GuestRelay1 itself, on a connection and thread of its
+// own, answers CreateStream with a node id, answers OpenRemote without an
+// fd, and then sends credit for frames it was never sent. The broker
+// answers the app with a clear error, cuts the stream off with the reason
+// (it no longer consumes the host's stream), and carries on.
+struct HostileRelay {
+  std::string address;
+  std::thread thread;
+  GMainContext* context = g_main_context_new();
+  GMainLoop* loop = g_main_loop_new(context, FALSE);
+  std::atomic<bool> owned{false};
+  std::atomic<int> frame_socket{-1};
+  explicit HostileRelay(const std::string& bus) : address(bus) {
+    thread = std::thread([this] { run(); });
+    wait_until([&] { return owned.load(); });
+  }
+  ~HostileRelay() {
+    g_main_loop_quit(loop);
+    thread.join();
+    g_main_loop_unref(loop);
+    g_main_context_unref(context);
+    if (frame_socket >= 0) close(frame_socket);
+  }
+  static void handle(GDBusConnection*, const char*, const char*, const char*, const char* method, GVariant*,
+                     GDBusMethodInvocation* invocation, gpointer data) {
+    auto* self = static_cast<HostileRelay*>(data);
+    if (g_str_equal(method, "CreateStream")) {
+      GUnixFDList* fds = g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
+      self->frame_socket = fds != nullptr ? g_unix_fd_list_get(fds, 0, nullptr) : -1;
+      g_dbus_method_invocation_return_value(invocation, g_variant_new("(u)", 42));
+    } else {
+      g_dbus_method_invocation_return_value(invocation, g_variant_new("(h)", 0));  // no fd behind it
+    }
+  }
+  void run() {
+    g_main_context_push_thread_default(context);
+    g_autoptr(GDBusConnection) bus = g_dbus_connection_new_for_address_sync(
+        address.c_str(),
+        static_cast<GDBusConnectionFlags>(G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                          G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION),
+        nullptr, nullptr, nullptr);
+    g_assert_nonnull(bus);
+    static const char xml[] =
+        "<node><interface name='org.sidebus.GuestRelay1'>"
+        "<method name='CreateStream'><arg type='h' direction='in'/><arg type='a{sv}' direction='in'/>"
+        "<arg type='u' direction='out'/></method>"
+        "<method name='OpenRemote'><arg type='au' direction='in'/><arg type='h' direction='out'/></method>"
+        "</interface></node>";
+    g_autoptr(GDBusNodeInfo) info = g_dbus_node_info_new_for_xml(xml, nullptr);
+    static const GDBusInterfaceVTable vtable = {handle, nullptr, nullptr, {}};
+    g_dbus_connection_register_object(bus, "/org/sidebus/GuestRelay1", info->interfaces[0], &vtable, this, nullptr,
+                                      nullptr);
+    g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+        bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName",
+        g_variant_new("(su)", "org.sidebus.GuestRelay1", 4), G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, 5000,
+        nullptr, nullptr);
+    owned = reply != nullptr;
+    g_main_loop_run(loop);
+    g_main_context_pop_thread_default(context);
+  }
+};
+
+void test_relay_hostile_guest() {
+  if (skip_without_relay()) return;
+  RelayVm cast(/*guest_pipewire_runs=*/true, /*relay=*/false);
+  HostileRelay hostile(cast.vm.guest().address());
+  g_assert_true(hostile.owned.load());
+  const std::string session = create_session(cast.guest(), "hostile");
+  const StartedStream stream = start_cast(cast.guest(), session);
+  g_assert_cmpuint(stream.node_id, ==, 42);  // what the guest said: it is the guest's to say
+  g_assert_cmpuint(video_consumers(cast.pipewire), ==, 1);
+  std::string error_name, message;
+  g_assert_cmpint(open_remote(cast.guest(), session, &error_name, &message), ==, -1);
+  assert_str_eq(error_name, kFailed);
+  g_assert_nonnull(strstr(message.c_str(), "gave no remote"));
+  // Credit for 1000 frames: more than the window, for frames never sent.
+  const uint8_t credit[12] = {4, 0, 0, 0, 4, 0, 0, 0, 0xe8, 0x03, 0, 0};
+  g_assert_cmpint(write(hostile.frame_socket, credit, sizeof credit), ==, 12);
+  g_assert_true(wait_until([&] { return video_consumers(cast.pipewire) == 0; }));
+  assert_str_eq(close_session(cast.guest(), session), "");
+  create_session(cast.guest(), "after");
+  g_assert_true(cast.vm.broker().process().running());
+}
+
+// A byte-only link to a VM without the relay, or without PipeWire: the
+// user can still be asked and the session starts, but OpenPipeWireRemote
+// fails at once, naming what the VM is missing; the broker carries on.
+void test_relay_missing() {
+  if (skip_without_relay()) return;
+  for (bool relay_installed : {false, true}) {
+    RelayVm cast(/*guest_pipewire_runs=*/false, relay_installed);
+    const std::string session = create_session(cast.guest(), "bytes");
+    const StartedStream stream = start_cast(cast.guest(), session);
+    g_assert_cmpint(stream.width, ==, 320);
+    g_assert_cmpuint(stream.node_id, ==, 0);  // no guest node
     std::string error_name, message;
     const gint64 asked = g_get_monotonic_time();
     g_assert_cmpint(open_remote(cast.guest(), session, &error_name, &message), ==, -1);
     g_assert_cmpint(g_get_monotonic_time() - asked, <, 5 * G_USEC_PER_SEC);
     assert_str_eq(error_name, kNotSupported);
-    g_assert_nonnull(strstr(message.c_str(), "cannot carry a PipeWire connection"));
-    g_assert_nonnull(strstr(message.c_str(), "relay"));
+    if (relay_installed) {
+      g_assert_nonnull(strstr(message.c_str(), "no PipeWire daemon"));
+      g_assert_nonnull(strstr(message.c_str(), "pipewire-0"));
+    } else {
+      g_assert_nonnull(strstr(message.c_str(), "sidebus-stream-relay"));
+    }
+    assert_str_eq(close_session(cast.guest(), session), "");
+    g_assert_true(wait_until([&] { return !calls_of(cast.vm.host(), "Session.Close").empty(); }));
+    create_session(cast.guest(), "after");  // still serving
+    g_assert_true(cast.vm.broker().process().running());
   }
-  g_assert_true(cast.vm.broker().process().running());
-  assert_str_eq(close_session(cast.guest(), session), "");
-  g_assert_true(wait_until([&] { return !calls_of(cast.vm.host(), "Session.Close").empty(); }));
-  create_session(cast.guest(), "after");  // still serving
+}
 
-  // A program in the VM hears the same, and the broker carries on.
-  VariantPtr report = run_guest_app(cast.vm, {"screencast", "--frames", "1"});
+// A byte-only link whose agent speaks link protocol 1 (no fd forwarding):
+// nothing can carry the relay's frame socket; OpenPipeWireRemote says so.
+void test_byte_only_link_v1() {
+  if (skip_without_pipewire()) return;
+  HostPipeWire pipewire;
+  Vm vm(VmOptions{.name = "v1-vm",
+                  .portals = {"screencast"},
+                  .byte_only = true,
+                  .host = HostPortalOptions{.env = pipewire.env()},
+                  .agent_args = {"--link-protocol", "1"}});
+  for (const char* method : {"CreateSession", "SelectSources", "Start"}) vm.host().set_reply(method, kResponseSuccess);
+  const std::string session = create_session(vm.guest().connection(), "v1");
+  start_cast(vm.guest().connection(), session);
+  std::string error_name, message;
+  g_assert_cmpint(open_remote(vm.guest().connection(), session, &error_name, &message), ==, -1);
+  assert_str_eq(error_name, kNotSupported);
+  g_assert_nonnull(strstr(message.c_str(), "cannot carry a PipeWire connection"));
+  g_assert_nonnull(strstr(message.c_str(), "link protocol 2"));
+  VariantPtr report = run_guest_app(vm, {"screencast", "--frames", "1"});
   assert_str_eq(lookup_string(report.get(), "outcome"), "failed");
   assert_str_eq(lookup_string(report.get(), "error_name"), kNotSupported);
-  g_assert_true(cast.vm.broker().process().running());
+  g_assert_true(vm.broker().process().running());
 }
 
 }  // namespace
@@ -529,6 +783,11 @@ int main(int argc, char** argv) {
   add_test("/screencast/invalid-options", test_invalid_options);
   add_test("/screencast/restore-token", test_restore_token);
   add_test("/screencast/guest-app", test_guest_app);
-  add_test("/screencast/byte-only-link", test_byte_only_link);
+  add_test("/screencast/relay/stream", test_relay_stream);
+  add_test("/screencast/relay/stalled-guest", test_relay_stalled_guest);
+  add_test("/screencast/relay/missing", test_relay_missing);
+  add_test("/screencast/relay/link-drops", test_relay_link_drops);
+  add_test("/screencast/relay/hostile-guest", test_relay_hostile_guest);
+  add_test("/screencast/byte-only-link-v1", test_byte_only_link_v1);
   return g_test_run();
 }

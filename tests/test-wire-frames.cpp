@@ -155,6 +155,8 @@ void test_record_round_trip() {
       StreamRecord{2, StreamObject::Pipe, kToReceiver},
       StreamRecord{4, StreamObject::Pipe, kToAnnouncer},
       StreamRecord{6, StreamObject::Socket, kToReceiver | kToAnnouncer},
+      KeptRecord{1},
+      KeptRecord{UINT32_MAX},
   };
   for (const FdRecord& record : records) {
     std::vector<uint8_t> encoded = encode_record(record);
@@ -181,6 +183,7 @@ void test_record_round_trip() {
       StreamRecord{0, StreamObject::Pipe, kToReceiver},
       StreamRecord{1, StreamObject::Pipe, kToReceiver | kToAnnouncer},
       StreamRecord{1, StreamObject::Socket, kToReceiver},
+      KeptRecord{0},
   };
   for (const FdRecord& record : unencodable) g_assert_cmpuint(encode_record(record).size(), ==, 0);
 }
@@ -189,6 +192,7 @@ void test_record_hostile() {
   std::vector<uint8_t> document = encode_record(DocumentRecord{FdAccess::ReadOnly, "abc", "f"});
   std::vector<uint8_t> content = encode_record(ContentRecord{3, 10, "f"});
   std::vector<uint8_t> stream = encode_record(StreamRecord{3, StreamObject::Pipe, kToReceiver});
+  std::vector<uint8_t> kept = encode_record(KeptRecord{3});
   auto with = [](std::vector<uint8_t> bytes, size_t at, uint8_t value) {
     bytes[at] = value;
     return bytes;
@@ -225,6 +229,10 @@ void test_record_hostile() {
       {with(with(stream, 8, 2), 9, 1), "a socket goes both ways"},
       {with(stream, 10, 1), "reserved"},
       {longer(stream), "after a stream record"},
+      {with(kept, 1, 1), "kept record with an access mode"},
+      {with(kept, 4, 0), "key 0"},
+      {longer(kept), "after a kept record"},
+      {shorter(kept), "truncated kept record"},
   };
   for (const Case& c : cases) {
     FdRecord parsed;

@@ -23,7 +23,9 @@
 
 #include <fcntl.h>
 #include <gio/gio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +33,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 
 #include "link/fd-kinds.hpp"
 #include "util/socket.hpp"
@@ -49,6 +52,8 @@ constexpr int kReadsPerTurn = 8;
 constexpr uint64_t kMinGrant = 64 * 1024;  // a channel with nothing buffered always gets this much
 constexpr uint64_t kMaxCredit = uint64_t(1) << 32;  // more outstanding credit than this from a peer is a lie
 constexpr size_t kExtraChannels = 256;  // refused channels kept until their END, beyond max_channels
+constexpr size_t kMaxKept = 16;         // fds kept in the guest (agent) / their stand-ins (broker), oldest go first
+constexpr size_t kMaxKeptCalls = 64;    // relay helper calls whose replies keep their fds
 constexpr const char* kNotSupported = "org.freedesktop.DBus.Error.NotSupported";
 constexpr const char* kLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded";
 constexpr const char* kFailed = "org.freedesktop.DBus.Error.Failed";
@@ -224,6 +229,22 @@ class FramedLink : public LinkEnd {
   bool starved_ = false;  // a channel could not be granted credit: the link's buffer was full
 
   std::vector<uint32_t> poll_ids_;  // channel of each pollfd after the link's own
+
+  // KEPT fds (wire/channel-frames.hpp). Agent end: the guest fds it keeps,
+  // by key, and the serials of the broker's calls to the relay helpers whose
+  // replies keep theirs. Broker end: the stand-ins it made, by inode.
+  struct StandIn {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    uint32_t key = 0;
+  };
+  std::deque<std::pair<uint32_t, UniqueFd>> kept_;
+  uint32_t next_kept_key_ = 1;
+  std::deque<uint32_t> kept_calls_;
+  std::deque<StandIn> stand_ins_;
+  bool keeps_reply_fds(const wire::MessageHeader& header);
+  bool handle_kept(const wire::KeptRecord& record);
+  std::optional<wire::KeptRecord> stand_in_of(int fd);
 };
 
 bool FramedLink::violation(const char* format, ...) {
@@ -533,6 +554,59 @@ bool FramedLink::take_peer_channel(uint32_t id) {
   return true;
 }
 
+// ---- kept fds ----
+
+bool FramedLink::keeps_reply_fds(const wire::MessageHeader& header) {
+  if (header.fixed.type != wire::MessageType::MethodReturn || !header.has_reply_serial) return false;
+  auto found = std::find(kept_calls_.begin(), kept_calls_.end(), header.reply_serial);
+  if (found == kept_calls_.end()) return false;
+  kept_calls_.erase(found);
+  return true;
+}
+
+// A KEPT record: at the broker end a stand-in for the guest's fd (a memfd
+// recognised by its inode when it goes back); at the agent end the guest
+// fd it names, handed on.
+bool FramedLink::handle_kept(const wire::KeptRecord& record) {
+  Slot slot;
+  if (options_.broker_end) {
+    slot.fd = UniqueFd(memfd_create("sidebus-kept-in-guest", MFD_CLOEXEC));
+    struct stat st {};
+    if (!slot.fd || fstat(slot.fd.get(), &st) < 0) {
+      slot.fd.reset();
+      slot.failed = true;
+      slot.refusal = {kFailed, std::string("cannot make a stand-in for a guest fd: ") + g_strerror(errno)};
+    } else {
+      if (stand_ins_.size() >= kMaxKept) stand_ins_.pop_front();
+      stand_ins_.push_back(StandIn{st.st_dev, st.st_ino, record.key});
+    }
+  } else {
+    auto found = std::find_if(kept_.begin(), kept_.end(), [&](const auto& entry) { return entry.first == record.key; });
+    if (found == kept_.end()) {
+      slot.failed = true;
+      slot.refusal = {kFailed, "the guest file descriptor this message hands on is no longer kept"};
+    } else {
+      slot.fd = std::move(found->second);
+      kept_.erase(found);
+    }
+  }
+  records_.push_back(std::move(slot));
+  return true;
+}
+
+std::optional<wire::KeptRecord> FramedLink::stand_in_of(int fd) {
+  if (stand_ins_.empty()) return std::nullopt;
+  struct stat st {};
+  if (fstat(fd, &st) < 0) return std::nullopt;
+  for (auto it = stand_ins_.begin(); it != stand_ins_.end(); ++it) {
+    if (it->dev != st.st_dev || it->ino != st.st_ino) continue;
+    wire::KeptRecord record{it->key};
+    stand_ins_.erase(it);  // once: the guest's fd goes with this message
+    return record;
+  }
+  return std::nullopt;
+}
+
 bool FramedLink::handle_record(const uint8_t* data, size_t length) {
   if (cutter_.in_message()) return violation("an fd record in the middle of a D-Bus message");
   if (ch0_in_ended_) return violation("an fd record after the END of channel 0");
@@ -546,6 +620,7 @@ bool FramedLink::handle_record(const uint8_t* data, size_t length) {
     return false;
   }
   if (counters_) counters_->fds_forwarded++;
+  if (auto* kept = std::get_if<wire::KeptRecord>(&record)) return handle_kept(*kept);
   Slot slot;
   if (auto* document = std::get_if<wire::DocumentRecord>(&record)) {
     if (!options_.resolver) {
@@ -847,6 +922,11 @@ LinkEnd::Next FramedLink::next(Message* out, Refusal* refusal, GError** error) {
   pending_bytes_ -= pending.message.bytes.size();
   out->header = std::move(pending.message.header);
   out->size = pending.message.size;
+  if (!options_.broker_end && out->header.fixed.type == wire::MessageType::MethodCall &&
+      out->header.interface_name == wire::kKeptRepliesInterface) {
+    if (kept_calls_.size() >= kMaxKeptCalls) kept_calls_.pop_front();
+    kept_calls_.push_back(out->header.fixed.serial);
+  }
   out->bytes.clear();
   out->fds.clear();
   const Slot* failed = nullptr;
@@ -869,9 +949,31 @@ LinkEnd::Next FramedLink::next(Message* out, Refusal* refusal, GError** error) {
 }
 
 bool FramedLink::push(Message message, Refusal* refusal) {
+  // Fds that stay in the guest: a relay helper's reply (agent end), or a
+  // stand-in for one going back (broker end).
+  std::vector<std::optional<wire::KeptRecord>> kept(message.fds.size());
+  if (!options_.broker_end && !message.fds.empty() && keeps_reply_fds(message.header)) {
+    for (size_t i = 0; i < message.fds.size(); i++) {
+      if (kept_.size() >= kMaxKept) kept_.pop_front();  // closes the oldest: nobody named it in time
+      uint32_t key = next_kept_key_++;
+      if (next_kept_key_ == 0) next_kept_key_ = 1;
+      kept_.emplace_back(key, std::move(message.fds[i]));
+      kept[i] = wire::KeptRecord{key};
+    }
+  } else if (options_.broker_end) {
+    for (size_t i = 0; i < message.fds.size(); i++) kept[i] = stand_in_of(message.fds[i].get());
+  }
   std::vector<ClassifiedFd> classified;
   size_t new_channels = 0;
   for (size_t i = 0; i < message.fds.size(); i++) {
+    if (kept[i]) {
+      ClassifiedFd stays;
+      stays.kind = ClassifiedFd::Kind::Document;  // no channel of its own
+      stays.record = *kept[i];
+      message.fds[i].reset();
+      classified.push_back(std::move(stays));
+      continue;
+    }
     classified.push_back(classify_fd(std::move(message.fds[i]), options_.documents_path));
     const ClassifiedFd& fd = classified.back();
     if (fd.kind == ClassifiedFd::Kind::Refused) {

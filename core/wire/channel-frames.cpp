@@ -290,6 +290,16 @@ bool parse_record(const uint8_t* data, size_t length, FdRecord* out, GError** er
       *out = record;
       return true;
     }
+    case RecordType::Kept: {
+      if (access != 0) return invalid(error, "a kept record with an access mode");
+      KeptRecord record;
+      record.key = r.u32();
+      if (!r.ok) return invalid(error, "a truncated kept record");
+      if (record.key == 0) return invalid(error, "a kept record with key 0");
+      if (r.at != length) return invalid(error, "%zu bytes after a kept record", length - r.at);
+      *out = record;
+      return true;
+    }
   }
   return invalid(error, "an fd record of unknown type %u", type);
 }
@@ -308,6 +318,10 @@ std::vector<uint8_t> encode_record(const FdRecord& record) {
     put32(&out, content->channel);
     put64(&out, content->size);
     put_string16(&out, content->name);
+  } else if (const auto* kept = std::get_if<KeptRecord>(&record)) {
+    if (kept->key == 0) return {};
+    out = {uint8_t(RecordType::Kept), 0, 0, 0};
+    put32(&out, kept->key);
   } else {
     const auto& stream = std::get<StreamRecord>(record);
     bool pipe_ok = stream.object == StreamObject::Pipe &&

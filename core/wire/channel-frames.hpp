@@ -42,6 +42,12 @@
 //   STREAM    u32 channel (≠ 0), u8 object (StreamObject),
 //             u8 directions (kToReceiver | kToAnnouncer: a pipe exactly one,
 //             a socket both), u16 0
+//   KEPT      u32 key (≠ 0): an fd that stays in the guest. From the agent:
+//             "I keep this fd under @key; take a stand-in" (replies of the
+//             guest's relay helpers, kKeptRepliesInterface). From the
+//             broker: "this is your fd @key again": the agent hands its own
+//             fd on (docs/screencast.md, how the app's PipeWire remote is
+//             made in the guest and named in the broker's reply)
 //
 // No trailing bytes. Every accepted frame and record encodes back to exactly
 // the bytes it was parsed from (one spelling per value).
@@ -99,7 +105,7 @@ void write_data_header(uint8_t* at, uint32_t channel, uint32_t length);
 
 // ---- fd records ----
 
-enum class RecordType : uint8_t { Document = 1, Content = 2, Stream = 3 };
+enum class RecordType : uint8_t { Document = 1, Content = 2, Stream = 3, Kept = 4 };
 // How the fd was opened (O_ACCMODE, or O_PATH).
 enum class FdAccess : uint8_t { ReadOnly = 0, WriteOnly = 1, ReadWrite = 2, Path = 3 };
 const char* fd_access_name(FdAccess access);
@@ -127,7 +133,15 @@ struct StreamRecord {
   StreamObject object = StreamObject::Pipe;
   uint8_t directions = kToReceiver;
 };
-using FdRecord = std::variant<DocumentRecord, ContentRecord, StreamRecord>;
+struct KeptRecord {
+  uint32_t key = 0;
+};
+using FdRecord = std::variant<DocumentRecord, ContentRecord, StreamRecord, KeptRecord>;
+
+// Replies to method calls of this interface (the guest's stream relay
+// helper, sidebus-stream-relay) keep their fds in the guest: the broker gets
+// KEPT stand-ins, and names them again to hand the fd to a guest client.
+inline constexpr char kKeptRepliesInterface[] = "org.sidebus.GuestRelay1";
 
 bool parse_record(const uint8_t* data, size_t length, FdRecord* out, GError** error);
 // The record's bytes; nothing if a value breaks the rules above (the caller

@@ -35,6 +35,7 @@ bool same(const FdRecord& a, const FdRecord& b) {
     auto& y = std::get<ContentRecord>(b);
     return x->channel == y.channel && x->size == y.size && x->name == y.name;
   }
+  if (auto* x = std::get_if<KeptRecord>(&a)) return x->key == std::get<KeptRecord>(b).key;
   auto& x = std::get<StreamRecord>(a);
   auto& y = std::get<StreamRecord>(b);
   return x.channel == y.channel && x.object == y.object && x.directions == y.directions;

@@ -10,12 +10,12 @@
 //    connection that sees only the cameras (media.role Camera), and only
 //    after AccessCamera was granted — otherwise NotAllowed, passed on. How
 //    the fd reaches the guest is decided per link (pipewire-remote.hpp): on
-//    a unix-socket link it passes as it is; on a byte-only link the call
-//    fails with NotSupported before the host opens anything, since PipeWire
-//    cannot work through a byte stream (docs/screencast.md: the relay).
+//    a unix-socket link it passes as it is; on a byte-only link the host's
+//    cameras are relayed to nodes on the guest's own PipeWire
+//    (camera-relay.hpp), and the app gets a guest PipeWire connection that
+//    sees only those.
 //  - IsCameraPresent: the host's value, kept current (host-properties.hpp).
-//    It follows the host on every link: on a byte-only link the camera is
-//    there, and OpenPipeWireRemote says why the guest cannot have it yet.
+//    It follows the host on every link.
 //
 // The host grants the camera to an app id. The broker is an unsandboxed
 // host client, so with xdg-desktop-portal 1.16 that id is "" — shared with
@@ -31,6 +31,9 @@
 #include "camera-portal.h"
 #include "host-properties.hpp"
 #include "pipewire-remote.hpp"
+#if SIDEBUS_HAVE_RELAY
+#include "camera-relay.hpp"
+#endif
 
 using sidebus::plugins::HostProperties;
 
@@ -52,6 +55,9 @@ struct _CamPortal {
   SidebusCamCameraSkeleton parent_instance;
   SidebusContext* context;           // borrowed between start() and stop()
   HostProperties* host_properties;  // owned between start() and stop()
+#if SIDEBUS_HAVE_RELAY
+  camera::CameraRelays* relays;  // owned between start() and stop()
+#endif
 };
 
 static void cam_portal_portal_iface_init(SidebusPortalInterface* iface);
@@ -101,6 +107,11 @@ static gboolean handle_open_pipewire_remote(SidebusCamCamera* object, GDBusMetho
                                    g_variant_new("(@a{sv})", host_options), nullptr,
                                    sidebus::plugins::pass_pipewire_fd, nullptr, nullptr);
       break;
+    case sidebus::plugins::PipeWireRoute::kRelay:
+#if SIDEBUS_HAVE_RELAY
+      self->relays->open_remote(invocation);
+      break;
+#endif
     case sidebus::plugins::PipeWireRoute::kUnavailable:
       sidebus_context_reject(context, invocation, sidebus::plugins::pipewire_unavailable_error(context, "the camera"));
       break;
@@ -118,6 +129,9 @@ static gboolean cam_portal_start(SidebusPortal* portal, SidebusContext* context,
     return FALSE;
   }
   self->context = context;
+#if SIDEBUS_HAVE_RELAY
+  self->relays = new camera::CameraRelays(context);
+#endif
   guint32 version = MIN(host_version, kImplementedVersion);
   sidebus_cam_camera_set_version(SIDEBUS_CAM_CAMERA(self), version);
   self->host_properties = new HostProperties(context, kInterface, {{"IsCameraPresent", "b"}},
@@ -137,6 +151,9 @@ static gboolean cam_portal_start(SidebusPortal* portal, SidebusContext* context,
 static void cam_portal_stop(SidebusPortal* portal) {
   CamPortal* self = CAM_PORTAL(portal);
   delete std::exchange(self->host_properties, nullptr);
+#if SIDEBUS_HAVE_RELAY
+  delete std::exchange(self->relays, nullptr);
+#endif
   self->context = nullptr;
 }
 

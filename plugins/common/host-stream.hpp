@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// host-stream.hpp — HostStream: the host half of phase 2's stream relay
-// (docs/screencast.md), a prototype not yet used by any route: a consumer
-// of one host PipeWire node that hands each frame, as packed rows of shared
-// memory, to a FrameSink — which in phase 2 puts it on a link channel
-// toward the agent's producer node in the guest.
+// host-stream.hpp — HostStream: the host half of the stream relay
+// (docs/screencast.md, "The stream relay"): a consumer of one host PipeWire
+// node that hands each frame, as packed rows of shared memory, to a
+// FrameSink — the RelaySender (relay-sender.hpp), which puts it on the frame
+// socket toward the guest's producer node.
 //
 // What it does, and why:
 //  - It connects with pw_context_connect_fd() on a PipeWire remote the host
@@ -51,7 +51,7 @@ struct Frame {
   size_t size = 0;
 };
 
-// Where the frames go: phase 2's link channel; a test's recorder.
+// Where the frames go: the relay's frame socket (RelaySender); a test's recorder.
 class FrameSink {
  public:
   virtual ~FrameSink() = default;

@@ -9,22 +9,22 @@ namespace sidebus::plugins {
 PipeWireRoute pipewire_route(SidebusContext* context) {
   switch (sidebus_context_get_fd_transport(context)) {
     case SIDEBUS_FD_TRANSPORT_NATIVE: return PipeWireRoute::kNative;
+    case SIDEBUS_FD_TRANSPORT_FORWARDED:
+      return PipeWireRoute::kRelay;
     case SIDEBUS_FD_TRANSPORT_NONE:
-    case SIDEBUS_FD_TRANSPORT_FORWARDED: return PipeWireRoute::kUnavailable;
+      return PipeWireRoute::kUnavailable;
   }
   return PipeWireRoute::kUnavailable;  // a transport newer than this plugin
 }
 
 GError* pipewire_unavailable_error(SidebusContext* context, const char* what) {
-  const char* missing = sidebus_context_get_fd_transport(context) == SIDEBUS_FD_TRANSPORT_FORWARDED
-                            ? "its fd forwarding carries a socket's bytes but not the memfds and eventfds PipeWire "
-                              "passes over it"
-                            : "it is byte-only (vsock or virtio-serial) and carries no file descriptors";
+  (void)context;
   return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_SUPPORTED,
-                     "this VM's link cannot carry a PipeWire connection: %s. The stream relay that would bring %s to "
-                     "a node on the VM's own PipeWire is not available in this version of sidebus; connect the VM "
-                     "over a unix-socket link that passes fds (e.g. a cross-domain channel) to use it",
-                     missing, what);
+                     "this VM's link cannot carry a PipeWire connection: it is byte-only (vsock or virtio-serial) "
+                     "and its agent speaks link protocol 1, which forwards no file descriptors. The stream relay that "
+                     "brings %s to a node on the VM's own PipeWire needs link protocol 2 (a current sidebus-agent); "
+                     "or connect the VM over a unix-socket link that passes fds (e.g. a cross-domain channel)",
+                     what);
 }
 
 GVariant* pass_pipewire_fd(SidebusContext*, GVariant* host_reply, GUnixFDList* host_fds, GUnixFDList** guest_fds,

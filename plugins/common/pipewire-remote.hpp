@@ -15,8 +15,11 @@
 //    memfd or DMA-BUF, every wake-up an eventfd), so the app would connect
 //    and then never see a frame. The call fails with NotSupported, naming
 //    what is missing, before the host opens anything.
-// Phase 2 adds kRelay here (docs/screencast.md): frames relayed to a node
-// on the guest's own PipeWire.
+//  - kRelay: a byte-only link with fd forwarding: the stream relay
+//    (stream-relay.hpp) brings the frames to a node on the guest's own
+//    PipeWire, and the app's remote is a guest PipeWire connection.
+// kUnavailable is left for byte-only links without fd forwarding (link
+// protocol 1): the relay needs its frame socket to cross.
 #pragma once
 
 #include <sidebus-plugin.h>
@@ -25,6 +28,7 @@ namespace sidebus::plugins {
 
 enum class PipeWireRoute {
   kNative,
+  kRelay,
   kUnavailable,
 };
 

@@ -399,6 +399,8 @@ static gboolean sc_portal_start(SidebusPortal* portal, SidebusContext* context, 
                       host_version, offer.source_types, offer.cursor_modes, self->version,
                       sidebus::plugins::pipewire_route(context) == sidebus::plugins::PipeWireRoute::kNative
                           ? "pass as they are"
+                      : sidebus::plugins::pipewire_route(context) == sidebus::plugins::PipeWireRoute::kRelay
+                          ? "are relayed to the guest's PipeWire"
                           : "cannot reach the guest on this link");
   if (sidebus_context_export(context, G_DBUS_INTERFACE_SKELETON(self), error)) return TRUE;
   sc_portal_stop(portal);  // a failed start() is never stopped

@@ -11,7 +11,7 @@
 //                         host keys "transient" tokens by its caller, and
 //                         every guest client is the broker to the host
 // stream-route.cpp        how the granted streams reach the guest on this
-//                         link: OpenPipeWireRemote (and, with phase 2's
+//                         link: OpenPipeWireRemote (and, with the stream
 //                         relay, Start's node ids) — the one place that
 //                         knows about the link kind
 #pragma once
@@ -102,8 +102,8 @@ class StreamRoute {
  public:
   virtual ~StreamRoute() = default;
   // Start succeeded on the host with @host_streams: @done gets the streams
-  // as the guest is to see them (for the fd routes: the host's; for phase
-  // 2's relay: the guest nodes made for them), now or later, or an error.
+  // as the guest is to see them (for the fd routes: the host's; for the
+  // relay: the guest nodes made for them), now or later, or an error.
   // @done never runs after the session ended.
   using PublishedFunc = std::function<void(std::vector<Stream> guest_streams, GError* error)>;
   virtual void publish(SidebusSession* session, const std::vector<Stream>& host_streams, PublishedFunc done) = 0;
@@ -115,7 +115,8 @@ class StreamRoute {
 };
 
 // The route this link allows (pipewire-remote.hpp): the host's fd on an
-// fd-capable link, a clear NotSupported on the others.
+// fd-capable link, the stream relay on a byte-only link with fd forwarding,
+// a clear NotSupported on the others.
 std::unique_ptr<StreamRoute> stream_route_for(SidebusContext* context);
 
 }  // namespace screencast

@@ -4,6 +4,10 @@
 
 #include <spa/param/video/format-utils.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "backend/test-patterns.hpp"
@@ -134,6 +138,13 @@ void PipeWireClient::on_param_changed(void* data, uint32_t id, const spa_pod* pa
   if (param == nullptr || id != SPA_PARAM_Format || spa_format_video_raw_parse(param, &info) < 0) return;
   self->frames_.width = info.size.width;
   self->frames_.height = info.size.height;
+  // The producers' timestamps, for latencies.
+  uint8_t buffer[256];
+  spa_pod_builder builder = SPA_POD_BUILDER_INIT(buffer, sizeof(buffer));
+  const spa_pod* params[1] = {static_cast<const spa_pod*>(spa_pod_builder_add_object(
+      &builder, SPA_TYPE_OBJECT_ParamMeta, SPA_PARAM_Meta, SPA_PARAM_META_type, SPA_POD_Id(SPA_META_Header),
+      SPA_PARAM_META_size, SPA_POD_Int(static_cast<int32_t>(sizeof(spa_meta_header)))))};
+  pw_stream_update_params(self->stream_, params, 1);
 }
 
 void PipeWireClient::on_process(void* data) {
@@ -146,6 +157,10 @@ void PipeWireClient::on_process(void* data) {
   if (plane.data != nullptr && width >= patterns::kCounterPixels && plane.chunk->size >= stride * height) {
     const auto* pixels = static_cast<const uint8_t*>(plane.data) + plane.chunk->offset;
     self->frames_.numbers.push_back(patterns::frame_number(pixels));
+    auto* header = static_cast<spa_meta_header*>(
+        spa_buffer_find_meta_data(buffer->buffer, SPA_META_Header, sizeof(spa_meta_header)));
+    if (header != nullptr && header->pts > 0)
+      self->frames_.latencies_ns.push_back(g_get_monotonic_time() * 1000 - header->pts);
     if (!patterns::frame_matches(pixels, width, height, stride, self->tag_)) self->frames_.mismatches++;
     if (self->keep_last_) {
       self->last_frame_.resize(static_cast<size_t>(width) * height * 4);
@@ -164,6 +179,22 @@ void assert_good_frames(const PipeWireClient::Frames& frames, uint32_t width, ui
   for (size_t i = 1; i < frames.numbers.size(); i++) g_assert_cmpuint(frames.numbers[i], >, frames.numbers[i - 1]);
   g_assert_cmpuint(frames.numbers.front(), >=, 1);
   g_assert_cmpuint(frames.mismatches, ==, 0);
+}
+
+size_t video_consumers(const HostPipeWire& pipewire) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  g_strlcpy(address.sun_path, pipewire.socket_path().c_str(), sizeof(address.sun_path));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    throw FixtureError("cannot connect to " + pipewire.socket_path());
+  }
+  PipeWireClient client(fd);
+  wait_until([&] { return !client.nodes().empty(); }, 2s);  // the registry's first answer
+  size_t consumers = 0;
+  for (const auto& [id, node] : client.nodes()) consumers += node.media_class == "Stream/Input/Video";
+  return consumers;
 }
 
 std::unique_ptr<ChildProcess> start_test_camera(const HostPipeWire& pipewire, uint32_t* node_id) {

@@ -37,6 +37,9 @@ class PipeWireClient {
     uint32_t width = 0;
     uint32_t height = 0;
     size_t mismatches = 0;  // frames whose pixels are not the pattern
+    // Per frame with a producer timestamp (SPA_META_Header pts, the test
+    // sources' CLOCK_MONOTONIC at painting): how long it took to arrive.
+    std::vector<int64_t> latencies_ns;
   };
 
   // Takes @fd.
@@ -87,6 +90,11 @@ class PipeWireClient {
 // The frames arrived, each newer than the last, at least @at_least of them,
 // every one @width × @height and the pattern (g_assert).
 void assert_good_frames(const PipeWireClient::Frames& frames, uint32_t width, uint32_t height, size_t at_least = 10);
+
+// The video consumers (media.class Stream/Input/Video) on @pipewire now, as
+// a client of its own sees them: whether anything still takes a source's
+// frames (the broker's relay among them).
+size_t video_consumers(const HostPipeWire& pipewire);
 
 // sidebus-test-camera on @pipewire (a Video/Source node, media.role Camera,
 // painting test_patterns::kCameraTag at 320×240); its node id in @node_id.

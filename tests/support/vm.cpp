@@ -38,6 +38,7 @@ Vm::Vm(VmOptions options)
   topology.broker.extra_args = options_.broker_args;
   if (options_.byte_only) topology.broker.listen = {"unix:" + (guest_files_ / "link.sock") + ",nofds"};
   topology.agent_args = options_.agent_args;
+  topology.guest.services = options_.guest_services;
   if (options_.byte_only && options_.agent_byte_only)
     topology.agent_args.insert(topology.agent_args.end(), {"--connect", topology.broker.listen[0]});
   if (options_.documents == GuestDocuments::kSymlinkToView) {

@@ -22,6 +22,7 @@
 // files and vm.host().backend_calls().
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -59,6 +60,9 @@ struct VmOptions {
   bool agent_byte_only = false;
   // Extra agent arguments, e.g. {"--link-protocol", "1"}: no fds at all.
   std::vector<std::string> agent_args;
+  // Services the guest bus starts on demand: bus name → Exec line (e.g. the
+  // guest's sidebus-stream-relay).
+  std::map<std::string, std::string> guest_services;
 };
 
 class Vm {
