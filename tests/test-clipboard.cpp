@@ -288,6 +288,20 @@ void test_guest_to_guest_byte_only() { guest_to_guest(true); }
 
 // ---- Writable transfers ------------------------------------------------------------------
 
+// A host file the VM may write: the guest saved to it (FileChooser.SaveFile,
+// the backend choosing @host_path); its guest path.
+std::string save_document(Vm& vm, const std::string& host_path) {
+  vm.host().set_reply("SaveFile", kResponseSuccess, uris_result({host_path}));
+  g_autofree char* name = g_path_get_basename(host_path.c_str());
+  auto save = vm.file_chooser("SaveFile", "{'handle_token': <'" + unique_token() + "'>, 'current_name': <'" +
+                                              std::string(name) + "'>}");
+  if (save->error() || !save->wait_for_response() || save->response() != kResponseSuccess)
+    throw FixtureError("SaveFile did not succeed");
+  std::vector<std::string> uris = strv(save->results(), "uris");
+  if (uris.size() != 1) throw FixtureError("SaveFile returned no uri");
+  return path_of(uris[0]);
+}
+
 // A writable transfer of a document the VM may write: the host app's write
 // lands in the document (the guest reads it), and another guest app's write
 // to its pasted copy lands in the host file.
@@ -295,7 +309,7 @@ void writable(bool byte_only) {
   Vm vm(clipboard_vm(byte_only));
   HostFiles files;
   std::string host_path = files.add("shared/draft.txt", "first draft\n");
-  std::string guest_path = vm.share_document(host_path, /*writable=*/true);
+  std::string guest_path = save_document(vm, host_path);
 
   Client guest{vm.guest().connection()};
   std::string key = guest.start(/*writable=*/true, /*autostop=*/false);
@@ -327,8 +341,12 @@ void test_writable_byte_only() { writable(true); }
 // ---- Autostop, StopTransfer, owners ------------------------------------------------------
 
 // autostop=false: the files can be retrieved again until the owner stops
-// the transfer; then the key is used up, the owner hears TransferClosed and
-// the staged copies are deleted (kept a while only after a retrieval).
+// the transfer; then the key is used up and the owner hears TransferClosed.
+// Staged copies stay keep_staged_for seconds after a transfer that may have
+// been retrieved ended (a host app retrieves from the host portal, unseen by
+// the broker, and reads the files afterwards); one that cannot have been —
+// autostop, stopped by its owner, never retrieved through the broker — takes
+// them along at once.
 void test_autostop_and_stop() {
   Vm vm(clipboard_vm(false, R"({"keep_staged_for": 1})"));
   std::vector<std::string> paths = guest_files(vm, "kept", 2, nullptr);
@@ -347,16 +365,23 @@ void test_autostop_and_stop() {
   g_assert_true(closed.wait_for(key));
   g_assert_true(host.retrieve(key, &error).empty());
   g_clear_error(&error);
-  // Retrieved, so kept keep_staged_for (1 s), then gone.
   g_assert_cmpuint(host_copies(vm, "clipboard").size(), ==, 2);
   g_assert_true(wait_until([&] { return host_copies(vm, "clipboard").empty(); }, 10s));
 
+  // Autostop, retrieved by a host app: the host ends it; the copies stay a while.
+  std::string pasted = guest.start(false, true);
+  guest.add_paths(pasted, paths);
+  std::vector<std::string> files = host.retrieve(pasted);
+  g_assert_true(closed.wait_for(pasted));
+  for (const std::string& file : files) g_assert_true(sidebus::test::read_file(file).has_value());
+  g_assert_true(wait_until([&] { return host_copies(vm, "clipboard").empty(); }, 10s));
+
   // Never retrieved: deleted with the transfer.
-  std::string unused = guest.start(false, false);
+  std::string unused = guest.start(false, true);
   guest.add_paths(unused, paths);
   g_assert_cmpuint(host_copies(vm, "clipboard").size(), ==, 2);
   g_assert_true(guest.stop(unused, &error));
-  g_assert_true(wait_until([&] { return host_copies(vm, "clipboard").empty(); }, 2s));
+  g_assert_true(host_copies(vm, "clipboard").empty());
   g_assert_false(guest.stop(unused, &error));
   assert_error(error, kNotFound, "no transfer");
 }
@@ -364,7 +389,7 @@ void test_autostop_and_stop() {
 // Only the client that started a transfer adds to it or stops it; when it
 // leaves the bus, its transfers end (on the host too).
 void test_owner_rules() {
-  Vm vm(clipboard_vm());
+  Vm vm(clipboard_vm(false, R"({"keep_staged_for": 0})"));
   std::vector<std::string> paths = guest_files(vm, "owned", 1, nullptr);
   GObjectPtr<GDBusConnection> owner_connection = connect(vm.guest().address());
   Client owner{owner_connection.get()};

@@ -23,8 +23,10 @@
 //    transfer is). A key another VM started is refused (key-registry.hpp).
 //  - StopTransfer, the host's TransferClosed, the owner leaving, the link
 //    going: the transfer ends once; its owner gets TransferClosed; its
-//    staged copies are deleted, or kept keep_staged_for seconds if someone
-//    retrieved them (the target reads them after RetrieveFiles answered).
+//    staged copies are kept keep_staged_for seconds if someone may have
+//    retrieved them (the target reads them after RetrieveFiles answered; a
+//    host app asks the host portal, so the broker only sees that autostop
+//    ended it, or that it could be retrieved many times), else deleted.
 // Errors are the portal's: NotFound for a key that is no (longer a)
 // transfer, NotAllowed for another client's transfer or another VM's key,
 // LimitsExceeded for the limits, InvalidArgument for malformed input.
@@ -134,7 +136,8 @@ struct FileTransferPortal::Impl {
   void run_next(const std::string& key);
   void added(const std::string& key);  // one AddFiles of @key done: the next
   void retrieved(const Invocation& invocation, bool writable, std::vector<std::string> host_paths);
-  void end(const std::string& key, const char* why);
+  // @by_host: the host's TransferClosed (an autostop retrieval, maybe by a host app).
+  void end(const std::string& key, const char* why, bool by_host = false);
   void keep_for_a_while(std::vector<std::shared_ptr<HostCopy>> copies);
 
   SidebusContext* context;
@@ -160,7 +163,7 @@ FileTransferPortal::Impl::Impl(SidebusContext* context, Settings settings)
     staging = CopyStore::create(
         {.portal = "clipboard", .vm_name = sidebus_context_get_vm_name(context), .limits = this->settings.staging, .root = {}});
   host = std::make_unique<HostTransfers>(sidebus_context_get_host_connection(context),
-                                         [this](const std::string& key) { end(key, "the host closed it"); });
+                                         [this](const std::string& key) { end(key, "the host closed it", true); });
   ft_gen_file_transfer_set_version(skeleton.get(), kVersion);
   g_signal_connect(skeleton.get(), "handle-start-transfer", G_CALLBACK(on_start_transfer), this);
   g_signal_connect(skeleton.get(), "handle-add-files", G_CALLBACK(on_add_files), this);
@@ -474,7 +477,7 @@ gboolean FileTransferPortal::Impl::on_stop_transfer(FtGenFileTransfer*, GDBusMet
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
-void FileTransferPortal::Impl::end(const std::string& key, const char* why) {
+void FileTransferPortal::Impl::end(const std::string& key, const char* why, bool by_host) {
   auto found = transfers.find(key);
   if (found == transfers.end()) return;  // ended already (a StopTransfer's TransferClosed)
   std::unique_ptr<Transfer> transfer = std::move(found->second);
@@ -485,7 +488,9 @@ void FileTransferPortal::Impl::end(const std::string& key, const char* why) {
                       key.c_str(), why, transfer->files, transfer->copies.size());
   sidebus_context_emit_guest_signal(context, transfer->owner.c_str(), kDocumentsPath, kFileTransferInterface,
                                     "TransferClosed", g_variant_new("(s)", key.c_str()));
-  if (transfer->retrieved) keep_for_a_while(std::move(transfer->copies));
+  // Host apps retrieve from the host portal, unseen here: a transfer someone
+  // may have retrieved keeps its copies a while, for the target to read.
+  if (transfer->retrieved || by_host || !transfer->autostop) keep_for_a_while(std::move(transfer->copies));
   // AddFiles calls still waiting: each finds its transfer gone and says so.
   for (auto& waiting : transfer->waiting) waiting();
 }

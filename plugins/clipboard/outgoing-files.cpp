@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "uri-policy.hpp"
+
 namespace sidebus::clipboard {
 using namespace sidebus::common;
 
@@ -47,16 +49,18 @@ std::optional<std::vector<PreparedInput>> prepare_outgoing(SidebusContext* conte
     PreparedInput input;
     input.shown = guest->shown();
     if (auto document = guest_document(context, *guest)) {
+      // The guest's own name for it (an fd's path is the resolved one).
+      std::string shown = quote_for_message(document->path.c_str());
       if (policy.writable && !document->writable) {
         g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
-                    "%s cannot be added to a writable transfer: the VM may only read it", document->shown.c_str());
+                    "%s cannot be added to a writable transfer: the VM may only read it", shown.c_str());
         return std::nullopt;
       }
       auto file = open_document(context, document->path, error);
       if (!file) return std::nullopt;
       sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "document %s is host file %s", document->path.c_str(),
                           file->path.c_str());
-      input.shown = document->shown;
+      input.shown = shown;
       input.document = std::move(file);
       prepared.push_back(std::move(input));
       continue;

@@ -85,10 +85,8 @@ std::unique_ptr<PortalRequest> Vm::open_uri(const std::string& uri, const std::s
                                          g_variant_new("(ss@a{sv})", "x11:1234", uri.c_str(), with_token.get()));
 }
 
-std::string Vm::share_document(const std::string& host_path, bool writable) {
-  std::string result = uris_result({host_path});
-  if (writable) result.insert(result.size() - 1, ", 'writable': <true>");
-  host().set_reply("OpenFile", kResponseSuccess, result);
+std::string Vm::share_document(const std::string& host_path) {
+  host().set_reply("OpenFile", kResponseSuccess, uris_result({host_path}));
   VariantPtr options = with_handle_token("{}");
   PortalRequest pick(guest().connection(), kPortalBusName, "org.freedesktop.portal.FileChooser", "OpenFile",
                      g_variant_new("(ss@a{sv})", "", "Pick a file", options.get()));

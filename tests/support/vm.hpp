@@ -100,9 +100,9 @@ class Vm {
   // handle_token appended to @options.
   std::unique_ptr<PortalRequest> open_uri(const std::string& uri, const std::string& options = "{}");
   // A host file given to the guest through FileChooser.OpenFile, as a user
-  // would: the backend picks @host_path (and says "writable" if @writable);
-  // returns the document's guest path. FixtureError if the guest does not get it.
-  std::string share_document(const std::string& host_path, bool writable = false);
+  // would: the backend picks @host_path; returns the document's guest path.
+  // FixtureError if the guest does not get it.
+  std::string share_document(const std::string& host_path);
   // The document a guest URI names: "<documents>/<id>/<name>" → id, checking
   // the shape the guest is promised (FixtureError otherwise).
   std::string document_id(const std::string& guest_uri, const std::string& expected_name) const;
