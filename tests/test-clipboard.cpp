@@ -54,17 +54,16 @@ struct Client {
 
   VariantPtr call(const char* method, GVariant* parameters, const GVariantType* reply_type, GUnixFDList* fds,
                   GError** error) {
-    GVariant* reply = g_dbus_connection_call_with_unix_fd_list_sync(connection, kDocuments, kDocumentsPath,
-                                                                   kFileTransfer, method, parameters, reply_type,
-                                                                   G_DBUS_CALL_FLAGS_NONE, 60000, fds, nullptr,
-                                                                   nullptr, error);
+    GVariant* reply = g_dbus_connection_call_with_unix_fd_list_sync(
+        connection, kDocuments, kDocumentsPath, kFileTransfer, method, parameters, reply_type, G_DBUS_CALL_FLAGS_NONE,
+        60000, fds, nullptr, nullptr, error);
     return VariantPtr(reply);
   }
   std::string start(bool writable = true, bool autostop = true, GError** error = nullptr) {
     g_autoptr(GError) local = nullptr;
-    VariantPtr reply = call("StartTransfer",
-                            g_variant_new_parsed("({'writable': <%b>, 'autostop': <%b>},)", writable, autostop),
-                            G_VARIANT_TYPE("(s)"), nullptr, error ? error : &local);
+    VariantPtr reply =
+        call("StartTransfer", g_variant_new_parsed("({'writable': <%b>, 'autostop': <%b>},)", writable, autostop),
+             G_VARIANT_TYPE("(s)"), nullptr, error ? error : &local);
     if (!reply) {
       if (error == nullptr) throw FixtureError(std::string("StartTransfer failed: ") + local->message);
       return "";
@@ -81,9 +80,10 @@ struct Client {
       g_variant_builder_add(&handles, "h", g_unix_fd_list_append(list, fd, nullptr));
       close(fd);
     }
-    VariantPtr reply = call("AddFiles", g_variant_new("(sah@a{sv})", key.c_str(), &handles,
-                                                      g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
-                            nullptr, list, error);
+    VariantPtr reply = call(
+        "AddFiles",
+        g_variant_new("(sah@a{sv})", key.c_str(), &handles, g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+        nullptr, list, error);
     return reply != nullptr;
   }
   // What GTK does: O_PATH fds, 16 at a time.
@@ -105,9 +105,10 @@ struct Client {
   }
   std::vector<std::string> retrieve(const std::string& key, GError** error = nullptr) {
     g_autoptr(GError) local = nullptr;
-    VariantPtr reply = call("RetrieveFiles",
-                            g_variant_new("(s@a{sv})", key.c_str(), g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
-                            G_VARIANT_TYPE("(as)"), nullptr, error ? error : &local);
+    VariantPtr reply =
+        call("RetrieveFiles",
+             g_variant_new("(s@a{sv})", key.c_str(), g_variant_new_array(G_VARIANT_TYPE("{sv}"), nullptr, 0)),
+             G_VARIANT_TYPE("(as)"), nullptr, error ? error : &local);
     if (!reply) {
       if (error == nullptr) throw FixtureError(std::string("RetrieveFiles failed: ") + local->message);
       return {};
@@ -293,8 +294,8 @@ void test_guest_to_guest_byte_only() { guest_to_guest(true); }
 std::string save_document(Vm& vm, const std::string& host_path) {
   vm.host().set_reply("SaveFile", kResponseSuccess, uris_result({host_path}));
   g_autofree char* name = g_path_get_basename(host_path.c_str());
-  auto save = vm.file_chooser("SaveFile", "{'handle_token': <'" + unique_token() + "'>, 'current_name': <'" +
-                                              std::string(name) + "'>}");
+  auto save = vm.file_chooser(
+      "SaveFile", "{'handle_token': <'" + unique_token() + "'>, 'current_name': <'" + std::string(name) + "'>}");
   if (save->error() || !save->wait_for_response() || save->response() != kResponseSuccess)
     throw FixtureError("SaveFile did not succeed");
   std::vector<std::string> uris = strv(save->results(), "uris");
@@ -436,10 +437,10 @@ void test_refusals_and_limits() {
   g_clear_error(&error);
 
   // Options of the wrong type.
-  g_autoptr(GVariant) bad = g_dbus_connection_call_sync(
-      vm.guest().connection(), kDocuments, kDocumentsPath, kFileTransfer, "StartTransfer",
-      g_variant_new_parsed("({'writable': <'yes'>},)"), G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE, 10000, nullptr,
-      &error);
+  g_autoptr(GVariant) bad =
+      g_dbus_connection_call_sync(vm.guest().connection(), kDocuments, kDocumentsPath, kFileTransfer, "StartTransfer",
+                                  g_variant_new_parsed("({'writable': <'yes'>},)"), G_VARIANT_TYPE("(s)"),
+                                  G_DBUS_CALL_FLAGS_NONE, 10000, nullptr, &error);
   assert_error(error, kInvalidArgument, "writable");
   g_clear_error(&error);
 
@@ -504,15 +505,14 @@ void test_key_of_another_vm() {
 // files, and one large file ($SIDEBUS_CLIPBOARD_LARGE_MB, default 64).
 void test_paste_times() {
   gint64 large_mb = g_ascii_strtoll(env_or("SIDEBUS_CLIPBOARD_LARGE_MB", "64").c_str(), nullptr, 10);
-  std::string limits = R"({"max_copy_size": )" + std::to_string((large_mb + 1) << 20) +
-                       R"(, "max_staged_total": )" + std::to_string((large_mb + 16) << 20) + "}";
+  std::string limits = R"({"max_copy_size": )" + std::to_string((large_mb + 1) << 20) + R"(, "max_staged_total": )" +
+                       std::to_string((large_mb + 16) << 20) + "}";
   for (bool byte_only : {false, true}) {
     VmOptions options = clipboard_vm(byte_only, limits);
     if (byte_only)
-      options.config.push_back({"70-content.json", R"({"broker": {"max_content_size": )" +
-                                                       std::to_string((large_mb + 1) << 20) +
-                                                       R"(, "max_content_in_flight": )" +
-                                                       std::to_string((large_mb + 16) << 20) + "}}"});
+      options.config.push_back(
+          {"70-content.json", R"({"broker": {"max_content_size": )" + std::to_string((large_mb + 1) << 20) +
+                                  R"(, "max_content_in_flight": )" + std::to_string((large_mb + 16) << 20) + "}}"});
     Vm vm(options);
     Client guest{vm.guest().connection()};
     Client host{vm.host().connection()};
@@ -534,7 +534,7 @@ void test_paste_times() {
       std::string key = guest.start(false);
       guest.add_paths(key, paths);
       size_t bytes = read_all(host.retrieve(key));
-      g_test_message("paste %s VM → host (%s link): %.1f ms (%zu bytes)", what.c_str(), link, ms(t0), bytes);
+      g_test_message("paste %s VM -> host (%s link): %.1f ms (%zu bytes)", what.c_str(), link, ms(t0), bytes);
     }
     HostFiles files;
     std::vector<std::string> host_small;
@@ -546,7 +546,7 @@ void test_paste_times() {
       std::string key = host.start(false);
       host.add_paths(key, paths);
       size_t bytes = read_all(guest.retrieve(key));
-      g_test_message("paste %s host → VM (%s link): %.1f ms (%zu bytes)", what.c_str(), link, ms(t0), bytes);
+      g_test_message("paste %s host -> VM (%s link): %.1f ms (%zu bytes)", what.c_str(), link, ms(t0), bytes);
     }
   }
 }

@@ -84,6 +84,16 @@ struct Transfer {
 
 // ---- Configuration -----------------------------------------------------------
 
+// A directory the brokers of one user share: it must be absolute, so that
+// every broker means the same one whatever its working directory.
+gboolean validate_registry(const char*, JsonNode* value, GError** error) {
+  const char* dir = json_node_get_string(value);
+  if (dir != nullptr && g_path_is_absolute(dir)) return TRUE;
+  g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+              "must be an absolute directory (every broker of the host user names the same one)");
+  return FALSE;
+}
+
 const SidebusConfigKey kConfigKeys[] = {
     {"max_transfers", SIDEBUS_CONFIG_INTEGER, 1, 1024, nullptr, {}},
     {"max_files", SIDEBUS_CONFIG_INTEGER, 1, 1 << 20, nullptr, {}},
@@ -91,7 +101,7 @@ const SidebusConfigKey kConfigKeys[] = {
     {"max_copy_size", SIDEBUS_CONFIG_INTEGER, 1, G_GINT64_CONSTANT(1) << 40, nullptr, {}},
     {"max_staged_total", SIDEBUS_CONFIG_INTEGER, 1, G_GINT64_CONSTANT(1) << 40, nullptr, {}},
     {"keep_staged_for", SIDEBUS_CONFIG_INTEGER, 0, 24 * 3600, nullptr, {}},
-    {"key_registry", SIDEBUS_CONFIG_STRING, 0, 0, nullptr, {}},
+    {"key_registry", SIDEBUS_CONFIG_STRING, 0, 0, validate_registry, {}},
 };
 const gsize kNumConfigKeys = G_N_ELEMENTS(kConfigKeys);
 
@@ -124,15 +134,12 @@ struct FileTransferPortal::Impl {
                                    gpointer data);
 
   void reject(GDBusMethodInvocation* invocation, GError* error) { sidebus_context_reject(context, invocation, error); }
-  void reject_copy(const Invocation& invocation, const GError* error) {
-    reject(invocation.get(), g_error_copy(error));
-  }
+  void reject_copy(const Invocation& invocation, const GError* error) { reject(invocation.get(), g_error_copy(error)); }
   bool check_key(GDBusMethodInvocation* invocation, const char* key);
   // The caller's transfer @key: NotFound/NotAllowed answered otherwise.
   Transfer* own_transfer(GDBusMethodInvocation* invocation, const char* key);
   void started(const Invocation& invocation, bool writable, bool autostop, const std::string& key);
-  void add(const Invocation& invocation, const std::string& key,
-           std::shared_ptr<std::vector<PreparedInput>> prepared);
+  void add(const Invocation& invocation, const std::string& key, std::shared_ptr<std::vector<PreparedInput>> prepared);
   void run_next(const std::string& key);
   void added(const std::string& key);  // one AddFiles of @key done: the next
   void retrieved(const Invocation& invocation, bool writable, std::vector<std::string> host_paths);
@@ -158,10 +165,13 @@ FileTransferPortal::Impl::Impl(SidebusContext* context, Settings settings)
       registry(settings.key_registry, sidebus_context_get_vm_name(context)) {
   // Each transfer copies one file at a time (outgoing-files.cpp): every
   // transfer of the VM can have its copy in flight.
-  this->settings.staging.max_in_flight = guint(MAX(gint64(this->settings.staging.max_in_flight), settings.max_transfers));
+  this->settings.staging.max_in_flight =
+      guint(MAX(gint64(this->settings.staging.max_in_flight), settings.max_transfers));
   if (settings.copy_outside_documents)
-    staging = CopyStore::create(
-        {.portal = "clipboard", .vm_name = sidebus_context_get_vm_name(context), .limits = this->settings.staging, .root = {}});
+    staging = CopyStore::create({.portal = "clipboard",
+                                 .vm_name = sidebus_context_get_vm_name(context),
+                                 .limits = this->settings.staging,
+                                 .root = {}});
   host = std::make_unique<HostTransfers>(sidebus_context_get_host_connection(context),
                                          [this](const std::string& key) { end(key, "the host closed it", true); });
   ft_gen_file_transfer_set_version(skeleton.get(), kVersion);
@@ -188,9 +198,9 @@ FileTransferPortal::Impl::~Impl() {
 
 bool FileTransferPortal::Impl::check_key(GDBusMethodInvocation* invocation, const char* key) {
   if (is_valid_key(key)) return true;
-  reject(invocation, g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
-                                 "“%s” is not a transfer key (1–64 letters, digits, _ or -)",
-                                 quote_for_message(key).c_str()));
+  reject(invocation,
+         g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT,
+                     "“%s” is not a transfer key (1–64 letters, digits, _ or -)", quote_for_message(key).c_str()));
   return false;
 }
 
@@ -199,8 +209,9 @@ Transfer* FileTransferPortal::Impl::own_transfer(GDBusMethodInvocation* invocati
   if (found == transfers.end()) {
     bool other_vm = registry.other_owner(key).has_value();
     reject(invocation, g_error_new(SIDEBUS_ERROR, other_vm ? SIDEBUS_ERROR_NOT_ALLOWED : SIDEBUS_ERROR_NOT_FOUND,
-                                   other_vm ? "the transfer %s is another VM's" : "no transfer %s of this VM: it ended "
-                                                                                  "or never existed",
+                                   other_vm ? "the transfer %s is another VM's"
+                                            : "no transfer %s of this VM: it ended "
+                                              "or never existed",
                                    key));
     return nullptr;
   }
@@ -273,8 +284,8 @@ void FileTransferPortal::Impl::started(const Invocation& invocation, bool writab
       },
       new Watch{this, key}, [](gpointer data) { delete static_cast<Watch*>(data); });
   registry.claim(key);
-  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s started transfer %s (%s%s)", transfer->owner.c_str(),
-                      key.c_str(), writable ? "writable" : "read-only", autostop ? ", autostop" : "");
+  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "%s started transfer %s (%s%s)", transfer->owner.c_str(), key.c_str(),
+                      writable ? "writable" : "read-only", autostop ? ", autostop" : "");
   transfers[key] = std::move(transfer);
   g_dbus_method_invocation_return_value(invocation.get(), g_variant_new("(s)", key.c_str()));
 }
@@ -354,39 +365,39 @@ void FileTransferPortal::Impl::add(const Invocation& invocation, const std::stri
     return true;
   };
   if (gone()) return;
-  make_outgoing(staging, std::move(*prepared), [this, invocation, key, n, gone](std::vector<OutgoingFile> files,
-                                                                                GError* error) {
-    if (gone()) return;
-    Transfer& transfer = *transfers[key];
-    if (error != nullptr) {
-      transfer.files -= n;
-      GError* named = g_error_copy(error);
-      g_prefix_error(&named, "cannot add to transfer %s: ", key.c_str());
-      reject(invocation.get(), named);
-      return added(key);
-    }
-    std::vector<Fd> fds;
-    size_t staged = 0;
-    for (OutgoingFile& file : files) {
-      fds.push_back(std::move(file.fd));
-      if (file.copy != nullptr) {
-        transfer.copies.push_back(std::move(file.copy));
-        staged++;
-      }
-    }
-    sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "transfer %s: %zu files (%zu staged as host copies)",
-                        key.c_str(), n, staged);
-    host->add(key, std::move(fds), [this, invocation, key, n, gone](GError* error) {
-      if (gone()) return;
-      if (error != nullptr) {
-        transfers[key]->files -= n;
-        reject_copy(invocation, error);
-      } else {
-        g_dbus_method_invocation_return_value(invocation.get(), nullptr);
-      }
-      added(key);
-    });
-  });
+  make_outgoing(staging, std::move(*prepared),
+                [this, invocation, key, n, gone](std::vector<OutgoingFile> files, GError* error) {
+                  if (gone()) return;
+                  Transfer& transfer = *transfers[key];
+                  if (error != nullptr) {
+                    transfer.files -= n;
+                    GError* named = g_error_copy(error);
+                    g_prefix_error(&named, "cannot add to transfer %s: ", key.c_str());
+                    reject(invocation.get(), named);
+                    return added(key);
+                  }
+                  std::vector<Fd> fds;
+                  size_t staged = 0;
+                  for (OutgoingFile& file : files) {
+                    fds.push_back(std::move(file.fd));
+                    if (file.copy != nullptr) {
+                      transfer.copies.push_back(std::move(file.copy));
+                      staged++;
+                    }
+                  }
+                  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "transfer %s: %zu files (%zu staged as host copies)",
+                                      key.c_str(), n, staged);
+                  host->add(key, std::move(fds), [this, invocation, key, n, gone](GError* error) {
+                    if (gone()) return;
+                    if (error != nullptr) {
+                      transfers[key]->files -= n;
+                      reject_copy(invocation, error);
+                    } else {
+                      g_dbus_method_invocation_return_value(invocation.get(), nullptr);
+                    }
+                    added(key);
+                  });
+                });
 }
 
 // ---- RetrieveFiles -------------------------------------------------------------
@@ -418,10 +429,10 @@ gboolean FileTransferPortal::Impl::on_retrieve_files(FtGenFileTransfer*, GDBusMe
 void FileTransferPortal::Impl::retrieved(const Invocation& invocation, bool writable,
                                          std::vector<std::string> host_paths) {
   if (gint64(host_paths.size()) > settings.max_files) {
-    reject(invocation.get(), g_error_new(G_DBUS_ERROR, G_DBUS_ERROR_LIMITS_EXCEEDED,
-                                         "the transfer has %zu files, at most %" G_GINT64_FORMAT
-                                         " (portals.clipboard.max_files)",
-                                         host_paths.size(), settings.max_files));
+    reject(invocation.get(),
+           g_error_new(G_DBUS_ERROR, G_DBUS_ERROR_LIMITS_EXCEEDED,
+                       "the transfer has %zu files, at most %" G_GINT64_FORMAT " (portals.clipboard.max_files)",
+                       host_paths.size(), settings.max_files));
     return;
   }
   if (host_paths.empty()) {
@@ -484,8 +495,8 @@ void FileTransferPortal::Impl::end(const std::string& key, const char* why, bool
   transfers.erase(found);
   registry.release(key);
   if (transfer->owner_watch != 0) sidebus_context_unwatch_guest_client(context, transfer->owner_watch);
-  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "transfer %s ended: %s (%zu files, %zu staged copies)",
-                      key.c_str(), why, transfer->files, transfer->copies.size());
+  sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "transfer %s ended: %s (%zu files, %zu staged copies)", key.c_str(),
+                      why, transfer->files, transfer->copies.size());
   sidebus_context_emit_guest_signal(context, transfer->owner.c_str(), kDocumentsPath, kFileTransferInterface,
                                     "TransferClosed", g_variant_new("(s)", key.c_str()));
   // Host apps retrieve from the host portal, unseen here: a transfer someone

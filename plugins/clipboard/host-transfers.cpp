@@ -14,7 +14,9 @@ struct HostTransfers::Call {
 };
 
 HostTransfers::HostTransfers(GDBusConnection* host, Closed on_closed)
-    : host_(G_DBUS_CONNECTION(g_object_ref(host))), cancellable_(g_cancellable_new()), on_closed_(std::move(on_closed)) {
+    : host_(G_DBUS_CONNECTION(g_object_ref(host))),
+      cancellable_(g_cancellable_new()),
+      on_closed_(std::move(on_closed)) {
   // TransferClosed is sent to the owner only (unicast): every one that
   // reaches us is about a transfer the broker started.
   closed_subscription_ = g_dbus_connection_signal_subscribe(
@@ -75,8 +77,7 @@ void HostTransfers::add(const std::string& key, std::vector<common::Fd> fds, Don
   add_chunk(key, std::make_shared<std::vector<common::Fd>>(std::move(fds)), 0, std::move(done));
 }
 
-void HostTransfers::add_chunk(std::string key, std::shared_ptr<std::vector<common::Fd>> fds, size_t from,
-                              Done done) {
+void HostTransfers::add_chunk(std::string key, std::shared_ptr<std::vector<common::Fd>> fds, size_t from, Done done) {
   if (from >= fds->size()) return done(nullptr);  // nothing (left) to add
   g_autoptr(GUnixFDList) list = g_unix_fd_list_new();
   g_auto(GVariantBuilder) handles = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE("ah"));
@@ -92,8 +93,8 @@ void HostTransfers::add_chunk(std::string key, std::shared_ptr<std::vector<commo
     g_variant_builder_add(&handles, "h", index);
   }
   g_auto(GVariantBuilder) options = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
-  call("AddFiles", g_variant_new("(sah@a{sv})", key.c_str(), &handles, g_variant_builder_end(&options)), list,
-       nullptr, [this, key, fds, end, done](GVariant* reply, GError* error) {
+  call("AddFiles", g_variant_new("(sah@a{sv})", key.c_str(), &handles, g_variant_builder_end(&options)), list, nullptr,
+       [this, key, fds, end, done](GVariant* reply, GError* error) {
          if (reply == nullptr) {
            g_autoptr(GError) guest = guest_error_for_host(error, "AddFiles");
            return done(guest);
@@ -148,12 +149,11 @@ GError* guest_error_for_host(const GError* host_error, const char* what) {
     return g_error_new(G_DBUS_ERROR, G_DBUS_ERROR_NOT_SUPPORTED,
                        "the host has no file transfer portal (org.freedesktop.portal.Documents)");
   if (g_strcmp0(remote, "org.freedesktop.portal.Error.NotAllowed") == 0)
-    return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "the host's file transfer portal refused %s: %s",
-                       what, message);
+    return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED, "the host's file transfer portal refused %s: %s", what,
+                       message);
   if (g_error_matches(host_error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT) ||
       g_strcmp0(remote, "org.freedesktop.DBus.Error.NoReply") == 0)
-    return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the host's file transfer portal did not answer %s",
-                       what);
+    return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the host's file transfer portal did not answer %s", what);
   return g_error_new(SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "the host's file transfer portal failed %s: %s", what,
                      message);
 }

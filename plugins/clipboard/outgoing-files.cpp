@@ -109,8 +109,8 @@ bool open_for_host(OutgoingFile& file, const std::string& path, GError** error) 
   // refuses such fds (it wants the target); it checks the parent itself.
   file.fd = Fd(open(path.c_str(), O_PATH | O_CLOEXEC));
   if (file.fd) return true;
-  g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s: the host file cannot be opened: %s",
-              file.shown.c_str(), g_strerror(errno));
+  g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s: the host file cannot be opened: %s", file.shown.c_str(),
+              g_strerror(errno));
   return false;
 }
 
