@@ -465,13 +465,21 @@ void test_refusals_and_limits() {
   g_assert_true(guest.add_paths(key, {four[0], four[1], four[2]}));
   g_assert_cmpuint(Client{vm.host().connection()}.retrieve(key).size(), ==, 3);
 
-  // Transfers per VM.
+  // Transfers per VM: a client at the limit has its oldest replaced (GTK
+  // never stops its transfers); another client is refused.
+  ClosedSignals closed(vm.guest().connection());
   std::string second = guest.start();
-  g_assert_true(guest.start(true, true, &error).empty());
+  std::string third = guest.start();
+  g_assert_true(closed.wait_for(key));
+  g_assert_true(Client{vm.host().connection()}.retrieve(key, &error).empty());
+  g_clear_error(&error);
+  GObjectPtr<GDBusConnection> other_connection = connect(vm.guest().address());
+  Client other{other_connection.get()};
+  g_assert_true(other.start(true, true, &error).empty());
   assert_error(error, kLimitsExceeded, "portals.clipboard.max_transfers");
   g_clear_error(&error);
   g_assert_true(guest.stop(second, &error));
-  g_assert_false(guest.start().empty());
+  g_assert_false(other.start().empty());
 
   assert_portal_up(vm, "org.freedesktop.portal.FileChooser");
 }

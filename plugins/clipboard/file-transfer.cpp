@@ -8,7 +8,9 @@
 // is the host's key and works wherever the clipboard takes it — a host app,
 // another app of this VM.
 //  - StartTransfer: the host's StartTransfer (writable, autostop passed on);
-//    at most portals.clipboard.max_transfers of this VM's at once. The guest
+//    at most portals.clipboard.max_transfers of this VM's at once (a client
+//    at the limit has its oldest transfer replaced; GTK never stops its
+//    own). The guest
 //    client that started it owns it: only it adds files and stops it, and
 //    its leaving the bus stops it, as the document portal does.
 //  - AddFiles: each fd made a host file (outgoing-files.hpp: a document's
@@ -76,6 +78,7 @@ struct Transfer {
   std::vector<std::shared_ptr<HostCopy>> copies;
   guint owner_watch = 0;
   bool retrieved = false;
+  guint64 serial = 0;  // the order transfers started in
   bool adding = false;                        // an AddFiles in progress
   std::deque<std::function<void()>> waiting;  // the AddFiles after it
 };
@@ -155,6 +158,7 @@ struct FileTransferPortal::Impl {
   std::unique_ptr<HostTransfers> host;
   std::map<std::string, std::unique_ptr<Transfer>> transfers;
   size_t starting = 0;  // StartTransfer calls the host has not answered
+  guint64 next_serial = 0;
   std::map<guint, std::vector<std::shared_ptr<HostCopy>>> kept;
 };
 
@@ -239,6 +243,22 @@ gboolean FileTransferPortal::Impl::on_start_transfer(FtGenFileTransfer*, GDBusMe
   gboolean writable = FALSE, autostop = TRUE;
   g_variant_lookup(checked, "writable", "b", &writable);
   g_variant_lookup(checked, "autostop", "b", &autostop);
+  const char* caller = g_dbus_method_invocation_get_sender(invocation);
+  if (gint64(self->transfers.size() + self->starting) >= self->settings.max_transfers) {
+    // GTK starts a transfer each time a target asks for the files and never
+    // stops one (autostop ends it only when someone retrieves it): a new
+    // transfer of a client at the limit replaces its oldest, as a new copy
+    // replaces the last on a clipboard.
+    Transfer* oldest = nullptr;
+    for (auto& [key, transfer] : self->transfers)
+      if (transfer->owner == caller && (oldest == nullptr || transfer->serial < oldest->serial))
+        oldest = transfer.get();
+    if (oldest != nullptr) {
+      std::string key = oldest->key;
+      self->host->stop(key);
+      self->end(key, "replaced by a newer transfer of its owner");
+    }
+  }
   if (gint64(self->transfers.size() + self->starting) >= self->settings.max_transfers) {
     self->reject(invocation, g_error_new(G_DBUS_ERROR, G_DBUS_ERROR_LIMITS_EXCEEDED,
                                          "this VM has %zu file transfers already, at most %" G_GINT64_FORMAT
@@ -268,6 +288,7 @@ void FileTransferPortal::Impl::started(const Invocation& invocation, bool writab
   transfer->owner = g_dbus_method_invocation_get_sender(invocation.get());
   transfer->writable = writable;
   transfer->autostop = autostop;
+  transfer->serial = next_serial++;
   struct Watch {
     Impl* self;
     std::string key;
