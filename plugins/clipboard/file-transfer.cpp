@@ -78,7 +78,7 @@ struct Transfer {
   std::vector<std::shared_ptr<HostCopy>> copies;
   guint owner_watch = 0;
   bool retrieved = false;
-  guint64 serial = 0;  // the order transfers started in
+  guint64 serial = 0;                         // the order transfers started in
   bool adding = false;                        // an AddFiles in progress
   std::deque<std::function<void()>> waiting;  // the AddFiles after it
 };

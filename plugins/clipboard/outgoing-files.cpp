@@ -51,17 +51,34 @@ std::optional<std::vector<PreparedInput>> prepare_outgoing(SidebusContext* conte
     if (auto document = guest_document(context, *guest)) {
       // The guest's own name for it (an fd's path is the resolved one).
       std::string shown = quote_for_message(document->path.c_str());
-      if (policy.writable && !document->writable) {
-        g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
-                    "%s cannot be added to a writable transfer: the VM may only read it", shown.c_str());
-        return std::nullopt;
-      }
       auto file = open_document(context, document->path, error);
       if (!file) return std::nullopt;
-      sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "document %s is host file %s", document->path.c_str(),
-                          file->path.c_str());
       input.shown = shown;
-      input.document = std::move(file);
+      if (policy.writable && !document->writable) {
+        // GTK makes every transfer writable. The host file itself would let
+        // the target write what the VM may not: a copy goes instead.
+        if (file->is_directory) {
+          g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_NOT_ALLOWED,
+                      "%s cannot be added to a writable transfer: it is a folder the VM may only read", shown.c_str());
+          return std::nullopt;
+        }
+        GuestFd content;
+        content.path = file->path;
+        content.fd = std::move(file->fd);
+        content.flags = fcntl(content.fd.get(), F_GETFL);
+        if (fstat(content.fd.get(), &content.st) != 0) {
+          g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_FAILED, "%s cannot be read: %s", shown.c_str(),
+                      g_strerror(errno));
+          return std::nullopt;
+        }
+        sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "read-only document %s goes to a writable transfer as a copy",
+                            document->path.c_str());
+        input.content = std::move(content);
+      } else {
+        sidebus_context_log(context, G_LOG_LEVEL_DEBUG, "document %s is host file %s", document->path.c_str(),
+                            file->path.c_str());
+        input.document = std::move(file);
+      }
       prepared.push_back(std::move(input));
       continue;
     }
