@@ -5,6 +5,8 @@
 #include "support/host-portal.hpp"
 
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include "sidebus-config.h"
 #include "support/dbus-daemon.hpp"
@@ -55,6 +57,22 @@ HostPortal::HostPortal(HostPortalOptions options) : dir_("sidebus-test-host") {
       !backend_->running())
     throw FixtureError("the test backend did not come up (its log is printed below)");
 
+  if (options.document_portal) {
+    document_portal_ = std::make_unique<ChildProcess>(SpawnOptions{
+        .name = "xdg-document-portal",
+        .argv = {XDG_DOCUMENT_PORTAL, "--verbose"},
+        .env = env,
+        .unset_env = {"G_DEBUG"},
+        .cwd = dir_.path(),
+        .stdout_path = dir_ / "xdg-document-portal.log",
+    });
+    if (!wait_until([&] {
+          return name_has_owner(connection(), "org.freedesktop.portal.Documents") || !document_portal_->running();
+        }) ||
+        !document_portal_->running())
+      throw FixtureError("the host's xdg-document-portal did not come up (is /dev/fuse there? its log is below)");
+  }
+
   env["XDG_DESKTOP_PORTAL_DIR"] = env_path("SIDEBUS_SOURCE_ROOT") + "/tests/portals";
   env["XDG_CURRENT_DESKTOP"] = "sidebus-test";
   portal_program_ = portal_program;
@@ -83,8 +101,18 @@ void HostPortal::kill_portal() {
     throw FixtureError("xdg-desktop-portal's name stayed on the host bus after it was killed");
 }
 
+ChildProcess& HostPortal::document_portal() {
+  if (!document_portal_) throw FixtureError("this host runs no document portal (HostPortalOptions::document_portal)");
+  return *document_portal_;
+}
+
 HostPortal::~HostPortal() {
   portal_.reset();
+  if (document_portal_) {
+    document_portal_.reset();
+    // A document portal that did not get to unmount leaves its mount behind.
+    if (geteuid() == 0) (void)umount2(document_mount().c_str(), MNT_DETACH);
+  }
   backend_.reset();
   if (connection_) g_dbus_connection_close_sync(connection_.get(), nullptr, nullptr);
   connection_.reset();

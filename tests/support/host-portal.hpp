@@ -11,6 +11,9 @@
 // choices there); the document portal is not needed: xdg-desktop-portal only
 // registers documents for sandboxed callers, and the broker is a host client.
 // The constructor returns when org.freedesktop.portal.Desktop is owned.
+// With HostPortalOptions::document_portal the host's xdg-document-portal runs
+// too (its own FUSE mount in the temp dir), as on a desktop where
+// FileTransfer is the host document portal's.
 // $SIDEBUS_XDG_DESKTOP_PORTAL overrides the daemon's path. The video portals
 // also need a PipeWire daemon: host-pipewire.hpp.
 #pragma once
@@ -57,6 +60,11 @@ struct HostPortalOptions {
   // Extra environment of the test backend and xdg-desktop-portal (on top of
   // the support library's), e.g. HostPipeWire::env().
   std::map<std::string, std::string> env;
+  // Also run the host's real xdg-document-portal (and through it the
+  // permission store) on the host bus, its FUSE mount at
+  // runtime/doc (document_mount()): what FileTransfer needs. The
+  // constructor returns once org.freedesktop.portal.Documents is owned.
+  bool document_portal = false;
 };
 
 class HostPortal {
@@ -75,6 +83,10 @@ class HostPortal {
   void kill_portal();
   void start_portal();
   ChildProcess& backend() { return *backend_; }
+  // With HostPortalOptions::document_portal: the host document portal and
+  // its mount (<dir>/runtime/doc), as a host app sees them.
+  ChildProcess& document_portal();
+  std::string document_mount() const { return dir_ / "runtime/doc"; }
 
   // Every later call of backend @method ("OpenFile", …) answers @response
   // with @results (a{sv}, floating is fine; NULL: empty) after @delay_ms.
@@ -95,6 +107,7 @@ class HostPortal {
   GObjectPtr<GDBusConnection> connection_;
   std::unique_ptr<ChildProcess> backend_;
   std::unique_ptr<ChildProcess> portal_;
+  std::unique_ptr<ChildProcess> document_portal_;
   std::string portal_program_;
   std::map<std::string, std::string> portal_env_;
 };
