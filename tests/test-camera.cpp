@@ -246,6 +246,13 @@ void test_relay_guest_app() {
   gsize picture_size = 0;
   g_assert_true(g_file_get_contents(png.c_str(), &picture, &picture_size, nullptr));
   g_assert_true(picture_size > 8 && memcmp(picture, "\x89PNG\r\n\x1a\n", 8) == 0);
+  // SIDEBUS_KEEP_RELAYED_PNG=FILE keeps it for a person to look at
+  // (docs/screencast.md, "See a relayed frame").
+  if (const char* keep = g_getenv("SIDEBUS_KEEP_RELAYED_PNG")) {
+    g_autoptr(GError) error = nullptr;
+    if (!g_file_set_contents(keep, picture, picture_size, &error)) g_error("cannot keep the frame: %s", error->message);
+    g_test_message("the relayed frame is in %s", keep);
+  }
   g_assert_cmpuint(g_variant_get_uint32(lookup(report.get(), "frames").get()), >=, 10);
   g_assert_true(wait_until([&] { return cam.host_video_consumers() == 0; }));
   g_assert_true(cam.vm->broker().process().running());
