@@ -56,8 +56,5 @@ class Producer {
   std::unique_ptr<Impl> impl_;
 };
 
-// A GSource iterating @loop whenever its fd is readable, on the
-// thread-default main context. Destroy with g_source_destroy + unref.
-GSource* attach_pw_loop(pw_loop* loop);
 
 }  // namespace sidebus::guest

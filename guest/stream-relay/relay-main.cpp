@@ -37,6 +37,7 @@
 #include <string>
 
 #include "producer.hpp"
+#include "pw-loop-source.hpp"
 
 using sidebus::guest::Producer;
 using sidebus::guest::ProducerOptions;
@@ -287,7 +288,7 @@ int main(int argc, char** argv) {
   relay.main_loop = g_main_loop_new(nullptr, FALSE);
   relay.loop = pw_loop_new(nullptr);
   pw_loop_enter(relay.loop);
-  relay.loop_source = sidebus::guest::attach_pw_loop(relay.loop);
+  relay.loop_source = sidebus::plugins::attach_pw_loop(relay.loop);
   relay.context = pw_context_new(relay.loop, nullptr, 0);
   if (relay.context == nullptr) {
     g_printerr("sidebus-stream-relay: cannot make a PipeWire context\n");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // host-nodes.cpp — see host-nodes.hpp.
 #include "host-nodes.hpp"
+#include "pw-loop-source.hpp"
 
 #include <gio/gio.h>
 #include <pipewire/pipewire.h>
@@ -13,16 +14,6 @@
 
 namespace sidebus::plugins {
 namespace {
-
-struct LoopSource {
-  GSource base;
-  pw_loop* loop;
-};
-gboolean dispatch_loop(GSource* source, GSourceFunc, gpointer) {
-  pw_loop_iterate(reinterpret_cast<LoopSource*>(source)->loop, 0);
-  return G_SOURCE_CONTINUE;
-}
-GSourceFuncs kLoopSourceFuncs = {nullptr, nullptr, dispatch_loop, nullptr, nullptr, nullptr};
 
 void destroy_source(GSource** source) {
   if (*source == nullptr) return;
@@ -140,10 +131,7 @@ std::unique_ptr<HostNodes> HostNodes::list(int fd, std::string media_role, unsig
     return std::unique_ptr<HostNodes>(new HostNodes(std::move(impl)));
   }
   pw_loop_enter(impl->loop);
-  impl->loop_source = g_source_new(&kLoopSourceFuncs, sizeof(LoopSource));
-  reinterpret_cast<LoopSource*>(impl->loop_source)->loop = impl->loop;
-  g_source_add_unix_fd(impl->loop_source, pw_loop_get_fd(impl->loop), static_cast<GIOCondition>(G_IO_IN | G_IO_ERR));
-  g_source_attach(impl->loop_source, g_main_context_get_thread_default());
+  impl->loop_source = attach_pw_loop(impl->loop);
   impl->context = pw_context_new(impl->loop, nullptr, 0);
   impl->core =
       impl->context != nullptr

@@ -5,6 +5,7 @@
 // from an idle callback, never from inside a PipeWire callback, so it may
 // destroy the HostStream then.
 #include "host-stream.hpp"
+#include "pw-loop-source.hpp"
 
 #include <pipewire/pipewire.h>
 #include <spa/param/video/format-utils.h>
@@ -23,19 +24,6 @@ namespace {
 constexpr uint32_t kFormats[] = {SPA_VIDEO_FORMAT_BGRx, SPA_VIDEO_FORMAT_BGRA, SPA_VIDEO_FORMAT_RGBx,
                                  SPA_VIDEO_FORMAT_RGBA, SPA_VIDEO_FORMAT_xRGB, SPA_VIDEO_FORMAT_ARGB,
                                  SPA_VIDEO_FORMAT_xBGR, SPA_VIDEO_FORMAT_ABGR};
-
-// A GSource that iterates a pw_loop whenever its fd is readable.
-struct LoopSource {
-  GSource base;
-  pw_loop* loop;
-};
-
-gboolean dispatch_loop(GSource* source, GSourceFunc, gpointer) {
-  pw_loop_iterate(reinterpret_cast<LoopSource*>(source)->loop, 0);
-  return G_SOURCE_CONTINUE;
-}
-
-GSourceFuncs kLoopSourceFuncs = {nullptr, nullptr, dispatch_loop, nullptr, nullptr, nullptr};
 
 }  // namespace
 
@@ -254,10 +242,7 @@ bool HostStream::Impl::connect(int fd, GError** error) {
     return false;
   }
   pw_loop_enter(loop);
-  loop_source = g_source_new(&kLoopSourceFuncs, sizeof(LoopSource));
-  reinterpret_cast<LoopSource*>(loop_source)->loop = loop;
-  g_source_add_unix_fd(loop_source, pw_loop_get_fd(loop), static_cast<GIOCondition>(G_IO_IN | G_IO_ERR));
-  g_source_attach(loop_source, g_main_context_get_thread_default());
+  loop_source = attach_pw_loop(loop);
 
   context = pw_context_new(loop, nullptr, 0);
   if (context == nullptr) {
