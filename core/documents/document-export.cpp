@@ -447,14 +447,7 @@ void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t>
         bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, "GrantPermissions",
         g_variant_new("(ss^as)", first.doc_id.c_str(), app_id_.c_str(), permissions), G_VARIANT_TYPE("()"),
         G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, nullptr,
-        [](GObject* source, GAsyncResult* result, gpointer data) {
-          std::unique_ptr<Call> call(static_cast<Call*>(data));
-          g_autoptr(GError) call_error = nullptr;
-          g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
-          DocumentExporter* self = *call->alive;
-          if (self == nullptr) return;
-          self->on_reply(call->job, call->items, reply, call_error);
-        },
+        DocumentExporter::on_call_done,
         new Call{job, alive_, std::move(batch)});
     return;
   }
@@ -495,15 +488,18 @@ void DocumentExporter::send(const std::shared_ptr<Job>& job, std::vector<size_t>
   g_dbus_connection_call_with_unix_fd_list(
       bus, kDocumentsName, kDocumentsPath, kDocumentsInterface, method, parameters, reply_type,
       G_DBUS_CALL_FLAGS_NO_AUTO_START, kCallTimeoutMs, fd_list, nullptr,
-      [](GObject* source, GAsyncResult* result, gpointer data) {
-        std::unique_ptr<Call> call(static_cast<Call*>(data));
-        g_autoptr(GError) call_error = nullptr;
-        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
-        DocumentExporter* self = *call->alive;
-        if (self == nullptr) return;
-        self->on_reply(call->job, call->items, reply, call_error);
-      },
+      DocumentExporter::on_call_done,
       new Call{job, alive_, std::move(batch)});
+}
+
+// The answer to a GrantPermissions, AddFull or AddNamedFull of send().
+void DocumentExporter::on_call_done(GObject* source, GAsyncResult* result, gpointer data) {
+  std::unique_ptr<Call> call(static_cast<Call*>(data));
+  g_autoptr(GError) call_error = nullptr;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &call_error);
+  DocumentExporter* self = *call->alive;
+  if (self == nullptr) return;
+  self->on_reply(call->job, call->items, reply, call_error);
 }
 
 void DocumentExporter::on_reply(const std::shared_ptr<Job>& job, const std::vector<size_t>& batch, GVariant* reply,

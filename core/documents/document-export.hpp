@@ -122,6 +122,7 @@ class DocumentExporter {
   GDBusConnection* connection() const;
   void dispatch();
   void send(const std::shared_ptr<Job>& job, std::vector<size_t> batch);
+  static void on_call_done(GObject* source, GAsyncResult* result, gpointer data);
   void on_reply(const std::shared_ptr<Job>& job, const std::vector<size_t>& batch, GVariant* reply,
                 GError* call_error);
   void finish_job(const std::shared_ptr<Job>& job);
