@@ -100,7 +100,8 @@ void test_unused_documents_deleted_at_start_up() {
   // Choosing the old file again gives the guest a new document of it.
   const std::string again = vm.share_document(files.dir.path() + "/old.txt");
   g_assert_true(can_read(again, "from last season"));
-  g_assert_cmpstr(doc_id_of(vm, again).c_str(), !=, old_id.c_str());
+  const std::string again_id = doc_id_of(vm, again);  // not a temporary: g_assert_cmpstr keeps the pointer
+  g_assert_cmpstr(again_id.c_str(), !=, old_id.c_str());
 }
 
 void test_limit_deletes_oldest_first() {
