@@ -36,6 +36,7 @@
 
 #include "copy-store.hpp"
 #include "guest-file.hpp"
+#include "guest-text.hpp"
 #include "openuri-dbus.h"
 #include "uri-policy.hpp"
 #include "portal-module.hpp"
@@ -48,7 +49,6 @@ namespace {
 constexpr const char* kInterface = "org.freedesktop.portal.OpenURI";
 // Version 5 added SchemeSupported.
 constexpr guint32 kImplementedVersion = 5;
-constexpr gsize kMaxActivationTokenLength = 1024;
 
 struct GObjectUnref {
   void operator()(gpointer object) const { g_object_unref(object); }
@@ -57,25 +57,6 @@ template <typename T>
 using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
 
 // ---- Options -----------------------------------------------------------------
-
-// Activation tokens (XDG activation, X11 startup ids) end up in the launched
-// host application's environment: short, printable ASCII.
-gboolean validate_activation_token(SidebusContext*, const char*, GVariant* value, GError** error) {
-  gsize length;
-  const char* token = g_variant_get_string(value, &length);
-  if (length > kMaxActivationTokenLength) {
-    g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "longer than %zu bytes",
-                kMaxActivationTokenLength);
-    return FALSE;
-  }
-  for (const char* c = token; *c != '\0'; c++) {
-    if (*c < 0x20 || *c > 0x7e) {
-      g_set_error(error, SIDEBUS_ERROR, SIDEBUS_ERROR_INVALID_ARGUMENT, "not printable ASCII");
-      return FALSE;
-    }
-  }
-  return TRUE;
-}
 
 const SidebusOption kOpenOptions[] = {
     {"writable", "b", nullptr},
