@@ -9,7 +9,7 @@
 // The video portals run on the test's own PipeWire daemon (HostPipeWire):
 // ScreenCast streams come from the backend's video source, the camera from
 // sidebus-test-camera, and the test consumes them as an app would, through
-// the fd OpenPipeWireRemote returns (PipeWireClient below), checking the
+// the fd OpenPipeWireRemote returns (support/pipewire-client.hpp), checking the
 // frame numbers and pixels of tests/backend/test-patterns.hpp.
 //
 // Plain D-Bus calls rather than libportal: an XdpPortal talks to the
@@ -22,7 +22,6 @@
 #include <gdk-pixbuf/gdk-pixbuf.h>
 #include <gio/gunixfdlist.h>
 #include <pipewire/pipewire.h>
-#include <spa/param/video/format-utils.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -35,6 +34,7 @@
 #include "support/files.hpp"
 #include "support/host-pipewire.hpp"
 #include "support/host-portal.hpp"
+#include "support/pipewire-client.hpp"
 
 using namespace sidebus::test;
 namespace patterns = sidebus::test_patterns;
@@ -130,160 +130,6 @@ int file_fd(const TempDir& dir, const std::string& name, const std::string& cont
 }
 
 // ---- PipeWire as a portal's app sees it --------------------------------------
-
-// A PipeWire client on the fd an OpenPipeWireRemote returned: the nodes its
-// registry shows (what the portal lets it see) and the frames of a stream it
-// consumes. Runs on its own pw_thread_loop; the accessors take its lock.
-class PipeWireClient {
- public:
-  struct Node {
-    std::string media_class;
-    std::string media_role;
-    std::string name;
-  };
-  struct Frames {
-    std::vector<uint32_t> numbers;  // frame numbers, in arrival order
-    uint32_t width = 0;
-    uint32_t height = 0;
-    size_t mismatches = 0;  // frames whose pixels are not the pattern
-  };
-
-  explicit PipeWireClient(int fd) {
-    loop_ = pw_thread_loop_new("sidebus-test-consumer", nullptr);
-    context_ = pw_context_new(pw_thread_loop_get_loop(loop_), nullptr, 0);
-    g_assert_cmpint(pw_thread_loop_start(loop_), ==, 0);
-    Lock lock(loop_);
-    core_ = pw_context_connect_fd(context_, fd, pw_properties_new(PW_KEY_APP_NAME, "sidebus-test-app", nullptr), 0);
-    g_assert_nonnull(core_);
-    registry_ = pw_core_get_registry(core_, PW_VERSION_REGISTRY, 0);
-    pw_registry_add_listener(registry_, &registry_listener_, &kRegistryEvents, this);
-  }
-  ~PipeWireClient() {
-    {
-      Lock lock(loop_);
-      if (stream_ != nullptr) {
-        spa_hook_remove(&stream_listener_);
-        pw_stream_destroy(stream_);
-      }
-      spa_hook_remove(&registry_listener_);
-      pw_proxy_destroy(reinterpret_cast<pw_proxy*>(registry_));
-      pw_core_disconnect(core_);
-    }
-    pw_thread_loop_stop(loop_);
-    pw_context_destroy(context_);
-    pw_thread_loop_destroy(loop_);
-  }
-  PipeWireClient(const PipeWireClient&) = delete;
-  PipeWireClient& operator=(const PipeWireClient&) = delete;
-
-  std::map<uint32_t, Node> nodes() {
-    Lock lock(loop_);
-    return nodes_;
-  }
-  bool sees(uint32_t node_id) { return nodes().contains(node_id); }
-
-  // Consumes the frames of @node_id, checked against @tag's pattern.
-  void consume(uint32_t node_id, uint8_t tag) {
-    Lock lock(loop_);
-    tag_ = tag;
-    stream_ = pw_stream_new(core_, "sidebus-test-consumer",
-                            pw_properties_new(PW_KEY_MEDIA_TYPE, "Video", PW_KEY_MEDIA_CATEGORY, "Capture", nullptr));
-    g_assert_nonnull(stream_);
-    pw_stream_add_listener(stream_, &stream_listener_, &kStreamEvents, this);
-    uint8_t buffer[1024];
-    spa_pod_builder builder = SPA_POD_BUILDER_INIT(buffer, sizeof(buffer));
-    spa_rectangle size = SPA_RECTANGLE(320, 240), min_size = SPA_RECTANGLE(1, 1), max_size = SPA_RECTANGLE(8192, 8192);
-    spa_fraction rate = SPA_FRACTION(30, 1), min_rate = SPA_FRACTION(0, 1), max_rate = SPA_FRACTION(1000, 1);
-    const spa_pod* params[1];
-    params[0] = static_cast<const spa_pod*>(spa_pod_builder_add_object(
-        &builder, SPA_TYPE_OBJECT_Format, SPA_PARAM_EnumFormat, SPA_FORMAT_mediaType, SPA_POD_Id(SPA_MEDIA_TYPE_video),
-        SPA_FORMAT_mediaSubtype, SPA_POD_Id(SPA_MEDIA_SUBTYPE_raw), SPA_FORMAT_VIDEO_format,
-        SPA_POD_Id(SPA_VIDEO_FORMAT_BGRx), SPA_FORMAT_VIDEO_size,
-        SPA_POD_CHOICE_RANGE_Rectangle(&size, &min_size, &max_size), SPA_FORMAT_VIDEO_framerate,
-        SPA_POD_CHOICE_RANGE_Fraction(&rate, &min_rate, &max_rate)));
-    const auto flags = static_cast<pw_stream_flags>(PW_STREAM_FLAG_AUTOCONNECT | PW_STREAM_FLAG_MAP_BUFFERS);
-    g_assert_cmpint(pw_stream_connect(stream_, PW_DIRECTION_INPUT, node_id, flags, params, 1), ==, 0);
-  }
-  Frames frames() {
-    Lock lock(loop_);
-    return frames_;
-  }
-  // Until @count frames arrived.
-  bool wait_for_frames(size_t count, Timeout timeout = kDefaultTimeout) {
-    return wait_until([&] { return frames().numbers.size() >= count; }, timeout);
-  }
-
- private:
-  struct Lock {
-    explicit Lock(pw_thread_loop* loop) : loop(loop) { pw_thread_loop_lock(loop); }
-    ~Lock() { pw_thread_loop_unlock(loop); }
-    pw_thread_loop* loop;
-  };
-
-  static void on_global(void* data, uint32_t id, uint32_t, const char* type, uint32_t, const spa_dict* props) {
-    auto* self = static_cast<PipeWireClient*>(data);
-    if (strcmp(type, PW_TYPE_INTERFACE_Node) != 0) return;
-    auto get = [props](const char* key) {
-      const char* value = props != nullptr ? spa_dict_lookup(props, key) : nullptr;
-      return std::string(value != nullptr ? value : "");
-    };
-    self->nodes_[id] = Node{get(PW_KEY_MEDIA_CLASS), get(PW_KEY_MEDIA_ROLE), get(PW_KEY_NODE_NAME)};
-  }
-  static void on_global_remove(void* data, uint32_t id) { static_cast<PipeWireClient*>(data)->nodes_.erase(id); }
-  static void on_param_changed(void* data, uint32_t id, const spa_pod* param) {
-    auto* self = static_cast<PipeWireClient*>(data);
-    spa_video_info_raw info{};
-    if (param == nullptr || id != SPA_PARAM_Format || spa_format_video_raw_parse(param, &info) < 0) return;
-    self->frames_.width = info.size.width;
-    self->frames_.height = info.size.height;
-  }
-  static void on_process(void* data) {
-    auto* self = static_cast<PipeWireClient*>(data);
-    pw_buffer* buffer = pw_stream_dequeue_buffer(self->stream_);
-    if (buffer == nullptr) return;
-    const spa_data& plane = buffer->buffer->datas[0];
-    const uint32_t width = self->frames_.width, height = self->frames_.height;
-    const uint32_t stride = plane.chunk->stride > 0 ? static_cast<uint32_t>(plane.chunk->stride) : width * 4;
-    if (plane.data != nullptr && width >= patterns::kCounterPixels && plane.chunk->size >= stride * height) {
-      const auto* pixels = static_cast<const uint8_t*>(plane.data) + plane.chunk->offset;
-      self->frames_.numbers.push_back(patterns::frame_number(pixels));
-      if (!patterns::frame_matches(pixels, width, height, stride, self->tag_)) self->frames_.mismatches++;
-    }
-    pw_stream_queue_buffer(self->stream_, buffer);
-  }
-
-  static constexpr pw_registry_events kRegistryEvents = {
-      .version = PW_VERSION_REGISTRY_EVENTS,
-      .global = on_global,
-      .global_remove = on_global_remove,
-  };
-  static constexpr pw_stream_events kStreamEvents = {
-      .version = PW_VERSION_STREAM_EVENTS,
-      .param_changed = on_param_changed,
-      .process = on_process,
-  };
-
-  pw_thread_loop* loop_ = nullptr;
-  pw_context* context_ = nullptr;
-  pw_core* core_ = nullptr;
-  pw_registry* registry_ = nullptr;
-  spa_hook registry_listener_{};
-  pw_stream* stream_ = nullptr;
-  spa_hook stream_listener_{};
-  uint8_t tag_ = 0;
-  std::map<uint32_t, Node> nodes_;
-  Frames frames_;
-};
-
-// The frames arrived, each newer than the last, every one the pattern.
-void assert_good_frames(const PipeWireClient::Frames& frames, uint32_t width, uint32_t height) {
-  g_assert_cmpuint(frames.width, ==, width);
-  g_assert_cmpuint(frames.height, ==, height);
-  g_assert_cmpuint(frames.numbers.size(), >=, 10);
-  for (size_t i = 1; i < frames.numbers.size(); i++) g_assert_cmpuint(frames.numbers[i], >, frames.numbers[i - 1]);
-  g_assert_cmpuint(frames.numbers.front(), >=, 1);
-  g_assert_cmpuint(frames.mismatches, ==, 0);
-}
 
 // The fd an OpenPipeWireRemote answered.
 int pipewire_fd(GDBusConnection* connection, const char* interface, GVariant* parameters, GError** error) {
@@ -684,7 +530,7 @@ void test_screen_cast() {
     g_assert_cmpstr(node.media_class.c_str(), ==, "Video/Source");
     app.consume(stream.node_id, patterns::kScreenCastTag);
     g_assert_true(app.wait_for_frames(10));
-    assert_good_frames(app.frames(), 320, 240);
+    assert_good_frames(app.frames(), 320, 240, 10);
     g_assert_false(app.sees(camera_node));
 
     // The app closes the session: the backend hears it, the stream goes.
@@ -716,7 +562,7 @@ void test_screen_cast() {
     PipeWireClient app(small_fd);
     app.consume(small.node_id, patterns::kScreenCastTag);
     g_assert_true(app.wait_for_frames(10));
-    assert_good_frames(app.frames(), 64, 48);
+    assert_good_frames(app.frames(), 64, 48, 10);
 
     // The desktop ends the session: the app is told, the stream goes.
     SignalLog closed(bus, "org.freedesktop.portal.Session", "Closed");
@@ -812,7 +658,7 @@ void test_camera() {
     g_assert_cmpstr(node.media_class.c_str(), ==, "Video/Source");
     app.consume(camera_node, patterns::kCameraTag);
     g_assert_true(app.wait_for_frames(10));
-    assert_good_frames(app.frames(), 320, 240);
+    assert_good_frames(app.frames(), 320, 240, 10);
   }
   g_assert_cmpuint(calls_of(host, "AccessDialog").size(), ==, 1);  // the store remembers
 }
